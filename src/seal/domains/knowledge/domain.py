@@ -1,0 +1,65 @@
+"""Knowledge incorporation as a domain: passage -> self-edit -> training sequences -> closed-book QA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seal.config import EvalConfig
+from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
+from seal.domains.knowledge.data import Passage
+from seal.domains.knowledge.grading import DEFAULT_GRADER, f1_score, get_grader
+from seal.domains.knowledge.prompts import answer_prompt, self_edit_prompt
+from seal.domains.knowledge.selfedit import split_self_edit, training_sequences
+from seal.generation import chat_prompt, generate
+
+
+def grader_for(name: str):
+    return get_grader(DEFAULT_GRADER if name == "default" else name)
+
+
+@dataclass
+class KnowledgeDomain:
+    prompt: str = "implications"
+    max_sequences: int | None = 64
+    eval: EvalConfig = None  # type: ignore[assignment]
+    name: str = "knowledge"
+
+    def __post_init__(self):
+        self.eval = self.eval or EvalConfig()
+        self.grader = grader_for(self.eval.grader)
+        self_edit_prompt(self.prompt, "", "")  # fail fast on an unknown prompt kind
+
+    def self_edit_prompt(self, passage: Passage) -> str:
+        return self_edit_prompt(self.prompt, passage.title, passage.context)
+
+    def parse(self, passage: Passage, self_edit: str) -> UpdatePlan:
+        """Training sequences from a self-edit; the passage itself is always one of them."""
+        items = split_self_edit(self_edit) if self.prompt != "none" else []
+        if self.prompt != "none" and not items:
+            raise SelfEditError("the self-edit contains no usable statements")
+        sequences = training_sequences(passage.title, passage.context, items, self.max_sequences)
+        return UpdatePlan([Example(s) for s in sequences], notes={"items": len(items)})
+
+    def answer(self, model, tokenizer, passage: Passage, questions=None) -> list[str]:
+        """Greedy closed-book answers: the model sees the topic and the question, never the passage."""
+        questions = passage.questions if questions is None else questions
+        prompts = [chat_prompt(tokenizer, answer_prompt(passage.title, q.question)) for q in questions]
+        outs = generate(model, tokenizer, prompts, max_new_tokens=self.eval.max_new_tokens,
+                        batch_size=self.eval.batch_size)
+        return [o[0] for o in outs]
+
+    def evaluate(self, model, tokenizer, passage: Passage) -> Score:
+        if not passage.questions:
+            raise ValueError(f"passage {passage.title!r} has no questions to evaluate on")
+        answers = self.answer(model, tokenizer, passage)
+        details = [
+            {
+                "question": q.question,
+                "gold": q.answer,
+                "prediction": a,
+                "correct": bool(self.grader(q.question, q.answer, a)),
+                "f1": f1_score(a, q.answer),
+            }
+            for q, a in zip(passage.questions, answers)
+        ]
+        return Score(sum(d["correct"] for d in details) / len(details), details)

