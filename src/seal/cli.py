@@ -8,6 +8,7 @@ clear line and exit with status 2; nothing is left half-written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from importlib.resources import files
@@ -54,8 +55,15 @@ def cmd_demo(args) -> int:
     assets = files("seal") / "assets"
     passage = load_document(Path(str(assets / "velmora_lighthouse.txt")), title="Velmora Lighthouse")
     questions = load_questions(Path(str(assets / "velmora_lighthouse.jsonl")))
+    cfg = _learn_config(args)
     out = args.out or default_run_dir("demo")
-    result = learn(passage, questions, _learn_config(args), out)
+    try:
+        result = learn(passage, questions, cfg, out)
+    except BaseException:
+        if not args.out:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # the fresh directory default_run_dir made, unless the run already wrote to it
+        raise
     return 0 if result["error"] is None else 1
 
 
@@ -88,7 +96,10 @@ def cmd_grade(args) -> int:
     grader = grader_for(args.grader)
     source = open(args.input, encoding="utf-8") if args.input != "-" else sys.stdin
     with source:
-        lines = source.read().splitlines()
+        try:
+            lines = source.read().splitlines()
+        except UnicodeDecodeError as e:
+            raise DataError(f"{args.input} is not UTF-8 text (byte {e.start})") from e
     records = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -118,6 +129,27 @@ def cmd_models(args) -> int:
         for name, m in models.EMBEDDED.items():
             cached = (models.cache_root() / "models" / name / "config.json").is_file()
             print(f"{name}{' (default)' if name == models.DEFAULT_MODEL else ''}: {'cached' if cached else m.install}")
+    return 0
+
+
+def cmd_train_knowledge(args) -> int:
+    from seal.config import load_config
+    from seal.progress import console
+    from seal.runs import default_run_dir
+    from seal.train import TrainKnowledgeConfig, train_knowledge
+
+    overrides = list(args.overrides)
+    for flag, key in (("generator", "restem.generator.name"), ("learner", "restem.learner"), ("rounds", "restem.rounds"),
+                      ("passages", "passages"), ("k", "restem.k"), ("seed", "restem.seed")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    cfg = load_config(TrainKnowledgeConfig, args.config, overrides)
+    out = args.out or default_run_dir("train-knowledge")
+    results = train_knowledge(cfg, out)
+    for s in results["rounds"]:
+        console.print(f"round {s['round']}: baseline {s['mean_baseline']:.1%}, after self-edit {s['mean_score']:.1%}, "
+                      f"reward {s['mean_reward']:.3f}, {s['training_examples']} self-edits cloned")
+    console.print(f"generators: {', '.join(results['generators'])}")
     return 0
 
 
@@ -158,6 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the embedded models, or prepare (convert and cache) them")
     p.add_argument("--prepare", nargs="+", metavar="NAME")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="ReST-EM: teach the generator to write better self-edits")
+    p = p.add_subparsers(dest="domain", required=True).add_parser("knowledge", help="on SQuAD training passages")
+    p.add_argument("--generator", help="model that writes self-edits and is trained (default: the default model)")
+    p.add_argument("--learner", help="a separate student that learns from the self-edits (teacher-student)")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--passages", type=int, help="training passages per round")
+    p.add_argument("--k", type=int, help="self-edits sampled per passage")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run directory (default: runs/train-knowledge-<time>); rerun the same --out to resume")
+    config_args(p)
+    p.set_defaults(func=cmd_train_knowledge)
 
     from seal.bench.cli import add_bench_parser
 

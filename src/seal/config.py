@@ -20,6 +20,15 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
+def bounded(default: Any, **bounds: float) -> Any:
+    """A field whose loaded values must lie within `bounds` (ge / gt / le / lt), checked by `from_dict`."""
+    return field(default=default, metadata={"bounds": bounds})
+
+
+_BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+
+
 @dataclass
 class ModelConfig:
     """Which model to load: an embedded registry name, a Hugging Face id, or a local directory."""
@@ -33,11 +42,11 @@ class ModelConfig:
 class SamplingConfig:
     """How self-edits are sampled from the generator."""
 
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_new_tokens: int = 320
-    num_samples: int = 1
-    batch_size: int = 8
+    temperature: float = bounded(1.0, ge=0)
+    top_p: float = bounded(0.95, gt=0, le=1)
+    max_new_tokens: int = bounded(320, ge=1)
+    num_samples: int = bounded(1, ge=1)
+    batch_size: int = bounded(8, ge=1)
 
 
 @dataclass
@@ -48,18 +57,18 @@ class InnerConfig:
     r32 / lr 1e-3 / 10 epochs were tuned for a 7B model with padding inside the loss.
     """
 
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
+    rank: int = bounded(16, ge=1)
+    alpha: int = bounded(32, ge=1)
+    dropout: float = bounded(0.0, ge=0, lt=1)
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    lr: float = 1e-3
-    epochs: int = 5
-    batch_size: int = 8
-    max_length: int = 384
-    max_sequences: int = 64
-    weight_decay: float = 0.0
+    lr: float = bounded(1e-3, gt=0)
+    epochs: int = bounded(5, ge=1)
+    batch_size: int = bounded(8, ge=1)
+    max_length: int = bounded(384, ge=2)
+    max_sequences: int = bounded(64, ge=1)
+    weight_decay: float = bounded(0.0, ge=0)
     seed: int = 0
 
 
@@ -67,8 +76,8 @@ class InnerConfig:
 class EvalConfig:
     """Closed-book question answering after (or without) an update."""
 
-    max_new_tokens: int = 48
-    batch_size: int = 16
+    max_new_tokens: int = bounded(48, ge=1)
+    batch_size: int = bounded(16, ge=1)
     grader: str = "default"
 
 
@@ -145,6 +154,11 @@ def from_dict(cls: type[C], data: dict, where: str = "config") -> C:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        for name, bound in f.metadata.get("bounds", {}).items():
+            ok, op = _BOUNDS[name]
+            if f.name in kwargs and not ok(kwargs[f.name], bound):  # NaN fails every bound
+                raise ConfigError(f"{where}.{f.name}: {kwargs[f.name]!r} is out of range (must be {op} {bound})")
     return cls(**kwargs)
 
 

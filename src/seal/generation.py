@@ -7,6 +7,8 @@ seeded from the caller's seed, so the same seed gives the same text on the same 
 
 from __future__ import annotations
 
+import random
+
 import torch
 
 
@@ -43,6 +45,7 @@ def generate(
         raise ValueError("greedy decoding gives one completion per prompt; use temperature > 0 for several")
     jobs = [(i, p) for i, p in enumerate(prompts) for _ in range(num_samples)]
     outputs: list[list[str]] = [[] for _ in prompts]
+    batch_seeds = random.Random(seed)  # not seed + offset, with which seed s + 8 replays the 2nd batch of seed s
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
@@ -50,7 +53,7 @@ def generate(
             batch = jobs[start : start + batch_size]
             enc = tokenizer([p for _, p in batch], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = enc.to(model.device)
-            torch.manual_seed(seed + start)
+            torch.manual_seed(batch_seeds.getrandbits(63))
             kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p) if sample else dict(do_sample=False)
             out = model.generate(
                 **enc,

@@ -26,7 +26,7 @@ from seal.generation import chat_prompt, generate
 from seal.inner.lora import UpdateError
 from seal.plots import plot_learn
 from seal.progress import console, step_bar
-from seal.runs import Run
+from seal.runs import Run, check_new
 
 ADAPTER_META = "seal.json"
 
@@ -43,13 +43,20 @@ def _answers_table(title: str, details: list[dict]) -> Table:
 
 
 def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, out: str | Path) -> dict:
-    """Run the whole learn workflow; returns (and writes to `out/result.json`) the result record."""
+    """Run the whole learn workflow; returns (and writes to `out/result.json`) the result record.
+
+    The output directory, the prompt kind, the grader and the model are all checked before anything is
+    written, so a user error leaves no half-made run directory behind.
+    """
     start = time.perf_counter()
-    run = Run(out, cfg, results_name="result.json")
+    if not questions:
+        raise ValueError("learn needs at least one question to check whether the update helped")
+    check_new(out, results_name="result.json")
     passage = dataclasses.replace(passage, questions=tuple(questions))
     domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval)
     with console.status(f"loading {cfg.model.name}"):
         model, tokenizer = models.load(cfg.model)
+    run = Run(out, cfg, results_name="result.json")
     timings = {"load": time.perf_counter() - start}
 
     t = time.perf_counter()

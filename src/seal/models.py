@@ -130,9 +130,16 @@ def resolve(name: str) -> str:
     """Where to load `name` from: the converted cache of an embedded model, a local dir, or a hub id."""
     if name in EMBEDDED:
         return str(prepare(name))
-    if Path(name).is_dir():
-        return name
-    if "/" in name and not Path(name).exists():
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{name} is not a model directory (it has no config.json)")
+        return str(path)
+    if path.exists():
+        raise ModelError(f"{name} is a file, not a model directory")
+    if name.startswith((".", "/", "~")):
+        raise ModelError(f"model directory {name!r} does not exist")  # a path, never a hub id
+    if "/" in name:
         return name  # a Hugging Face id; loading it needs a reachable hub
     raise ModelError(f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED)}), a directory, or a hub id")
 
@@ -156,7 +163,7 @@ def load(config: ModelConfig | str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # missing files, unknown architectures, unusable tokenizers
         raise ModelError(f"cannot load model {config.name!r} from {source}: {e}") from e
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

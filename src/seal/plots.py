@@ -41,3 +41,17 @@ def plot_conditions(rows: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_rounds(rounds: list[dict], path: Path) -> None:
+    """ReST-EM progress: the learner's mean score before and after self-edit updates, per round."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [s["round"] for s in rounds]
+    ax.plot(xs, [s["mean_baseline"] for s in rounds], "o--", color="grey", label="no update")
+    ax.plot(xs, [s["mean_score"] for s in rounds], "o-", color="tab:blue", label="after self-edit update")
+    ax.set(xlabel="RL round (self-edits sampled from the round's generator)", ylabel="mean accuracy", ylim=(0, 1),
+           xticks=xs)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -27,14 +27,29 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def default_run_dir(kind: str, root: str | Path = "runs") -> Path:
-    """A fresh `runs/<kind>-<timestamp>[-n]` path that no other run uses."""
+    """A fresh `runs/<kind>-<timestamp>[-n]` directory that no other run uses.
+
+    The directory is created (empty) here, atomically, so two callers in the same second never get the same one.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path(root) / f"{kind}-{stamp}"
+    Path(root).mkdir(parents=True, exist_ok=True)
     n = 1
-    while path.exists():
-        n += 1
-        path = Path(root) / f"{kind}-{stamp}-{n}"
-    return path
+    while True:
+        path = Path(root) / (f"{kind}-{stamp}" if n == 1 else f"{kind}-{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+
+
+def check_new(path: str | Path, results_name: str = "results.json", resume: bool = True) -> None:
+    """Raise RunExistsError when `path` cannot take a new run (see `Run`); writes nothing."""
+    path = Path(path)
+    if (path / results_name).exists():
+        raise RunExistsError(f"{path} holds a finished run; choose another output directory")
+    if path.exists() and any(path.iterdir()) and not resume:
+        raise RunExistsError(f"{path} is not empty; choose another output directory")
 
 
 class Run:
@@ -43,13 +58,16 @@ class Run:
     def __init__(self, path: str | Path, config: Any, results_name: str = "results.json", resume: bool = True):
         self.path = Path(path)
         self.results_path = self.path / results_name
-        if self.results_path.exists():
-            raise RunExistsError(f"{self.path} holds a finished run; choose another output directory")
-        if self.path.exists() and any(self.path.iterdir()) and not resume:
-            raise RunExistsError(f"{self.path} is not empty; choose another output directory")
+        check_new(self.path, results_name, resume)
         (self.path / "plots").mkdir(parents=True, exist_ok=True)
         save_config(config, self.path / "config.yaml")
         self.metrics_path = self.path / "metrics.jsonl"
+        if self.metrics_path.exists():
+            with self.metrics_path.open("rb+") as f:
+                if f.seek(0, os.SEEK_END):
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")  # end a line cut by a kill, so the next record starts on its own line
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one record to metrics.jsonl (flushed at once, so a kill loses nothing logged)."""

@@ -29,10 +29,13 @@ def cmd_bench_knowledge(args) -> int:
         overrides.append(f"model.name={args.model}")
     if args.passages is not None:
         overrides.append(f"passages={args.passages}")
+    if args.setting:
+        overrides.append(f"setting={args.setting}")
     cfg = load_config(KnowledgeBenchConfig, args.config, overrides)
     out = args.out or default_run_dir("bench-knowledge")
     results = run_bench(cfg, out)
-    _print_rows(results["rows"], f"knowledge incorporation ({results['model']}, {results['passages']} passages) -> {out}")
+    _print_rows(results["rows"], f"knowledge incorporation, {results['setting']} passage ({results['model']}, "
+                f"{results['passages']} passages) -> {out}")
     return 0
 
 
@@ -43,6 +46,7 @@ def add_bench_parser(sub) -> None:
     p = bench.add_parser("knowledge", help="single-passage knowledge incorporation table")
     p.add_argument("--model")
     p.add_argument("--passages", type=int)
+    p.add_argument("--setting", choices=["single", "multi"], help="one update per passage, or one for all of them")
     p.add_argument("--out", help="run directory (default: runs/bench-knowledge-<time>); rerun the same --out to resume")
     config_args(p)
     p.set_defaults(func=cmd_bench_knowledge)

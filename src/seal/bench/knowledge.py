@@ -1,18 +1,24 @@
-"""`seal bench knowledge`: the paper's single-passage knowledge-incorporation table on our models.
+"""`seal bench knowledge`: the paper's knowledge-incorporation tables on our models.
 
-For each passage, each condition is one episode: an update (or none) followed by closed-book QA on the
-passage's questions. Conditions:
+Conditions (each an update, or none, followed by closed-book QA unless stated):
 
 - `base`: no update.
 - `passage`: a fresh LoRA trained on the passage alone.
-- `self-edit`: passage + the model's own self-edit (sampled with the config's seed).
+- `self-edit`: passage + the bench model's own self-edits.
 - `file:NAME`: passage + self-edits read from `<synthetic_dir>/NAME_val.json` (e.g. gpt4_1, base).
+- `generator:PATH`: passage + self-edits sampled from another generator (e.g. a ReST-EM round's model).
+- `open-book`: no update, the passage is in the prompt (the ceiling the weights are chasing).
+- `retrieval`: no update, each question retrieves (BM25) one passage out of all N and sees it.
 
-Every finished episode is appended to metrics.jsonl, so a killed benchmark resumes where it stopped.
+Settings: `single` trains one adapter per passage (the paper's single-passage table); `multi` trains
+one adapter on all N passages and their self-edits at once (continued pretraining) and asks every
+question afterwards. Every finished episode is appended to metrics.jsonl, so a killed benchmark
+resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -24,12 +30,14 @@ from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.base import Example, SelfEditError, UpdatePlan
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.episode import adapt_and_evaluate
+from seal.domains.knowledge.retrieval import Retriever
 from seal.generation import chat_prompt, generate
-from seal.inner.lora import UpdateError
+from seal.inner.lora import UpdateError, fresh_adapter, train
 from seal.plots import plot_conditions
 from seal.progress import console, progress_bar
 from seal.runs import Run
+
+NO_UPDATE = ("base", "open-book", "retrieval")
 
 
 @dataclass
@@ -40,7 +48,9 @@ class KnowledgeBenchConfig:
     split: str = "eval"  # eval: the paper's 200 evaluation passages; train: the other 1,867 (for tuning)
     offset: int = 0
     passages: int = 20
+    setting: str = "single"  # single: one update per passage | multi: one update on all passages
     conditions: list[str] = field(default_factory=lambda: ["base", "passage", "self-edit", "file:gpt4_1", "file:base"])
+    k: int = 1  # self-edits per passage (single: one episode each, averaged; multi: all in the one update)
     prompt: str = "implications"
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -59,9 +69,8 @@ def select_passages(cfg: KnowledgeBenchConfig) -> list[Passage]:
     return chosen
 
 
-def file_self_edits(cfg: KnowledgeBenchConfig, name: str, passages: list[Passage]) -> list[str]:
-    """The first stored self-edit of each passage in `<synthetic_dir>/<name>_val.json`, matched by text."""
-    path = Path(cfg.synthetic_dir) / f"{name}_val.json"
+def file_self_edits(path: Path, passages: list[Passage], k: int) -> list[list[str]]:
+    """The first k stored self-edits of each passage, matched by passage text."""
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
@@ -70,83 +79,164 @@ def file_self_edits(cfg: KnowledgeBenchConfig, name: str, passages: list[Passage
     missing = [p.title for p in passages if p.context not in by_context]
     if missing:
         raise DataError(f"{path} has no self-edits for {len(missing)} passage(s), e.g. {missing[0]!r}")
-    return [by_context[p.context][0] for p in passages]
+    short = [p.title for p in passages if len(by_context[p.context]) < k]
+    if short:
+        raise DataError(f"{path} has fewer than k={k} self-edits for {short[0]!r}")
+    return [by_context[p.context][:k] for p in passages]
 
 
-def _plan(domain: KnowledgeDomain, passage: Passage, condition: str, self_edit: str | None) -> UpdatePlan | None:
-    if condition == "base":
-        return None
-    if condition == "passage":
-        return UpdatePlan([Example(f"{passage.title}\n{passage.context}")], notes={"items": 0})
-    return domain.parse(passage, self_edit or "")
+def check_conditions(conditions: list[str]) -> None:
+    fixed = NO_UPDATE + ("passage", "self-edit")
+    bad = [c for c in conditions if c not in fixed and not c.startswith(("file:", "generator:"))]
+    if bad:
+        raise ValueError(f"unknown condition(s) {bad}; use {', '.join(fixed)}, file:NAME or generator:PATH")
+
+
+def sampled_self_edits(cfg, run: Run, condition: str, model, tokenizer, domain, passages) -> list[list[str]]:
+    """k self-edits per passage from `model`, logged once so that a resumed run reuses them."""
+    logged = {r["passage"]: r["texts"] for r in run.records(event="self_edits", condition=condition)}
+    todo = [i for i in range(len(passages)) if i not in logged]
+    if todo:
+        s = cfg.sampling
+        with console.status(f"{condition}: sampling {cfg.k} self-edit(s) for {len(todo)} passages"):
+            prompts = [chat_prompt(tokenizer, domain.self_edit_prompt(passages[i])) for i in todo]
+            texts = generate(model, tokenizer, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                             top_p=s.top_p, num_samples=cfg.k, batch_size=s.batch_size, seed=cfg.seed)
+        for i, t in zip(todo, texts):
+            logged[i] = t
+            run.log({"event": "self_edits", "condition": condition, "passage": i, "texts": t})
+    return [logged[i] for i in range(len(passages))]
+
+
+def collect_self_edits(cfg, run, model, tokenizer, domain, passages) -> dict[str, list[list[str]]]:
+    out = {}
+    for c in cfg.conditions:
+        if c == "self-edit":
+            out[c] = sampled_self_edits(cfg, run, c, model, tokenizer, domain, passages)
+        elif c.startswith("file:"):
+            out[c] = file_self_edits(Path(cfg.synthetic_dir) / f"{c[5:]}_val.json", passages, cfg.k)
+        elif c.startswith("generator:"):
+            gen_model, gen_tok = models.load(dataclasses.replace(cfg.model, name=c[10:]))
+            out[c] = sampled_self_edits(cfg, run, c, gen_model, gen_tok, domain, passages)
+            del gen_model
+    return out
+
+
+def passage_plan(passage: Passage) -> UpdatePlan:
+    return UpdatePlan([Example(f"{passage.title}\n{passage.context}")], notes={"items": 0})
+
+
+def answer_all(domain, model, tokenizer, passages, condition, retriever) -> list[dict]:
+    """Per-passage scores of one (possibly adapted) model; open-book and retrieval put a passage in the prompt."""
+    out = []
+    for p in passages:
+        supports = None
+        if condition == "open-book":
+            supports = [(p.title, p.context)] * len(p.questions)
+        elif condition == "retrieval":
+            supports = [(r.title, r.context) for r in (retriever.top(f"{p.title} {q.question}") for q in p.questions)]
+        score = domain.evaluate(model, tokenizer, p, supports)
+        out.append({"accuracy": score.value, "f1": sum(d["f1"] for d in score.details) / len(score.details),
+                    "answers": score.details})
+    return out
+
+
+def run_episode(domain, model, tokenizer, passages, condition, plan, inner, retriever) -> list[dict]:
+    if plan is None:
+        return answer_all(domain, model, tokenizer, passages, condition, retriever)
+    with fresh_adapter(model, inner) as peft_model:
+        train(peft_model, tokenizer, plan, inner)
+        return answer_all(domain, peft_model, tokenizer, passages, condition, retriever)
+
+
+def merged_plan(domain, passages, self_edits: list[list[str]] | None) -> tuple[UpdatePlan, int]:
+    """Multi-passage update: every passage once, plus the items of all its self-edits; counts unusable ones."""
+    examples = [e for p in passages for e in passage_plan(p).examples]
+    failed = 0
+    for p, texts in zip(passages, self_edits or []):
+        for text in texts:
+            try:
+                examples += domain.parse(p, text).examples[1:]  # [0] is the passage, already in
+            except SelfEditError:
+                failed += 1
+    return UpdatePlan(examples), failed
 
 
 def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
-    run = Run(out, cfg)
+    check_conditions(cfg.conditions)
+    if cfg.setting not in ("single", "multi"):
+        raise ValueError(f"setting must be 'single' or 'multi', not {cfg.setting!r}")
     passages = select_passages(cfg)
-    domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval)
-    external = {c: file_self_edits(cfg, c.split(":", 1)[1], passages) for c in cfg.conditions if c.startswith("file:")}
-    unknown = [c for c in cfg.conditions if c not in ("base", "passage", "self-edit") and c not in external]
-    if unknown:
-        raise ValueError(f"unknown condition(s) {unknown}; use base, passage, self-edit or file:NAME")
+    domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences if cfg.setting == "single" else None, cfg.eval)
     model, tokenizer = models.load(cfg.model)
+    run = Run(out, cfg)
+    self_edits = collect_self_edits(cfg, run, model, tokenizer, domain, passages)
+    retriever = Retriever(passages)
 
-    own = {r["passage"]: r["text"] for r in run.records(event="self_edit")}
-    todo = [i for i in range(len(passages)) if i not in own] if "self-edit" in cfg.conditions else []
-    if todo:
-        with console.status(f"sampling self-edits for {len(todo)} passages"):
-            s = cfg.sampling
-            prompts = [chat_prompt(tokenizer, domain.self_edit_prompt(passages[i])) for i in todo]
-            texts = generate(model, tokenizer, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                             top_p=s.top_p, batch_size=s.batch_size, seed=cfg.seed)
-        for i, t in zip(todo, texts):
-            own[i] = t[0]
-            run.log({"event": "self_edit", "passage": i, "text": t[0]})
-
-    done = {(r["passage"], r["condition"]) for r in run.records(event="episode")}
-    jobs = [(i, c) for i in range(len(passages)) for c in cfg.conditions if (i, c) not in done]
+    if cfg.setting == "single":
+        jobs = [((i,), c, j) for i in range(len(passages)) for c in cfg.conditions
+                for j in range(1 if c in NO_UPDATE + ("passage",) else cfg.k)]
+    else:
+        jobs = [(tuple(range(len(passages))), c, 0) for c in cfg.conditions]
+    done = {(tuple(r["passages"]), r["condition"], r["sample"]) for r in run.records(event="episode")}
     with progress_bar() as bar:
-        task = bar.add_task("episodes", total=len(passages) * len(cfg.conditions), completed=len(done), status="")
-        for i, condition in jobs:
-            passage = passages[i]
-            self_edit = own[i] if condition == "self-edit" else external[condition][i] if condition in external else None
-            record = {"event": "episode", "passage": i, "title": passage.title, "condition": condition}
+        task = bar.add_task(f"{cfg.setting}-passage episodes", total=len(jobs), completed=len(done), status="")
+        for key in jobs:
+            if key in done:
+                continue
+            idx, condition, j = key
+            chosen = [passages[i] for i in idx]
+            record = {"event": "episode", "passages": list(idx), "condition": condition, "sample": j}
             start = time.perf_counter()
             try:
-                plan = _plan(domain, passage, condition, self_edit)
-                if plan is None:
-                    score = domain.evaluate(model, tokenizer, passage)
+                if condition in NO_UPDATE:
+                    plan = None
+                elif cfg.setting == "multi":
+                    plan, record["unusable_self_edits"] = merged_plan(
+                        domain, chosen, None if condition == "passage" else [self_edits[condition][i] for i in idx])
+                elif condition == "passage":
+                    plan = passage_plan(chosen[0])
                 else:
-                    score = adapt_and_evaluate(model, tokenizer, domain, passage, plan, cfg.inner).score
+                    plan = domain.parse(chosen[0], self_edits[condition][idx[0]][j])
+                if plan is not None:
                     record["sequences"] = len(plan.examples)
+                record["scores"] = run_episode(domain, model, tokenizer, chosen, condition, plan, cfg.inner, retriever)
             except (SelfEditError, UpdateError) as e:
-                record["error"] = str(e)  # counted as a failed episode, reported in the table
-            else:
-                record.update(accuracy=score.value, f1=sum(d["f1"] for d in score.details) / len(score.details),
-                              answers=score.details)
+                record["error"] = str(e)  # counted as a failed episode and reported in the table
             record["seconds"] = time.perf_counter() - start
             run.log(record)
-            bar.update(task, advance=1, status=f"{condition} {record.get('accuracy', 'failed')}")
+            bar.update(task, advance=1, status=condition)
 
-    rows = summarise(run.records(event="episode"), cfg.conditions)
-    results = {"model": cfg.model.name, "split": cfg.split, "passages": len(passages), "rows": rows}
-    plot_conditions(rows, run.path / "plots" / "conditions.png", f"knowledge incorporation, {cfg.model.name}")
+    rows = summarise(run.records(event="episode"), cfg.conditions, len(passages))
+    results = {"model": cfg.model.name, "split": cfg.split, "setting": cfg.setting, "passages": len(passages),
+               "k": cfg.k, "rows": rows}
+    plot_conditions(rows, run.path / "plots" / "conditions.png",
+                    f"knowledge incorporation ({cfg.setting}-passage), {cfg.model.name}")
     run.report(report(results))
     run.finish(results)
     return results
 
 
-def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
-    """One table row per condition. A failed episode (unusable self-edit) scores as no update."""
-    base = {e["passage"]: e for e in episodes if e["condition"] == "base" and "error" not in e}
+def summarise(episodes: list[dict], conditions: list[str], n: int) -> list[dict]:
+    """One row per condition: mean over passages (95 % CI over passages), F1, failures, seconds per episode.
+
+    A single-passage episode whose self-edit was unusable scores as no update (the gate would discard it).
+    """
+    base = {e["passages"][0]: e["scores"][0] for e in episodes if e["condition"] == "base" and "scores" in e
+            and len(e["passages"]) == 1}
     rows = []
     for c in conditions:
         eps = [e for e in episodes if e["condition"] == c]
-        failed = [e for e in eps if "error" in e]
-        acc = [e["accuracy"] if "error" not in e else base.get(e["passage"], {}).get("accuracy", 0.0) for e in eps]
-        f1 = [e["f1"] if "error" not in e else base.get(e["passage"], {}).get("f1", 0.0) for e in eps]
+        per_passage: dict[int, list[dict]] = {}
+        for e in eps:
+            scores = e.get("scores") or [base.get(i, {"accuracy": 0.0, "f1": 0.0}) for i in e["passages"]]
+            for i, s in zip(e["passages"], scores):
+                per_passage.setdefault(i, []).append(s)
+        acc = [sum(s["accuracy"] for s in v) / len(v) for v in per_passage.values()]
+        f1 = [sum(s["f1"] for s in v) / len(v) for v in per_passage.values()]
         mean, low, high = mean_ci(acc)
-        rows.append({"condition": c, "episodes": len(eps), "failed": len(failed), "accuracy": mean, "ci_low": low,
+        rows.append({"condition": c, "episodes": len(eps), "failed": sum("error" in e for e in eps)
+                     + sum(e.get("unusable_self_edits", 0) for e in eps), "accuracy": mean, "ci_low": low,
                      "ci_high": high, "f1": sum(f1) / len(f1),
                      "seconds_per_episode": sum(e["seconds"] for e in eps) / len(eps)})
     return rows
@@ -154,10 +244,11 @@ def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
 
 def report(results: dict) -> str:
     lines = [
-        f"# Knowledge incorporation, single passage: {results['model']}",
+        f"# Knowledge incorporation, {results['setting']} passage: {results['model']}",
         "",
-        f"{results['passages']} passages of the {results['split']} split. Accuracy is the mean over passages of "
-        "closed-book accuracy on each passage's questions; 95 % CI over passages.",
+        f"{results['passages']} passages of the {results['split']} split, k={results['k']} self-edit(s) per passage. "
+        "Accuracy is the mean over passages of closed-book accuracy on each passage's questions; 95 % CI over "
+        "passages. `failed` counts unusable self-edits (scored as no update).",
         "",
         "| condition | accuracy | 95 % CI | F1 | failed | s / episode |",
         "|---|---|---|---|---|---|",

@@ -133,12 +133,17 @@ def train(
 @contextlib.contextmanager
 def fresh_adapter(model, cfg: InnerConfig) -> Iterator[PeftModel]:
     """Inject a new, seeded LoRA adapter into `model`; on exit remove it and restore the base model."""
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    training = model.training
     torch.manual_seed(cfg.seed)
-    peft_model = get_peft_model(model, lora_config(cfg))
+    peft_model = get_peft_model(model, lora_config(cfg))  # freezes every base parameter
     try:
         yield peft_model
     finally:
         peft_model.unload()  # replaces every LoRA layer by its original module; adapter memory is freed
+        for p, flag in zip(model.parameters(), requires_grad):  # so the base stays trainable (e.g. ReST-EM SFT)
+            p.requires_grad_(flag)
+        model.train(training)
 
 
 def save_adapter(peft_model: PeftModel, path: Path) -> None:

@@ -40,18 +40,23 @@ class KnowledgeDomain:
         sequences = training_sequences(passage.title, passage.context, items, self.max_sequences)
         return UpdatePlan([Example(s) for s in sequences], notes={"items": len(items)})
 
-    def answer(self, model, tokenizer, passage: Passage, questions=None) -> list[str]:
-        """Greedy closed-book answers: the model sees the topic and the question, never the passage."""
-        questions = passage.questions if questions is None else questions
-        prompts = [chat_prompt(tokenizer, answer_prompt(passage.title, q.question)) for q in questions]
+    def answer(self, model, tokenizer, passage: Passage, supports=None) -> list[str]:
+        """Greedy answers to the passage's questions: closed-book (the model sees the topic and the question,
+        never the passage) unless `supports` gives a (title, text) passage to put before each question."""
+        supports = supports or [None] * len(passage.questions)
+        prompts = [chat_prompt(tokenizer, answer_prompt(passage.title, q.question, s))
+                   for q, s in zip(passage.questions, supports)]
         outs = generate(model, tokenizer, prompts, max_new_tokens=self.eval.max_new_tokens,
                         batch_size=self.eval.batch_size)
         return [o[0] for o in outs]
 
-    def evaluate(self, model, tokenizer, passage: Passage) -> Score:
+    def evaluate(self, model, tokenizer, passage: Passage, supports=None) -> Score:
         if not passage.questions:
             raise ValueError(f"passage {passage.title!r} has no questions to evaluate on")
-        answers = self.answer(model, tokenizer, passage)
+        return self.score(passage, self.answer(model, tokenizer, passage, supports))
+
+    def score(self, passage: Passage, answers: list[str]) -> Score:
+        """Grade answers to the passage's questions (accuracy, plus per-question F1 for the record)."""
         details = [
             {
                 "question": q.question,

@@ -38,6 +38,11 @@ def self_edit_prompt(kind: str, title: str, context: str) -> str:
     return template.format(title=title, context=context)
 
 
-def answer_prompt(title: str, question: str) -> str:
-    """Closed-book question: the topic is given, the passage is not."""
-    return f"Topic: {title}\n{question}"
+def answer_prompt(title: str, question: str, support: tuple[str, str] | None = None) -> str:
+    """Closed-book question: the topic is given, the passage is not.
+
+    With `support` = (title, text) of a passage, the question becomes open-book (the passage precedes it):
+    the ceiling that updating the weights is chasing.
+    """
+    question = f"Topic: {title}\n{question}"
+    return f"Passage:\n{support[0]}\n{support[1]}\n\n{question}" if support else question

@@ -1,0 +1,299 @@
+"""How many self-edit evaluations per minute: K candidates batched vs one by one vs the reference code.
+
+The paper's inner-loop workload for knowledge incorporation: one SQuAD passage (not among the 200
+evaluation passages), its questions, and K candidate self-edits of typical length (about eight
+implications; written for this passage in this script and rotated so that the K plans differ). One
+self-edit evaluation = fresh LoRA + train on passage + implications (InnerConfig defaults) + greedy
+closed-book answers to the passage's questions, graded.
+
+- batched: `seal.inner.batched.adapt_and_evaluate_many` with K = 1, 2, 4, 8;
+- (a) sequential: `seal.inner.lora.fresh_adapter` + `train` + `KnowledgeDomain.evaluate`, per candidate;
+- (b) reference: the reference code's approach, a fresh `get_peft_model` per request and HF `Trainer`
+  with every sequence padded to 2,048 tokens and the padding inside the loss (labels = input ids).
+  It runs a few sequences only (one is ~half a minute here) and its training time is extrapolated
+  per sequence to the whole plan; its evaluation is measured in full.
+
+Also measured: this machine's dense fp32 matmul rate (torch.mm 2048x2048) and the achieved FLOP/s of
+the training phase. FLOPs are counted on real (unpadded) tokens, per token of a row of length L:
+  forward   2 N + 2 N_lora + attention                     N: every frozen linear incl. the LM head
+  backward  2 N (activation grads only: frozen weights get no weight grads)
+            + 4 N_lora (activation and weight grads of A and B) + 2 x attention
+where N_lora = r (in + out) summed over adapted layers and the attention term (QK^T and AV, causal
+half) is 2 h d (L + 1) per layer per token in the forward pass. The embedding lookup costs no FLOPs;
+layer 0 skips its q/k/v input grads, which this count ignores (< 1 %).
+
+    python benchmarks/inner_loop.py            # full run (~10 min on 2 cores)
+    python benchmarks/inner_loop.py --quick    # < 2 min: 1 epoch, 2 questions, K = 1, 4
+
+The last line printed is JSON. Timings on a shared machine move with its load: the matmul rate is
+measured before and after, and the ratios compare runs taken minutes apart in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from seal import models
+from seal.config import EvalConfig, InnerConfig
+from seal.domains.base import UpdatePlan
+from seal.domains.knowledge.data import Passage, load_squad, split_eval
+from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.inner.batched import adapt_and_evaluate_many, batched_adapters, evaluator_for, target_names
+from seal.inner.lora import fresh_adapter, lora_config, tokenize_examples, train
+
+DATA = Path(__file__).resolve().parents[1] / "../shared/data/squad/squad_val.json"
+TITLE = "Huguenot"
+OPENING = "Frederick William, Elector of Brandenburg, invited Huguenots"
+# A self-edit of typical length for that passage (implications, in our own words); candidate k
+# trains on 8 of them, starting at item k, so the K plans differ.
+IMPLICATIONS = [
+    "Frederick William, the Elector of Brandenburg, encouraged Huguenot refugees to settle in his lands.",
+    "Many descendants of the Huguenots who moved to Brandenburg rose to prominence in Prussia.",
+    "The German poet Theodor Fontane had Huguenot ancestors.",
+    "General Hermann von François, a hero of the Battle of Tannenberg in the First World War, was of Huguenot descent.",
+    "Adolf Galland, a Luftwaffe general and fighter ace, came from a Huguenot family.",
+    "Luftwaffe ace Hans-Joachim Marseille and U-boat captain Lothar von Arnauld de la Perière were ethnic Huguenots.",
+    "Lothar de Maizière, the last Prime Minister of the German Democratic Republic, descends from Huguenots.",
+    "Thomas de Maizière, who served as German Federal Minister of the Interior, also has Huguenot roots.",
+    "Huguenot immigrants shaped German military, cultural and political life for centuries.",
+    "Families of Huguenot origin produced leaders in both East and West Germany.",
+]
+REFERENCE_LENGTH = 2048
+
+
+def self_edit(k: int) -> str:
+    items = [IMPLICATIONS[(k + i) % len(IMPLICATIONS)] for i in range(8)]
+    return "\n".join(f"{i + 1}. {s}" for i, s in enumerate(items))
+
+
+def find_passage(path: Path) -> Passage:
+    evaluation, rest = split_eval(load_squad(path))
+    passage = next(p for p in rest if p.title == TITLE and p.context.startswith(OPENING))
+    assert all(p.context != passage.context for p in evaluation), "benchmark passage is an evaluation passage"
+    return passage
+
+
+def matmul_rate(seconds: float = 2.0, n: int = 2048) -> float:
+    """Dense fp32 FLOP/s of torch.mm on n x n matrices (best of a few windows: the machine is shared)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t, reps = time.perf_counter(), 0
+        while time.perf_counter() - t < 0.4:
+            torch.mm(a, b)
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
+    return best
+
+
+class FlopCounter:
+    """Useful training FLOPs of rows of given lengths (see the module docstring)."""
+
+    def __init__(self, model, cfg: InnerConfig):
+        head = model.get_output_embeddings()
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        self.n_frozen = sum(m.in_features * m.out_features for m in linears)
+        if head is not None and not isinstance(head, torch.nn.Linear):
+            self.n_frozen += head.weight.numel()
+        self.n_lora = sum(cfg.rank * (model.get_submodule(n).in_features + model.get_submodule(n).out_features)
+                          for n in target_names(model, cfg))
+        c = model.config
+        self.attn = c.num_hidden_layers * c.num_attention_heads * getattr(c, "head_dim", c.hidden_size // c.num_attention_heads)
+
+    def row(self, length: int) -> float:
+        linear = 4 * self.n_frozen + 6 * self.n_lora
+        attention = 3 * 2 * self.attn * (length + 1)
+        return length * (linear + attention)
+
+    def plan(self, tokenizer, plan: UpdatePlan, cfg: InnerConfig) -> float:
+        epochs = plan.epochs or cfg.epochs
+        return epochs * sum(self.row(len(ids)) for ids, _ in tokenize_examples(tokenizer, plan.examples, cfg.max_length))
+
+
+def run_batched(model, tokenizer, domain, passage, plans, cfgs) -> dict:
+    start = time.perf_counter()
+    marks = {}
+    with batched_adapters(model, cfgs) as multi:
+        marks["init"] = time.perf_counter() - start
+        reports = multi.train(tokenizer, plans)
+        marks["train"] = reports[0].seconds
+        t = time.perf_counter()
+        scores = evaluator_for(domain)(multi, tokenizer, passage)
+        marks["eval"] = time.perf_counter() - t
+        stats = multi.stats
+    total = time.perf_counter() - start
+    return dict(seconds=total, **{f"{k}_seconds": v for k, v in marks.items()},
+                scores=[s.value for s in scores], answers=[[d["prediction"] for d in s.details] for s in scores],
+                losses=[r.losses for r in reports], tokens=stats.tokens, padded_tokens=stats.padded_tokens,
+                microbatches=len(stats.microbatches))
+
+
+def run_sequential(model, tokenizer, domain, passage, plan, cfg) -> dict:
+    start = time.perf_counter()
+    with fresh_adapter(model, cfg) as peft_model:
+        init = time.perf_counter() - start
+        report = train(peft_model, tokenizer, plan, cfg)
+        t = time.perf_counter()
+        score = domain.evaluate(peft_model, tokenizer, passage)
+        evaluation = time.perf_counter() - t
+    return dict(seconds=time.perf_counter() - start, init_seconds=init, train_seconds=report.seconds,
+                eval_seconds=evaluation, score=score.value, answers=[d["prediction"] for d in score.details],
+                losses=report.losses)
+
+
+def run_reference(model, tokenizer, domain, passage, plan, cfg, measured: int) -> dict:
+    """The reference approach on `measured` sequences of the plan; training time extrapolated per sequence."""
+    from peft import get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    texts = [ex.completion for ex in plan.examples]
+    epochs = plan.epochs or cfg.epochs
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    peft_model = get_peft_model(model, lora_config(cfg))
+    try:
+        enc = tokenizer(texts[:measured], padding="max_length", max_length=REFERENCE_LENGTH, truncation=True)
+        rows = [{"input_ids": ids, "attention_mask": mask, "labels": list(ids)}  # padding inside the loss
+                for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
+        with tempfile.TemporaryDirectory() as out:
+            args = TrainingArguments(output_dir=out, per_device_train_batch_size=1,
+                                     gradient_accumulation_steps=measured, max_steps=1,
+                                     learning_rate=plan.lr or cfg.lr, report_to=[], save_strategy="no",
+                                     logging_strategy="no", use_cpu=True, disable_tqdm=True)
+            trainer = Trainer(model=peft_model, args=args, train_dataset=rows)
+            setup = time.perf_counter() - start
+            t = time.perf_counter()
+            trainer.train()
+            per_sequence = (time.perf_counter() - t) / measured
+        t = time.perf_counter()
+        score = domain.evaluate(peft_model, tokenizer, passage)
+        evaluation = time.perf_counter() - t
+    finally:
+        peft_model.unload()
+    train_seconds = per_sequence * len(texts) * epochs
+    return dict(seconds=setup + train_seconds + evaluation, init_seconds=setup, train_seconds=train_seconds,
+                eval_seconds=evaluation, seconds_per_sequence=per_sequence, measured_sequences=measured,
+                extrapolated_to_sequences=len(texts) * epochs, score=score.value)
+
+
+def per_minute(n: int, seconds: float) -> float:
+    return 60.0 * n / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=models.DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--quick", action="store_true", help="1 epoch, 2 questions, K = 1, 4: under two minutes")
+    parser.add_argument("--ks", default=None, help="comma-separated K values (default 1,2,4,8; quick 1,4)")
+    parser.add_argument("--sequential", type=int, default=None, help="candidates run one by one (default 4; quick 2)")
+    parser.add_argument("--reference-sequences", type=int, default=None, help="sequences the reference trains (0: skip)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--questions", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ks = [int(k) for k in (args.ks or ("1,4" if args.quick else "1,2,4,8")).split(",")]
+    n_sequential = args.sequential if args.sequential is not None else (2 if args.quick else 4)
+    n_reference = args.reference_sequences if args.reference_sequences is not None else (1 if args.quick else 2)
+    cfg = InnerConfig()
+    if args.epochs or args.quick:
+        cfg = replace(cfg, epochs=args.epochs or 1)
+    passage = find_passage(args.data)
+    n_questions = args.questions or (2 if args.quick else None)
+    if n_questions:
+        passage = replace(passage, questions=passage.questions[:n_questions])
+
+    print(f"passage {passage.title!r}: {len(passage.context)} chars, {len(passage.questions)} questions; "
+          f"epochs {cfg.epochs}, rank {cfg.rank}, threads {torch.get_num_threads()}", flush=True)
+    peak_before = matmul_rate()
+    print(f"matmul rate {peak_before / 1e9:.1f} GFLOP/s", flush=True)
+    model, tokenizer = models.load(args.model)
+    domain = KnowledgeDomain(eval=EvalConfig())
+    kmax = max(ks + [n_sequential])
+    plans = [domain.parse(passage, self_edit(k)) for k in range(kmax)]
+    cfgs = [replace(cfg, seed=k) for k in range(kmax)]
+    flops = FlopCounter(model, cfg)
+    plan_flops = [flops.plan(tokenizer, p, c) for p, c in zip(plans, cfgs)]
+    # warm-up (allocator, lazy imports, the one-off check of the replayed LoRA init)
+    with batched_adapters(model, cfgs[:1]) as multi:
+        multi.train(tokenizer, [replace(plans[0], epochs=1, examples=plans[0].examples[:2])])
+
+    sequential = []
+    for k in range(n_sequential):
+        sequential.append(run_sequential(model, tokenizer, domain, passage, plans[k], cfgs[k]))
+        s = sequential[-1]
+        print(f"sequential #{k}: {s['seconds']:.1f} s (init {s['init_seconds']:.1f}, train {s['train_seconds']:.1f}, "
+              f"eval {s['eval_seconds']:.1f}), score {s['score']:.2f}", flush=True)
+    batched = {}
+    for k in ks:
+        b = batched[k] = run_batched(model, tokenizer, domain, passage, plans[:k], cfgs[:k])
+        print(f"batched K={k}: {b['seconds']:.1f} s (init {b['init_seconds']:.1f}, train {b['train_seconds']:.1f}, "
+              f"eval {b['eval_seconds']:.1f}), {per_minute(k, b['seconds']):.2f} evaluations/min, "
+              f"padded/real tokens {b['padded_tokens'] / b['tokens']:.2f} in {b['microbatches']} micro-batches",
+              flush=True)
+    reference = None
+    if n_reference:
+        reference = run_reference(model, tokenizer, domain, passage, plans[0], cfgs[0], n_reference)
+        print(f"reference: {reference['seconds']:.1f} s per evaluation ({reference['seconds_per_sequence']:.1f} s "
+              f"per 2048-token sequence x {reference['extrapolated_to_sequences']} sequences, "
+              f"eval {reference['eval_seconds']:.1f})", flush=True)
+    peak_after = matmul_rate()
+    peak = max(peak_before, peak_after)
+
+    seq_seconds = sum(s["seconds"] for s in sequential) / len(sequential)
+    seq_train = sum(s["train_seconds"] for s in sequential) / len(sequential)
+    seq_rate = per_minute(1, seq_seconds)
+    agree = {}
+    for k, b in batched.items():
+        pairs = [(b["answers"][i], sequential[i]["answers"]) for i in range(min(k, n_sequential))]
+        agree[k] = sum(x == y for a, s in pairs for x, y in zip(a, s)) / max(1, sum(len(a) for a, _ in pairs))
+    k_cmp = 4 if 4 in batched else max(batched)
+    b = batched[k_cmp]
+    train_flops = sum(plan_flops[:k_cmp])
+    summary = {
+        "model": args.model,
+        "quick": args.quick,
+        "passage": passage.title,
+        "questions": len(passage.questions),
+        "epochs": cfg.epochs,
+        "threads": torch.get_num_threads(),
+        "matmul_flops": peak,
+        "matmul_flops_before_after": [peak_before, peak_after],
+        "sequential": {"seconds_per_evaluation": seq_seconds, "evaluations_per_minute": seq_rate,
+                       "train_seconds": seq_train,
+                       "train_flops_per_s": plan_flops[0] / sequential[0]["train_seconds"],
+                       "runs": [{k: v for k, v in s.items() if k not in ("answers", "losses")} for s in sequential]},
+        "batched": {str(k): {"evaluations_per_minute": per_minute(k, v["seconds"]),
+                             **{x: y for x, y in v.items() if x not in ("answers", "losses")},
+                             "train_flops_per_s": sum(plan_flops[:k]) / v["train_seconds"],
+                             "answers_equal_to_sequential": agree[k]}
+                    for k, v in batched.items()},
+        "speedup_k": k_cmp,
+        "speedup_vs_sequential": per_minute(k_cmp, b["seconds"]) / seq_rate,
+        "train_speedup_vs_sequential": seq_train * k_cmp / b["train_seconds"],
+        "train_flops_per_s": train_flops / b["train_seconds"],
+        "fraction_of_matmul_peak": train_flops / b["train_seconds"] / peak,
+        "sequential_fraction_of_matmul_peak": plan_flops[0] / sequential[0]["train_seconds"] / peak,
+    }
+    if reference:
+        summary["reference"] = reference
+        summary["speedup_vs_reference"] = per_minute(k_cmp, b["seconds"]) / per_minute(1, reference["seconds"])
+        summary["sequential_speedup_vs_reference"] = reference["seconds"] / seq_seconds
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

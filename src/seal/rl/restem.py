@@ -1,0 +1,212 @@
+"""ReST-EM over self-edits: the outer loop that teaches a generator to write self-edits that help.
+
+Each round has two steps, generic over any `Domain`:
+
+- E-step: for every training context, sample k self-edits from the current generator, apply each one
+  to the learner with a fresh adapter, score the adapted learner, and turn the scores into rewards.
+- M-step: supervised finetuning of the generator on (self-edit prompt -> rewarded self-edit), loss on
+  the completion only; the result is saved as `round-N/` and is the generator of the next round.
+
+By default the learner is the generator itself (the model adapts itself); with `learner` set, a fixed
+student learns from a teacher's self-edits, and only the teacher is trained. Every episode is logged
+as soon as it ends and every round's generator is saved atomically, so rerunning the same command
+after a kill redoes no finished work. Unlike the reference code, a winner must beat the learner's
+baseline by default; a context whose self-edits all fail to help contributes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from seal import models
+from seal.config import InnerConfig, ModelConfig, SamplingConfig
+from seal.domains.base import Domain, Example, SelfEditError, UpdatePlan
+from seal.episode import adapt_and_evaluate
+from seal.generation import chat_prompt, generate
+from seal.inner.lora import UpdateError, fresh_adapter, train
+from seal.progress import progress_bar
+from seal.runs import Run
+
+REWARDS = ("binary", "best", "gain")
+
+
+@dataclass
+class SFTConfig:
+    """The M-step: finetune the generator on its rewarded self-edits."""
+
+    mode: str = "lora"  # lora: train an adapter, then merge it into the weights | full: every weight
+    lr: float = 3e-4
+    epochs: int = 2
+    rank: int = 16
+    alpha: int = 32
+    batch_size: int = 4
+    max_length: int = 1024
+    seed: int = 0
+
+
+@dataclass
+class RestEMConfig:
+    generator: ModelConfig = field(default_factory=ModelConfig)
+    learner: str | None = None  # a fixed student model; None: the generator of each round learns itself
+    rounds: int = 2
+    k: int = 4  # self-edits sampled per context
+    seeds: int = 1  # inner-loop seeds per self-edit; the score is their mean
+    reward: str = "binary"  # binary: improved over baseline | best: highest score | gain: score - baseline
+    require_improvement: bool = True  # a winner must beat the baseline (the reference code did not check)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95))
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, not {self.reward!r}")
+        if self.sft.mode not in ("lora", "full"):
+            raise ValueError(f"sft.mode must be 'lora' or 'full', not {self.sft.mode!r}")
+        if self.rounds < 1 or self.k < 1 or self.seeds < 1:
+            raise ValueError("rounds, k and seeds must all be at least 1")
+
+
+def winners(episodes: list[dict], baseline: float, cfg: RestEMConfig) -> list[dict]:
+    """The self-edits of one context that the M-step clones, according to the reward mode."""
+    scored = [e for e in episodes if e.get("score") is not None]
+    if cfg.require_improvement:
+        scored = [e for e in scored if e["score"] > baseline]
+    if not scored:
+        return []
+    if cfg.reward == "binary":
+        return scored
+    return [max(scored, key=lambda e: (e["score"], -e["sample"]))]
+
+
+def reward(score: float | None, baseline: float, mode: str) -> float:
+    if score is None:
+        return 0.0  # an unusable self-edit earns nothing
+    return {"binary": float(score > baseline), "best": score, "gain": score - baseline}[mode]
+
+
+def round_dir(run: Run, r: int) -> Path:
+    return run.path / f"round-{r}"
+
+
+def sft_generator(model, tokenizer, examples: list[Example], cfg: SFTConfig, on_step=None):
+    """Behaviour cloning of rewarded self-edits; returns the finetuned model (adapter merged in)."""
+    plan = UpdatePlan(examples)
+    inner = InnerConfig(rank=cfg.rank, alpha=cfg.alpha, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                        max_length=cfg.max_length, seed=cfg.seed)
+    if cfg.mode == "full":
+        torch.manual_seed(cfg.seed)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        train(model, tokenizer, plan, inner, on_step=on_step)
+        return model
+    with fresh_adapter(model, inner) as peft_model:
+        train(peft_model, tokenizer, plan, inner, on_step=on_step)
+        peft_model.merge_adapter()  # fold the update into the base weights before the adapter is removed
+    return model
+
+
+def _save_atomically(model, tokenizer, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, target)
+
+
+def restem(
+    domain: Domain,
+    contexts: list[Any],
+    cfg: RestEMConfig,
+    run: Run,
+    on_round: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """Run (or resume) all rounds; returns one summary per round. Generators are saved as round-N/."""
+    summaries = []
+    student = models.load(dataclasses.replace(cfg.generator, name=cfg.learner)) if cfg.learner else None
+    for r in range(1, cfg.rounds + 1):
+        source = cfg.generator.name if r == 1 else str(round_dir(run, r - 1))
+        model, tokenizer = models.load(dataclasses.replace(cfg.generator, name=source))
+        learner, learner_tok = student or (model, tokenizer)
+        summary = e_step(domain, contexts, cfg, run, r, model, tokenizer, learner, learner_tok)
+        target = round_dir(run, r)
+        if not (target / "config.json").is_file():
+            if not summary["training_examples"]:
+                raise UpdateError(f"round {r}: no self-edit beat its baseline, so there is nothing to clone")
+            examples = [Example(e["text"], prompt=chat_prompt(tokenizer, domain.self_edit_prompt(contexts[e["context"]])))
+                        for e in summary["winners"]]
+            start = time.perf_counter()
+            model = sft_generator(model, tokenizer, examples, cfg.sft)
+            _save_atomically(model, tokenizer, target)
+            run.log({"event": "m_step", "round": r, "examples": len(examples), "seconds": time.perf_counter() - start})
+        summary.pop("winners")
+        summaries.append(summary)
+        if on_round:
+            on_round(r, summary)
+        del model
+    return summaries
+
+
+def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, model, tokenizer, learner, learner_tok) -> dict:
+    """Sample, apply, score and reward k self-edits per context; resumes from the logged episodes."""
+    s = cfg.sampling
+    done = {(e["context"], e["sample"]): e for e in run.records(event="episode", round=r)}
+    baselines = {b["context"]: b["score"] for b in run.records(event="baseline", round=r)}
+    all_winners, rewards, scores = [], [], []
+    with progress_bar() as bar:
+        task = bar.add_task(f"round {r} E-step", total=len(contexts) * cfg.k, completed=len(done), status="")
+        for i, context in enumerate(contexts):
+            if i not in baselines:
+                baselines[i] = domain.evaluate(learner, learner_tok, context).value
+                run.log({"event": "baseline", "round": r, "context": i, "score": baselines[i]})
+            missing = [j for j in range(cfg.k) if (i, j) not in done]
+            if missing:
+                prompt = chat_prompt(tokenizer, domain.self_edit_prompt(context))
+                texts = generate(model, tokenizer, [prompt], max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                                 top_p=s.top_p, num_samples=cfg.k, batch_size=s.batch_size,
+                                 seed=cfg.seed + 100_003 * r + 1_009 * i)[0]
+                for j in missing:
+                    done[i, j] = episode(domain, context, texts[j], cfg, learner, learner_tok, baselines[i], r, i, j)
+                    run.log(done[i, j])
+                    bar.update(task, advance=1, status=f"context {i} reward {done[i, j]['reward']:.2f}")
+            eps = [done[i, j] for j in range(cfg.k)]
+            all_winners += winners(eps, baselines[i], cfg)
+            rewards += [e["reward"] for e in eps]
+            scores += [e["score"] if e["score"] is not None else baselines[i] for e in eps]
+    return {
+        "round": r,
+        "contexts": len(contexts),
+        "episodes": len(rewards),
+        "failed": sum(done[k].get("error") is not None for k in done),
+        "mean_baseline": sum(baselines.values()) / len(baselines),
+        "mean_score": sum(scores) / len(scores),
+        "mean_reward": sum(rewards) / len(rewards),
+        "training_examples": len(all_winners),
+        "winners": all_winners,
+    }
+
+
+def episode(domain, context, text: str, cfg: RestEMConfig, learner, tokenizer, baseline: float, r: int, i: int,
+            j: int) -> dict:
+    """One self-edit applied to the learner (mean over `seeds` inner-loop seeds), with its reward."""
+    record = {"event": "episode", "round": r, "context": i, "sample": j, "text": text, "score": None, "error": None}
+    start = time.perf_counter()
+    try:
+        plan = domain.parse(context, text)
+        values = [adapt_and_evaluate(learner, tokenizer, domain, context, plan,
+                                     dataclasses.replace(cfg.inner, seed=cfg.inner.seed + n)).score.value
+                  for n in range(cfg.seeds)]
+        record["score"] = sum(values) / len(values)
+    except (SelfEditError, UpdateError) as e:
+        record["error"] = str(e)
+    record["reward"] = reward(record["score"], baseline, cfg.reward)
+    record["seconds"] = time.perf_counter() - start
+    return record

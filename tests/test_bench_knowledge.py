@@ -1,0 +1,102 @@
+"""`seal bench knowledge` end to end on the tiny model and a small SQuAD-format file of our own."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from seal.bench.knowledge import KnowledgeBenchConfig, run_bench, summarise
+from seal.cli import main
+from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
+from seal.domains.knowledge.data import split_eval, load_squad
+from seal.domains.knowledge.retrieval import Retriever
+
+PASSAGES = [
+    {"title": "Orrin Canal", "context": "The Orrin Canal joins the river Tesk to the harbour of Lune. It opened in 1843.",
+     "questions": [{"question": "When did the Orrin Canal open?", "answer": "1843"}]},
+    {"title": "Lune", "context": "Lune is a harbour town whose guild of engineers built the canal.",
+     "questions": [{"question": "Who built the canal?", "answer": "the guild of engineers"},
+                   {"question": "What kind of town is Lune?", "answer": "harbour town"}]},
+    {"title": "Tesk", "context": "The Tesk is a slow river that freezes in hard winters.",
+     "questions": [{"question": "What happens to the Tesk in hard winters?", "answer": "it freezes"}]},
+]
+
+
+@pytest.fixture
+def data(tmp_path):
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(PASSAGES))
+    synthetic = tmp_path / "synthetic"
+    synthetic.mkdir()
+    stored = [{**p, "completions": [f"1. {p['title']} is described in the passage.\n2. {p['context']}"] * 2}
+              for p in PASSAGES]
+    (synthetic / "teacher_val.json").write_text(json.dumps(stored))
+    return squad, synthetic
+
+
+def config(tiny_model_dir, squad, synthetic, **kw) -> KnowledgeBenchConfig:
+    return KnowledgeBenchConfig(
+        model=ModelConfig(name=str(tiny_model_dir)), data=str(squad), synthetic_dir=str(synthetic), passages=3,
+        conditions=["base", "passage", "self-edit", "file:teacher", "open-book", "retrieval"],
+        sampling=SamplingConfig(max_new_tokens=12), inner=InnerConfig(rank=2, alpha=4, epochs=1),
+        eval=EvalConfig(max_new_tokens=4, grader="containment"), **kw)
+
+
+@pytest.mark.parametrize("setting", ["single", "multi"])
+def test_bench_writes_table_and_resumes(tiny_model_dir, data, tmp_path, setting):
+    cfg = config(tiny_model_dir, *data, setting=setting)
+    results = run_bench(cfg, tmp_path / "run")
+    rows = {r["condition"]: r for r in results["rows"]}
+    assert list(rows) == cfg.conditions
+    expected = 3 if setting == "single" else 1
+    assert all(r["episodes"] == expected for r in rows.values())
+    assert all(0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0 for r in rows.values())
+    for name in ("config.yaml", "metrics.jsonl", "results.json", "report.md", "plots/conditions.png"):
+        assert (tmp_path / "run" / name).is_file()
+    assert "| file:teacher |" in (tmp_path / "run" / "report.md").read_text()
+    episodes = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    trained = [e for e in episodes if e.get("event") == "episode" and e["condition"] == "file:teacher"]
+    assert all(e["sequences"] >= 2 for e in trained)  # passage + stored items
+
+    # a killed run (results missing, last episode lost) resumes and redoes only the missing episode
+    (tmp_path / "run" / "results.json").unlink()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    (tmp_path / "run" / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    again = run_bench(cfg, tmp_path / "run")
+    after = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(after) == len(lines)
+    assert [r["condition"] for r in again["rows"]] == cfg.conditions
+
+
+def test_summarise_scores_failed_self_edit_as_no_update():
+    eps = [
+        {"passages": [0], "condition": "base", "sample": 0, "scores": [{"accuracy": 0.5, "f1": 0.4}], "seconds": 1},
+        {"passages": [0], "condition": "self-edit", "sample": 0, "error": "no statements", "seconds": 2},
+        {"passages": [1], "condition": "base", "sample": 0, "scores": [{"accuracy": 0.0, "f1": 0.0}], "seconds": 1},
+        {"passages": [1], "condition": "self-edit", "sample": 0, "scores": [{"accuracy": 1.0, "f1": 1.0}], "seconds": 4},
+    ]
+    row = summarise(eps, ["self-edit"], 2)[0]
+    assert row["failed"] == 1 and row["accuracy"] == pytest.approx(0.75) and row["seconds_per_episode"] == 3
+
+
+def test_retriever_finds_the_right_passage(data):
+    passages = load_squad(data[0])
+    r = Retriever(passages)
+    assert r.top("Lune guild of engineers").title == "Lune"
+    assert r.top("river freezes winter").title == "Tesk"
+
+
+def test_eval_split_matches_the_papers_evaluation_order():
+    evaluation, rest = split_eval(load_squad("../shared/data/squad/squad_val.json"))
+    stored = json.loads(open("../shared/data/squad/synthetic/gpt4_1_val.json").read())
+    assert [p.context for p in evaluation] == [s["context"].strip() for s in stored]
+    assert len(rest) == 1867
+
+
+def test_cli_bad_condition_exits_2(tiny_model_dir, data, tmp_path, capsys):
+    squad, synthetic = data
+    code = main(["bench", "knowledge", "--model", str(tiny_model_dir), "--out", str(tmp_path / "run"),
+                 "--set", f"data={squad}", "--set", "conditions=[base,telepathy]"])
+    assert code == 2 and "telepathy" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,121 @@
+"""seal.generation on the tiny model: greedy and sampled decoding, seeds, batching, left padding, chat prompts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seal import models
+from seal.generation import chat_prompt, generate
+
+PROMPTS = [
+    "When did",
+    "The Orrin Canal joins the river Tesk to the harbour of Lune",
+    "Question: Who built it? Answer:",
+    "x",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    """The tiny model with larger random layer weights, so its greedy output depends on the whole context
+    (the plain tiny model, with small weights and tied embeddings, mostly repeats the last token)."""
+    model, tokenizer = models.load(str(tiny_model_dir))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.model.layers.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model, tokenizer
+
+
+def test_greedy_is_deterministic_and_context_dependent(lm):
+    model, tok = lm
+    a = generate(model, tok, PROMPTS, max_new_tokens=10)
+    b = generate(model, tok, PROMPTS, max_new_tokens=10)
+    assert a == b
+    assert [len(x) for x in a] == [1] * len(PROMPTS)
+    assert all(x[0] for x in a) and len({x[0] for x in a}) == len(PROMPTS)
+
+
+def test_left_padding_does_not_change_greedy_answers(lm):
+    model, tok = lm
+    tok.padding_side = "right"
+    alone = [generate(model, tok, [p], max_new_tokens=10)[0][0] for p in PROMPTS]
+    together = generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=len(PROMPTS))
+    assert [x[0] for x in together] == alone
+    reordered = generate(model, tok, PROMPTS[::-1], max_new_tokens=10, batch_size=3)
+    assert [x[0] for x in reordered] == alone[::-1]
+    assert tok.padding_side == "right"  # the caller's tokenizer setting is restored
+
+
+def test_sampling_is_reproducible_for_a_seed_and_differs_across_seeds(lm):
+    model, tok = lm
+    kw = dict(max_new_tokens=8, temperature=1.0, top_p=1.0, num_samples=3, batch_size=4)
+    a = generate(model, tok, PROMPTS[:2], seed=7, **kw)
+    assert a == generate(model, tok, PROMPTS[:2], seed=7, **kw)
+    b = generate(model, tok, PROMPTS[:2], seed=8, **kw)
+    assert a != b
+    assert len(set(a[0] + a[1])) == 6  # samples of one prompt differ from each other
+
+
+def test_different_seeds_share_no_samples_across_batches(lm):
+    """A later batch of one seed must not replay an earlier batch of another seed."""
+    model, tok = lm
+    kw = dict(max_new_tokens=8, temperature=1.0, num_samples=4, batch_size=2)
+    (a,) = generate(model, tok, [PROMPTS[1]], seed=0, **kw)
+    (b,) = generate(model, tok, [PROMPTS[1]], seed=2, **kw)
+    assert set(a).isdisjoint(b), (a, b)
+
+
+def test_num_samples_shape_and_token_budget(lm, monkeypatch):
+    model, tok = lm
+    decoded = []
+    decode = tok.decode
+    monkeypatch.setattr(tok, "decode", lambda ids, **kw: decoded.append(len(ids)) or decode(ids, **kw))
+    out = generate(model, tok, PROMPTS[:3], max_new_tokens=5, temperature=0.8, num_samples=4, batch_size=5)
+    assert [len(x) for x in out] == [4, 4, 4]
+    assert all(isinstance(s, str) for x in out for s in x)
+    assert len(decoded) == 12 and max(decoded) <= 5
+    assert generate(model, tok, [], max_new_tokens=5) == []
+
+
+def test_greedy_batches_equal_single_calls(lm):
+    model, tok = lm
+    singles = [generate(model, tok, [p], max_new_tokens=6)[0] for p in PROMPTS]
+    for bs in (1, 3):
+        assert generate(model, tok, PROMPTS, max_new_tokens=6, batch_size=bs) == singles
+
+
+def test_bad_arguments(lm):
+    model, tok = lm
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, tok, ["a"], max_new_tokens=0)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(model, tok, ["a"], max_new_tokens=4, num_samples=2)
+
+
+def test_chat_prompt_uses_the_template(tiny):
+    _, tok = tiny
+    text = chat_prompt(tok, "When did the Orrin Canal open?")
+    assert text == tok.apply_chat_template(
+        [{"role": "user", "content": "When did the Orrin Canal open?"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<|im_start|>user\nWhen did the Orrin Canal open?<|im_end|>\n<|im_start|>assistant\n"
+    tok.chat_template = None
+    assert chat_prompt(tok, "plain text") == "plain text"
+
+
+def test_chat_prompt_answers_decode_without_special_tokens(lm):
+    model, tok = lm
+    (answer,) = generate(model, tok, [chat_prompt(tok, "When did the Orrin Canal open?")], max_new_tokens=12)[0:1]
+    assert "<|im_end|>" not in answer[0] and "<|endoftext|>" not in answer[0]
+    assert answer[0] == answer[0].strip()

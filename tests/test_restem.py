@@ -1,0 +1,135 @@
+"""ReST-EM on the tiny model: rounds end to end, rewards, resume after a kill, determinism, teacher-student."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seal import models
+from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
+from seal.domains.knowledge.data import Passage, Question
+from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.rl import restem as restem_mod
+from seal.rl.restem import RestEMConfig, SFTConfig, restem, reward, winners
+from seal.runs import Run
+
+PASSAGES = [
+    Passage("Orrin Canal", "The Orrin Canal joins the river Tesk to the harbour of Lune. It opened in 1843.",
+            (Question("When did the Orrin Canal open?", "1843"), Question("Which river does it join?", "Tesk"))),
+    Passage("Lune", "Lune is a harbour town. Its guild of engineers built the canal.",
+            (Question("Who built the canal?", "guild of engineers"),)),
+]
+
+
+def small_config(model_dir, **overrides) -> RestEMConfig:
+    base = dict(
+        generator=ModelConfig(name=str(model_dir)),
+        rounds=2, k=2, reward="best", require_improvement=False,
+        sampling=SamplingConfig(temperature=1.0, top_p=0.95, max_new_tokens=12),
+        inner=InnerConfig(rank=2, alpha=4, epochs=1, batch_size=4),
+        sft=SFTConfig(epochs=1, rank=2, alpha=4, lr=1e-2),
+    )
+    return RestEMConfig(**{**base, **overrides})
+
+
+def domain() -> KnowledgeDomain:
+    return KnowledgeDomain(eval=EvalConfig(max_new_tokens=4, grader="containment"))
+
+
+def episodes(run: Run) -> list[dict]:
+    return [(e["round"], e["context"], e["sample"], e["text"], e["score"]) for e in run.records(event="episode")]
+
+
+def test_rewards_and_winners():
+    eps = [{"sample": 0, "score": 0.5}, {"sample": 1, "score": 0.8}, {"sample": 2, "score": None}]
+    strict = RestEMConfig(reward="best")
+    assert winners(eps, 0.8, strict) == []  # nothing beat the baseline: the reference code would keep sample 1
+    assert winners(eps, 0.4, strict) == [eps[1]]
+    assert winners(eps, 0.4, RestEMConfig(reward="binary")) == eps[:2]
+    assert reward(0.8, 0.5, "binary") == 1.0 and reward(0.5, 0.5, "binary") == 0.0
+    assert reward(0.8, 0.5, "gain") == pytest.approx(0.3)
+    assert reward(None, 0.5, "gain") == 0.0
+    with pytest.raises(ValueError, match="reward"):
+        RestEMConfig(reward="bogus")
+
+
+def test_rounds_save_generators_that_differ(tiny_model_dir, tmp_path):
+    run = Run(tmp_path / "run", small_config(tiny_model_dir))
+    summaries = restem(domain(), PASSAGES, small_config(tiny_model_dir), run)
+    assert [s["round"] for s in summaries] == [1, 2]
+    for s in summaries:  # reward "best" without the improvement check: one winner per context with a usable self-edit
+        scored = {e["context"] for e in run.records(event="episode", round=s["round"]) if e["score"] is not None}
+        assert s["episodes"] == 4 and s["training_examples"] == len(scored) > 0
+    assert len(episodes(run)) == 8 and len(run.records(event="m_step")) == 2
+    base, _ = models.load(str(tiny_model_dir))
+    r1, _ = models.load(str(tmp_path / "run" / "round-1"))
+    r2, _ = models.load(str(tmp_path / "run" / "round-2"))
+    w = lambda m: m.model.layers[0].self_attn.q_proj.weight  # noqa: E731
+    assert not torch.equal(w(base), w(r1)) and not torch.equal(w(r1), w(r2))
+    assert set(dict(r1.named_parameters())) == set(dict(base.named_parameters()))  # merged: no LoRA left
+
+
+def test_resume_after_kill_redoes_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    cfg = small_config(tiny_model_dir, rounds=1)
+    real_episode, calls = restem_mod.episode, []
+
+    def dying_episode(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed in the middle of the E-step
+        calls.append(args[-2:])
+        return real_episode(*args, **kwargs)
+
+    monkeypatch.setattr(restem_mod, "episode", dying_episode)
+    with pytest.raises(KeyboardInterrupt):
+        restem(domain(), PASSAGES, cfg, Run(tmp_path / "run", cfg))
+    assert len(Run(tmp_path / "run", cfg).records(event="episode")) == 3
+
+    calls.clear()
+    monkeypatch.setattr(restem_mod, "episode", lambda *a, **k: calls.append(a[-2:]) or real_episode(*a, **k))
+    run = Run(tmp_path / "run", cfg)
+    restem(domain(), PASSAGES, cfg, run)
+    assert calls == [(1, 1)]  # only the one unfinished episode ran
+    assert len(episodes(run)) == 4 and (tmp_path / "run" / "round-1" / "config.json").is_file()
+
+    fresh = Run(tmp_path / "fresh", cfg)
+    restem(domain(), PASSAGES, cfg, fresh)
+    assert episodes(fresh) == episodes(run)  # a resumed run equals an uninterrupted one
+
+
+def test_same_seed_same_run_other_seed_other_self_edits(tiny_model_dir, tmp_path):
+    cfg = small_config(tiny_model_dir, rounds=1)
+    a, b = Run(tmp_path / "a", cfg), Run(tmp_path / "b", cfg)
+    restem(domain(), PASSAGES, cfg, a)
+    restem(domain(), PASSAGES, cfg, b)
+    assert episodes(a) == episodes(b)
+    c = Run(tmp_path / "c", cfg)
+    restem(domain(), PASSAGES, small_config(tiny_model_dir, rounds=1, seed=7), c)
+    assert [e[3] for e in episodes(c)] != [e[3] for e in episodes(a)]
+
+
+def test_teacher_student_trains_only_the_teacher(tiny_model_dir, tmp_path, monkeypatch):
+    from conftest import build_tiny_model
+
+    student_dir = build_tiny_model(tmp_path / "student", seed=1)
+    w = lambda m: m.model.layers[0].mlp.up_proj.weight.detach().clone()  # noqa: E731
+    student_w = w(models.load(str(student_dir))[0])
+    learners = []
+    real = restem_mod.adapt_and_evaluate
+    monkeypatch.setattr(restem_mod, "adapt_and_evaluate", lambda m, *a, **k: learners.append(w(m)) or real(m, *a, **k))
+    cfg = small_config(tiny_model_dir, rounds=1, learner=str(student_dir))
+    run = Run(tmp_path / "run", cfg)
+    restem(domain(), PASSAGES, cfg, run)
+    trained_episodes = [e for e in run.records(event="episode") if e["score"] is not None]
+    assert len(learners) == len(trained_episodes) > 0
+    assert all(torch.equal(x, student_w) for x in learners)  # every update was applied to the student
+    teacher, _ = models.load(str(tiny_model_dir))
+    trained, _ = models.load(str(tmp_path / "run" / "round-1"))
+    assert not torch.equal(w(teacher), w(trained))  # the teacher was trained
+    assert torch.equal(w(models.load(str(student_dir))[0]), student_w)  # the student's weights are untouched
+
+
+def test_no_winner_is_an_error_not_a_silent_round(tiny_model_dir, tmp_path):
+    cfg = small_config(tiny_model_dir, rounds=1, require_improvement=True)
+    with pytest.raises(restem_mod.UpdateError, match="nothing to clone"):
+        restem(KnowledgeDomain(eval=EvalConfig(max_new_tokens=2, grader="exact")), PASSAGES, cfg,
+               Run(tmp_path / "run", cfg))

@@ -1,0 +1,112 @@
+"""seal.runs: run directories, metrics records, finished vs resumable runs, fresh run names."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import yaml
+
+from seal.config import LearnConfig, load_config, to_dict
+from seal.runs import Run, RunExistsError, atomic_write, default_run_dir
+
+
+def _cfg() -> LearnConfig:
+    return load_config(LearnConfig, overrides=["inner.lr=3e-4", "gate=false"])
+
+
+def test_new_run_writes_config_and_plots_dir(tmp_path):
+    run = Run(tmp_path / "a" / "b", _cfg())
+    assert run.path == tmp_path / "a" / "b"
+    assert (run.path / "plots").is_dir()
+    assert yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) == to_dict(_cfg())
+    assert load_config(LearnConfig, run.path / "config.yaml") == _cfg()
+    assert run.records() == [] and not run.metrics_path.exists()
+
+
+def test_log_and_records(tmp_path):
+    run = Run(tmp_path / "r", _cfg())
+    run.log({"event": "baseline", "accuracy": 0.25})
+    run.log({"event": "self_edit", "index": 0, "accuracy": 0.5})
+    run.log({"event": "self_edit", "index": 1, "accuracy": 0.0, "note": "ü"})
+    lines = run.metrics_path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3 and all(isinstance(json.loads(line)["time"], float) for line in lines)
+    assert [r["index"] for r in run.records(event="self_edit")] == [0, 1]
+    assert run.records(event="self_edit", index=1)[0]["note"] == "ü"
+    assert run.records(event="baseline")[0]["accuracy"] == 0.25
+    assert run.records(event="missing") == []
+    assert len(run.records()) == 3
+
+
+def test_finished_run_is_never_reused(tmp_path):
+    run = Run(tmp_path / "r", _cfg(), results_name="result.json")
+    run.log({"event": "x"})
+    run.report("# report\n")
+    run.finish({"accuracy": 0.5})
+    assert json.loads((tmp_path / "r" / "result.json").read_text(encoding="utf-8")) == {"accuracy": 0.5}
+    assert (tmp_path / "r" / "report.md").read_text(encoding="utf-8") == "# report\n"
+    before = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    other = load_config(LearnConfig, overrides=["seed=5"])
+    for resume in (True, False):
+        with pytest.raises(RunExistsError, match="finished"):
+            Run(tmp_path / "r", other, results_name="result.json", resume=resume)
+    after = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    assert after == before  # not even config.yaml was rewritten
+    assert not list((tmp_path / "r").glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_unfinished_run_resumes_with_its_records(tmp_path):
+    run = Run(tmp_path / "r", _cfg())
+    run.log({"event": "step", "n": 1})
+    run.log({"event": "step", "n": 2})
+    again = Run(tmp_path / "r", _cfg())  # e.g. after a kill
+    assert [r["n"] for r in again.records(event="step")] == [1, 2]
+    again.log({"event": "step", "n": 3})
+    assert [r["n"] for r in again.records(event="step")] == [1, 2, 3]
+    with pytest.raises(RunExistsError, match="not empty"):
+        Run(tmp_path / "r", _cfg(), resume=False)
+
+
+def test_resume_false_accepts_a_missing_or_empty_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    Run(tmp_path / "empty", _cfg(), resume=False)
+    Run(tmp_path / "new", _cfg(), resume=False)
+    assert (tmp_path / "empty" / "config.yaml").is_file() and (tmp_path / "new" / "config.yaml").is_file()
+
+
+def test_truncated_last_line_is_tolerated_and_later_records_survive(tmp_path):
+    run = Run(tmp_path / "r", _cfg())
+    run.log({"event": "step", "n": 1})
+    with run.metrics_path.open("a", encoding="utf-8") as f:
+        f.write('{"time": 1.0, "event": "step", "n"')  # killed mid-write
+    resumed = Run(tmp_path / "r", _cfg())
+    assert [r["n"] for r in resumed.records(event="step")] == [1]
+    resumed.log({"event": "step", "n": 2})
+    assert [r["n"] for r in resumed.records(event="step")] == [1, 2]
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    path = tmp_path / "f.json"
+    atomic_write(path, "old")
+    atomic_write(path, "new")
+    assert path.read_text(encoding="utf-8") == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_default_run_dir_never_collides(tmp_path):
+    paths = [default_run_dir("demo", tmp_path) for _ in range(5)]
+    assert len(set(paths)) == 5
+    assert all(p.parent == tmp_path and p.name.startswith("demo-") for p in paths)
+    for p in paths:  # each is usable for a new run
+        Run(p, _cfg(), resume=False)
+
+
+def test_default_run_dir_concurrent_callers_get_distinct_paths(tmp_path):
+    out: list = []
+    threads = [threading.Thread(target=lambda: out.append(default_run_dir("bench", tmp_path))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(out) == 8 and len(set(out)) == 8
