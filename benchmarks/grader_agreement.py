@@ -5,10 +5,6 @@ a hash of the passage title, so one passage never straddles both. Thresholds
 are chosen on the "tune" half only (the sweep below shows that choice); the
 "held-out" half measures them. Agreement is the fraction of identical
 verdicts; precision and recall treat GPT-4.1's "correct" as the positive class.
-The "semantic" grader needs its embedding package (see EMBEDDING_INSTALL in
-seal.domains.knowledge.grading); without it, it is left out with a note.
-Speed is graded answers per second over both halves (semantic: batched,
-model already loaded; its one-off load time is printed).
 
     python benchmarks/grader_agreement.py [--data PATH] [--graders lenient,f1,...]
 
@@ -20,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import time
 from pathlib import Path
 
 from rich.console import Console
@@ -31,17 +26,13 @@ from seal.domains.knowledge.grading import (
     F1_THRESHOLD,
     GRADER_NAMES,
     LENIENT_THRESHOLD,
-    SEMANTIC_SIMILARITY,
-    GradingError,
     get_grader,
-    sentence_embedder,
 )
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "../shared/data/grader/gpt41_verdicts_dev.jsonl"
-SWEEPS = {  # grader: (option swept, module default, values)
-    "f1": ("threshold", F1_THRESHOLD, (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)),
-    "lenient": ("threshold", LENIENT_THRESHOLD, (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0)),
-    "semantic": ("similarity", SEMANTIC_SIMILARITY, (0.6, 0.64, 0.68, 0.7, 0.72, 0.74, 0.76, 0.8, 0.9, 1.01)),
+SWEEPS = {
+    "f1": (F1_THRESHOLD, (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)),
+    "lenient": (LENIENT_THRESHOLD, (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0)),
 }
 
 
@@ -60,21 +51,7 @@ def scores(verdicts: list[bool], gold: list[bool]) -> dict[str, float]:
 
 
 def grade(grader, rows: list[dict]) -> list[bool]:
-    items = [(r["question"], r["gold"], r["prediction"]) for r in rows]
-    if hasattr(grader, "grade_batch"):
-        return grader.grade_batch(items)
-    return [grader(*item) for item in items]
-
-
-def embedding_available() -> bool:
-    start = time.perf_counter()
-    try:
-        sentence_embedder()
-    except GradingError as err:
-        print(f"semantic grader left out: {err}")
-        return False
-    print(f"embedding model loaded in {time.perf_counter() - start:.1f} s")
-    return True
+    return [grader(r["question"], r["gold"], r["prediction"]) for r in rows]
 
 
 def main() -> None:
@@ -98,16 +75,14 @@ def main() -> None:
     )
 
     names = args.graders.split(",")
-    if "semantic" in names and not embedding_available():
-        names.remove("semantic")
     for name in (n for n in names if n in SWEEPS):
-        option, default, thresholds = SWEEPS[name]
-        sweep = Table(title=f"{name}: {option} sweep on the tune half")
-        sweep.add_column(option)
+        default, thresholds = SWEEPS[name]
+        sweep = Table(title=f"{name}: threshold sweep on the tune half")
+        sweep.add_column("threshold")
         sweep.add_column("tune agreement", justify="right")
         sweep.add_column("")
         agreements = {
-            t: scores(grade(get_grader(name, **{option: t}), halves["tune"]), labels["tune"])["agreement"]
+            t: scores(grade(get_grader(name, threshold=t), halves["tune"]), labels["tune"])["agreement"]
             for t in thresholds
         }
         best = max(agreements, key=agreements.get)
@@ -118,29 +93,20 @@ def main() -> None:
 
     table = Table(title="Agreement with GPT-4.1 (P/R: GPT-4.1 'correct' is the positive class)")
     table.add_column("grader")
-    for column in ("tune agr.", "held-out agr.", "held-out P", "held-out R", "all agr.", "all P", "all R", "answers/s"):
+    for column in ("tune agr.", "held-out agr.", "held-out P", "held-out R", "all agr.", "all P", "all R"):
         table.add_column(column, justify="right")
-    held_out, speed = {}, {}
+    held_out = {}
     for name in names:
         grader = get_grader(name)
-        start = time.perf_counter()
         verdicts = {part: grade(grader, halves[part]) for part in halves}
-        speed[name] = round(len(rows) / (time.perf_counter() - start))
         tune = scores(verdicts["tune"], labels["tune"])
         held = scores(verdicts["held-out"], labels["held-out"])
         whole = scores(verdicts["tune"] + verdicts["held-out"], labels["tune"] + labels["held-out"])
         held_out[name] = round(held["agreement"], 4)
         cells = [tune["agreement"], *held.values(), *whole.values()]
-        table.add_row(
-            f"{name} (default)" if name == DEFAULT_GRADER else name, *(f"{c:.2%}" for c in cells), str(speed[name])
-        )
+        table.add_row(f"{name} (default)" if name == DEFAULT_GRADER else name, *(f"{c:.2%}" for c in cells))
     console.print(table)
-    summary = {
-        "held_out_agreement": held_out,
-        "answers_per_s": speed,
-        "default": DEFAULT_GRADER,
-        "n_held_out": len(halves["held-out"]),
-    }
+    summary = {"held_out_agreement": held_out, "default": DEFAULT_GRADER, "n_held_out": len(halves["held-out"])}
     print(json.dumps(summary))
 
 

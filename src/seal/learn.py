@@ -51,12 +51,12 @@ def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, o
     start = time.perf_counter()
     if not questions:
         raise ValueError("learn needs at least one question to check whether the update helped")
-    check_new(out, results_name="result.json")
+    check_new(out, results_name="result.json", resume=False)  # a learn run is short: it restarts, never resumes
     passage = dataclasses.replace(passage, questions=tuple(questions))
     domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval)
     with console.status(f"loading {cfg.model.name}"):
         model, tokenizer = models.load(cfg.model)
-    run = Run(out, cfg, results_name="result.json")
+    run = Run(out, cfg, results_name="result.json", resume=False)
     timings = {"load": time.perf_counter() - start}
 
     t = time.perf_counter()

