@@ -73,6 +73,7 @@ def main() -> None:
             rows.append({"lr": lr, "epochs": epochs, "rank": rank, "passage": mean["passage"],
                          "self_edit": mean["self-edit"], "gain": mean["self-edit"] - mean["passage"],
                          "seconds_per_episode": (time.perf_counter() - start) / len(plans)})
+            print(json.dumps(rows[-1]), flush=True)  # a line per grid point, for logs of long runs
 
     baseline = sum(domain.evaluate(model, tokenizer, p).value for p in passages) / len(passages)
     table = Table(title=f"inner-loop sweep, {args.model}, {len(passages)} tuning passages (no update: {baseline:.1%})")

@@ -15,8 +15,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from seal.config import ConfigError, LearnConfig, load_config
+from seal.domains.base import UpdateError
 from seal.domains.knowledge.data import DataError
-from seal.inner.lora import UpdateError
 from seal.models import ModelError
 from seal.runs import RunExistsError
 

@@ -18,12 +18,11 @@ from rich.table import Table
 
 from seal import models
 from seal.config import LearnConfig
-from seal.domains.base import SelfEditError
+from seal.domains.base import SelfEditError, UpdateError
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.episode import adapt_and_evaluate
 from seal.generation import chat_prompt, generate
-from seal.inner.lora import UpdateError
 from seal.plots import plot_learn
 from seal.progress import console, step_bar
 from seal.runs import Run, check_new

@@ -27,10 +27,9 @@ from seal.domains.arc.domain import ArcConfig, ArcDomain
 from seal.domains.arc.oracle import ORACLE_EDITS, check_oracle, oracle_tries
 from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
 from seal.domains.arc.tasks import load_tasks, require_answers
-from seal.domains.base import SelfEditError
+from seal.domains.base import SelfEditError, UpdateError
 from seal.episode import adapt_and_evaluate
 from seal.generation import chat_prompt, generate
-from seal.inner.lora import UpdateError
 from seal.plots import plot_conditions
 from seal.progress import console, progress_bar
 from seal.runs import Run

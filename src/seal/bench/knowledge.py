@@ -27,12 +27,12 @@ from pathlib import Path
 from seal import models
 from seal.bench.stats import mean_ci
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
-from seal.domains.base import Example, SelfEditError, UpdatePlan
+from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.retrieval import Retriever
 from seal.generation import chat_prompt, generate
-from seal.inner.lora import UpdateError, fresh_adapter, train
+from seal.inner.lora import fresh_adapter, train
 from seal.plots import plot_conditions
 from seal.progress import console, progress_bar
 from seal.runs import Run

@@ -33,6 +33,10 @@ class SelfEditError(ValueError):
     """A self-edit that cannot become an update (malformed, out of range, over budget)."""
 
 
+class UpdateError(RuntimeError):
+    """An update that could not be trained (no trainable tokens, non-finite loss, nothing to clone, ...)."""
+
+
 @dataclass
 class Score:
     """How well a model does on a context: `value` in [0, 1], plus per-item details for the record."""

@@ -30,8 +30,14 @@ check to fp32 tolerance:
   fewer sequences) stops contributing rows and stops being updated: its moments do not drift.
 
 Speed (see benchmarks/inner_loop.py): the rows of all candidates in one step are sorted by length
-and cut into micro-batches that keep padding low (gradients accumulate; the result is the same sum),
-and answers to the evaluation questions are decoded for all K candidates in one batched `generate`.
+and cut into micro-batches that keep padding low (gradients accumulate; the result is the same sum;
+the loss is one weighted cross-entropy per micro-batch, 1 / labelled tokens of the row's candidate
+per token, rather than `token_loss` per candidate, whose logits slices cost a zero-filled copy of the
+logits each in backward), and the answers to the evaluation questions are decoded for all K
+candidates in one batched `generate` (decoding is memory-bound: K x the rows cost about one).
+Per row, the LoRA term gathers its adapter (A[idx], B[idx]) and runs two `bmm`s; when every adapter
+has the same number of rows (evaluation), the rows are viewed as [K, rows x tokens] and no gather is
+needed. Both beat a Python loop over adapters on this CPU.
 
 Limits: dropout must be 0 (the default; the batched path would otherwise need per-candidate dropout
 streams that could not match separate runs anyway); only `nn.Linear` targets; all candidates share
@@ -60,7 +66,6 @@ from seal.inner.lora import (
     collate,
     fresh_adapter,
     lora_config,
-    token_loss,
     tokenize_examples,
 )
 
@@ -285,12 +290,13 @@ class MultiAdamW:
 # Micro-batches
 
 
-def plan_microbatches(lengths: Sequence[int], overhead: int = MICROBATCH_OVERHEAD_TOKENS) -> list[list[int]]:
+def plan_microbatches(lengths: Sequence[int], overhead: int | None = None) -> list[list[int]]:
     """Cut rows into micro-batches minimising padded tokens + `overhead` per micro-batch.
 
     Rows are sorted by length (longest first) and split into contiguous runs by dynamic programming;
     returns lists of row indices.
     """
+    overhead = MICROBATCH_OVERHEAD_TOKENS if overhead is None else overhead
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     n = len(order)
     best = [0.0] + [math.inf] * n  # best[j]: cost of the first j sorted rows
@@ -454,10 +460,8 @@ class MultiAdapter:
                               gen=torch.Generator().manual_seed(cfg.seed), order=None, bs=cfg.batch_size))
         reports = [TrainReport(len(c["rows"]), 0, c["epochs"], c["lr"],
                                sum(len(ids) for ids, _ in c["rows"]) * c["epochs"], 0.0) for c in cands]
-        if self.optimizer is None:
-            self.optimizer = MultiAdamW(self.flat, [c["lr"] for c in cands], [cfg.weight_decay for cfg in self.cfgs])
-        else:  # a second train() call continues from the current weights and optimiser state
-            self.optimizer.lrs = [c["lr"] for c in cands]
+        # a fresh optimiser per call, like lora.train (a second call continues from the current weights)
+        self.optimizer = MultiAdamW(self.flat, [c["lr"] for c in cands], [cfg.weight_decay for cfg in self.cfgs])
         grad = self.optimizer.grad  # each layer's .grad is a view of it: one zero_(), one AdamW pass
         for layer, (a0, b0, end) in zip(self.layers, self._slices):
             layer.lora_A.grad = grad[:, a0:b0].view(layer.lora_A.shape)
@@ -476,6 +480,7 @@ class MultiAdapter:
                 self.model.train(was_training)
                 for layer in self.layers:
                     layer.lora_A.grad = layer.lora_B.grad = None
+                self.optimizer = None  # moments and grads: 3 x K x P floats, not needed for inference
         seconds = time.perf_counter() - start
         for report in reports:
             report.seconds = seconds
@@ -511,7 +516,7 @@ class MultiAdapter:
             labelled[k] += sum(1 for label in labels[1:] if label != IGNORE)
         sums = {k: 0.0 for k in active}
         for group in plan_microbatches([len(ids) for _, ids, _ in batch_rows]):
-            group = sorted(group, key=lambda i: batch_rows[i][0])  # rows of one candidate together
+            group = sorted(group, key=lambda i: batch_rows[i][0])  # rows of a candidate side by side
             mb = [batch_rows[i] for i in group]
             batch = collate([(ids, labels) for _, ids, labels in mb], pad_id, device)
             labels = batch.pop("labels")
@@ -519,17 +524,20 @@ class MultiAdapter:
             self.stats.microbatches.append([len(ids) for _, ids, _ in mb])
             with self.rows(adapters):
                 logits = self.model(**batch, use_cache=False).logits
-            loss = logits.new_zeros(())
-            start = 0
-            for k in dict.fromkeys(adapters):  # candidates in row order
-                end = start + adapters.count(k)
-                n = int((labels[start:end, 1:] != IGNORE).sum())
-                if n:
-                    part = token_loss(logits[start:end], labels[start:end]) * (n / labelled[k])
-                    sums[k] += part.item()
-                    loss = loss + part
-                    self.stats.labelled += n
-                start = end
+            # token_loss per candidate would slice the logits once per candidate, and every slice's
+            # backward writes a zero-filled copy of the whole logits; one weighted cross-entropy over
+            # the micro-batch, labels shifted instead of logits, is the same sum without copies.
+            targets = torch.full_like(labels, IGNORE)
+            targets[:, :-1] = labels[:, 1:]
+            token_losses = nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none"
+            ).view(labels.shape)
+            weights = torch.tensor([1.0 / labelled[k] for k in adapters], device=device)
+            row_losses = token_losses.sum(1) * weights  # candidate k: sum of its mean-token-loss shares
+            loss = row_losses.sum()
+            for k, value in zip(adapters, row_losses.tolist()):
+                sums[k] += value
+            self.stats.labelled += int((targets != IGNORE).sum())
             loss.backward()
         return sums
 
@@ -567,7 +575,7 @@ class MultiAdapter:
 
     @torch.no_grad()
     def gold_loglik(self, tokenizer, pairs: Sequence[Sequence[tuple[str, str]]],
-                    batch_size: int | None = None) -> list[list[float]]:
+                    batch_size: int = 32) -> list[list[float]]:
         """log p(answer | prompt) summed over the answer's tokens, per pair, for candidate k on pairs[k].
 
         A cheap score (one forward pass, no decoding): prompts are formatted text, answers are
@@ -585,9 +593,8 @@ class MultiAdapter:
                 jobs.append((k, p + a, [IGNORE] * len(p) + a))
         self.model.eval()
         scores: list[float] = []
-        size = batch_size or max(len(jobs), 1)
-        for start in range(0, len(jobs), size):
-            chunk = jobs[start : start + size]
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
             batch = collate([(ids, labels) for _, ids, labels in chunk], tokenizer.pad_token_id, self.flat.device)
             labels = batch.pop("labels")
             logits = self.forward([k for k, _, _ in chunk], **batch, use_cache=False).logits

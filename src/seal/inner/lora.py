@@ -19,13 +19,9 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from seal.config import InnerConfig
-from seal.domains.base import Example, UpdatePlan
+from seal.domains.base import Example, UpdateError, UpdatePlan
 
 IGNORE = -100
-
-
-class UpdateError(RuntimeError):
-    """An update that could not be trained (no examples, non-finite loss, ...)."""
 
 
 @dataclass

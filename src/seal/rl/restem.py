@@ -28,10 +28,10 @@ import torch
 
 from seal import models
 from seal.config import InnerConfig, ModelConfig, SamplingConfig
-from seal.domains.base import Domain, Example, SelfEditError, UpdatePlan
+from seal.domains.base import Domain, Example, SelfEditError, UpdateError, UpdatePlan
 from seal.episode import adapt_and_evaluate
 from seal.generation import chat_prompt, generate
-from seal.inner.lora import UpdateError, fresh_adapter, train
+from seal.inner.lora import fresh_adapter, train
 from seal.progress import progress_bar
 from seal.runs import Run
 

@@ -14,7 +14,7 @@ from seal.domains.arc.selfedit import ArcSelfEdit, Rejection, parse_self_edit, r
 from seal.domains.arc.tasks import ArcTask
 from seal.domains.base import SelfEditError
 from seal.episode import adapt_and_evaluate
-from seal.inner.lora import UpdateError
+from seal.domains.base import UpdateError
 
 # Basic views first: with the example cap, "all groups" keeps few examples in the task's own frame.
 ORACLE_EDITS = [
