@@ -23,10 +23,14 @@ half) is 2 h d (L + 1) per layer per token in the forward pass. The embedding lo
 layer 0 skips its q/k/v input grads, which this count ignores (< 1 %).
 
     python benchmarks/inner_loop.py            # full run (~10 min on 2 cores)
-    python benchmarks/inner_loop.py --quick    # < 2 min: 1 epoch, 2 questions, K = 1, 4
+    python benchmarks/inner_loop.py --quick    # ~2 min: 1 epoch, 2 questions, K = 4, no reference
+    python benchmarks/inner_loop.py --quick --reference-sequences 1   # + the reference, ~1 more minute
 
-The last line printed is JSON. Timings on a shared machine move with its load: the matmul rate is
-measured before and after, and the ratios compare runs taken minutes apart in one process.
+The last line printed is JSON. Timings on a shared machine move with its load: sequential and
+batched runs alternate, the matmul rate is measured before and after (best window), and every run
+also records this process's CPU time (`*_cpu_*` figures: less sensitive to other processes, with one
+thread). The default is one torch thread: with other jobs on the 2 cores, 2 threads ran 4-5x slower
+(threads wait for each other at every op); use --threads 2 on an idle machine.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
+import os
 import tempfile
 import time
 from dataclasses import replace
@@ -47,7 +51,7 @@ from seal.config import EvalConfig, InnerConfig
 from seal.domains.base import UpdatePlan
 from seal.domains.knowledge.data import Passage, load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.inner.batched import adapt_and_evaluate_many, batched_adapters, evaluator_for, target_names
+from seal.inner.batched import batched_adapters, evaluator_for, target_names
 from seal.inner.lora import fresh_adapter, lora_config, tokenize_examples, train
 
 DATA = Path(__file__).resolve().parents[1] / "../shared/data/squad/squad_val.json"
@@ -82,18 +86,21 @@ def find_passage(path: Path) -> Passage:
     return passage
 
 
-def matmul_rate(seconds: float = 2.0, n: int = 2048) -> float:
-    """Dense fp32 FLOP/s of torch.mm on n x n matrices (best of a few windows: the machine is shared)."""
+def matmul_rate(seconds: float = 2.0, n: int = 2048) -> tuple[float, float]:
+    """Dense fp32 FLOP/s of torch.mm on n x n matrices, per wall second and per CPU second of this
+    process (best of a few windows: the machine is shared)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
-    best, end = 0.0, time.perf_counter() + seconds
+    best_wall = best_cpu = 0.0
+    end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        t, reps = time.perf_counter(), 0
+        t, c, reps = time.perf_counter(), time.process_time(), 0
         while time.perf_counter() - t < 0.4:
             torch.mm(a, b)
             reps += 1
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
-    return best
+        best_wall = max(best_wall, 2 * n**3 * reps / (time.perf_counter() - t))
+        best_cpu = max(best_cpu, 2 * n**3 * reps / max(time.process_time() - c, 1e-9))
+    return best_wall, best_cpu
 
 
 class FlopCounter:
@@ -121,32 +128,37 @@ class FlopCounter:
 
 
 def run_batched(model, tokenizer, domain, passage, plans, cfgs) -> dict:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     marks = {}
     with batched_adapters(model, cfgs) as multi:
         marks["init"] = time.perf_counter() - start
+        c = time.process_time()
         reports = multi.train(tokenizer, plans)
         marks["train"] = reports[0].seconds
+        marks["train_cpu"] = time.process_time() - c
         t = time.perf_counter()
         scores = evaluator_for(domain)(multi, tokenizer, passage)
         marks["eval"] = time.perf_counter() - t
         stats = multi.stats
     total = time.perf_counter() - start
-    return dict(seconds=total, **{f"{k}_seconds": v for k, v in marks.items()},
+    return dict(seconds=total, cpu_seconds=time.process_time() - cpu, **{f"{k}_seconds": v for k, v in marks.items()},
                 scores=[s.value for s in scores], answers=[[d["prediction"] for d in s.details] for s in scores],
                 losses=[r.losses for r in reports], tokens=stats.tokens, padded_tokens=stats.padded_tokens,
                 microbatches=len(stats.microbatches))
 
 
 def run_sequential(model, tokenizer, domain, passage, plan, cfg) -> dict:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with fresh_adapter(model, cfg) as peft_model:
         init = time.perf_counter() - start
+        c = time.process_time()
         report = train(peft_model, tokenizer, plan, cfg)
+        train_cpu = time.process_time() - c
         t = time.perf_counter()
         score = domain.evaluate(peft_model, tokenizer, passage)
         evaluation = time.perf_counter() - t
-    return dict(seconds=time.perf_counter() - start, init_seconds=init, train_seconds=report.seconds,
+    return dict(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu,
+                init_seconds=init, train_seconds=report.seconds, train_cpu_seconds=train_cpu,
                 eval_seconds=evaluation, score=score.value, answers=[d["prediction"] for d in score.details],
                 losses=report.losses)
 
@@ -191,22 +203,26 @@ def per_minute(n: int, seconds: float) -> float:
 
 
 def main() -> None:
+    started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=models.DEFAULT_MODEL)
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--quick", action="store_true", help="1 epoch, 2 questions, K = 1, 4: under two minutes")
-    parser.add_argument("--ks", default=None, help="comma-separated K values (default 1,2,4,8; quick 1,4)")
-    parser.add_argument("--sequential", type=int, default=None, help="candidates run one by one (default 4; quick 2)")
-    parser.add_argument("--reference-sequences", type=int, default=None, help="sequences the reference trains (0: skip)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--questions", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true",
+                        help="1 epoch, 2 questions, 16-token answers, K = 4, one sequential candidate: about two minutes")
+    parser.add_argument("--ks", default=None, help="comma-separated K values (default 1,2,4,8; quick 4)")
+    parser.add_argument("--sequential", type=int, default=None, help="candidates run one by one (default 4; quick 1)")
+    parser.add_argument("--reference-sequences", type=int, default=None,
+                        help="2048-token sequences the reference trains before extrapolating (default 2; quick 0: "
+                             "one sequence alone takes over a minute here; 0 skips)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: InnerConfig's (quick: 1)")
+    parser.add_argument("--questions", type=int, default=None, help="default: all of the passage's (quick: 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared 2-core machine 2 threads ran 4-5x slower)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ks = [int(k) for k in (args.ks or ("1,4" if args.quick else "1,2,4,8")).split(",")]
-    n_sequential = args.sequential if args.sequential is not None else (2 if args.quick else 4)
-    n_reference = args.reference_sequences if args.reference_sequences is not None else (1 if args.quick else 2)
+    torch.set_num_threads(args.threads)
+    ks = [int(k) for k in (args.ks or ("4" if args.quick else "1,2,4,8")).split(",")]
+    n_sequential = args.sequential if args.sequential is not None else (1 if args.quick else 4)
+    n_reference = args.reference_sequences if args.reference_sequences is not None else (0 if args.quick else 2)
     cfg = InnerConfig()
     if args.epochs or args.quick:
         cfg = replace(cfg, epochs=args.epochs or 1)
@@ -214,47 +230,55 @@ def main() -> None:
     n_questions = args.questions or (2 if args.quick else None)
     if n_questions:
         passage = replace(passage, questions=passage.questions[:n_questions])
+    load_before = os.getloadavg()[0]
 
     print(f"passage {passage.title!r}: {len(passage.context)} chars, {len(passage.questions)} questions; "
-          f"epochs {cfg.epochs}, rank {cfg.rank}, threads {torch.get_num_threads()}", flush=True)
-    peak_before = matmul_rate()
-    print(f"matmul rate {peak_before / 1e9:.1f} GFLOP/s", flush=True)
+          f"epochs {cfg.epochs}, rank {cfg.rank}, threads {torch.get_num_threads()}, load {load_before:.1f}", flush=True)
+    peak_before, cpu_peak_before = matmul_rate(1.0 if args.quick else 2.0)
+    print(f"matmul rate {peak_before / 1e9:.1f} GFLOP/s ({cpu_peak_before / 1e9:.1f} per CPU second)", flush=True)
     model, tokenizer = models.load(args.model)
-    domain = KnowledgeDomain(eval=EvalConfig())
+    domain = KnowledgeDomain(eval=EvalConfig(max_new_tokens=16) if args.quick else EvalConfig())
     kmax = max(ks + [n_sequential])
     plans = [domain.parse(passage, self_edit(k)) for k in range(kmax)]
     cfgs = [replace(cfg, seed=k) for k in range(kmax)]
     flops = FlopCounter(model, cfg)
     plan_flops = [flops.plan(tokenizer, p, c) for p, c in zip(plans, cfgs)]
-    # warm-up (allocator, lazy imports, the one-off check of the replayed LoRA init)
+    # warm-up of both paths (allocator, lazy imports, the one-off check of the replayed LoRA init)
+    tiny_plan = replace(plans[0], epochs=1, examples=plans[0].examples[:2])
     with batched_adapters(model, cfgs[:1]) as multi:
-        multi.train(tokenizer, [replace(plans[0], epochs=1, examples=plans[0].examples[:2])])
+        multi.train(tokenizer, [tiny_plan])
+        multi.generate(tokenizer, [["Hello"]], max_new_tokens=2)
+    with fresh_adapter(model, cfgs[0]) as peft_model:
+        train(peft_model, tokenizer, tiny_plan, cfgs[0])
 
-    sequential = []
-    for k in range(n_sequential):
-        sequential.append(run_sequential(model, tokenizer, domain, passage, plans[k], cfgs[k]))
-        s = sequential[-1]
-        print(f"sequential #{k}: {s['seconds']:.1f} s (init {s['init_seconds']:.1f}, train {s['train_seconds']:.1f}, "
-              f"eval {s['eval_seconds']:.1f}), score {s['score']:.2f}", flush=True)
-    batched = {}
-    for k in ks:
-        b = batched[k] = run_batched(model, tokenizer, domain, passage, plans[:k], cfgs[:k])
-        print(f"batched K={k}: {b['seconds']:.1f} s (init {b['init_seconds']:.1f}, train {b['train_seconds']:.1f}, "
-              f"eval {b['eval_seconds']:.1f}), {per_minute(k, b['seconds']):.2f} evaluations/min, "
-              f"padded/real tokens {b['padded_tokens'] / b['tokens']:.2f} in {b['microbatches']} micro-batches",
-              flush=True)
+    # sequential and batched runs alternate, so that a change in the machine's load hits both alike
+    sequential, batched = [], {}
+    for i in range(max(n_sequential, len(ks))):
+        if i < n_sequential:
+            s = run_sequential(model, tokenizer, domain, passage, plans[i], cfgs[i])
+            sequential.append(s)
+            print(f"sequential #{i}: {s['seconds']:.1f} s (init {s['init_seconds']:.1f}, train "
+                  f"{s['train_seconds']:.1f}, eval {s['eval_seconds']:.1f}; cpu {s['cpu_seconds']:.1f}), "
+                  f"score {s['score']:.2f}", flush=True)
+        if i < len(ks):
+            k = ks[i]
+            b = batched[k] = run_batched(model, tokenizer, domain, passage, plans[:k], cfgs[:k])
+            print(f"batched K={k}: {b['seconds']:.1f} s (init {b['init_seconds']:.1f}, train {b['train_seconds']:.1f}, "
+                  f"eval {b['eval_seconds']:.1f}; cpu {b['cpu_seconds']:.1f}), {per_minute(k, b['seconds']):.2f} "
+                  f"evaluations/min, padded/real tokens {b['padded_tokens'] / b['tokens']:.2f} in "
+                  f"{b['microbatches']} micro-batches, scores {b['scores']}", flush=True)
     reference = None
     if n_reference:
         reference = run_reference(model, tokenizer, domain, passage, plans[0], cfgs[0], n_reference)
         print(f"reference: {reference['seconds']:.1f} s per evaluation ({reference['seconds_per_sequence']:.1f} s "
               f"per 2048-token sequence x {reference['extrapolated_to_sequences']} sequences, "
               f"eval {reference['eval_seconds']:.1f})", flush=True)
-    peak_after = matmul_rate()
-    peak = max(peak_before, peak_after)
+    peak_after, cpu_peak_after = matmul_rate(1.0 if args.quick else 2.0)
+    peak, cpu_peak = max(peak_before, peak_after), max(cpu_peak_before, cpu_peak_after)
 
-    seq_seconds = sum(s["seconds"] for s in sequential) / len(sequential)
-    seq_train = sum(s["train_seconds"] for s in sequential) / len(sequential)
-    seq_rate = per_minute(1, seq_seconds)
+    def mean(key: str) -> float:
+        return sum(s[key] for s in sequential) / len(sequential)
+
     agree = {}
     for k, b in batched.items():
         pairs = [(b["answers"][i], sequential[i]["answers"]) for i in range(min(k, n_sequential))]
@@ -265,15 +289,20 @@ def main() -> None:
     summary = {
         "model": args.model,
         "quick": args.quick,
+        "max_new_tokens": domain.eval.max_new_tokens,
         "passage": passage.title,
         "questions": len(passage.questions),
         "epochs": cfg.epochs,
         "threads": torch.get_num_threads(),
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
         "matmul_flops": peak,
         "matmul_flops_before_after": [peak_before, peak_after],
-        "sequential": {"seconds_per_evaluation": seq_seconds, "evaluations_per_minute": seq_rate,
-                       "train_seconds": seq_train,
-                       "train_flops_per_s": plan_flops[0] / sequential[0]["train_seconds"],
+        "matmul_flops_per_cpu_second": cpu_peak,
+        "train_flops_per_candidate": plan_flops[0],
+        "sequential": {"seconds_per_evaluation": mean("seconds"), "evaluations_per_minute": per_minute(1, mean("seconds")),
+                       "cpu_seconds_per_evaluation": mean("cpu_seconds"), "train_seconds": mean("train_seconds"),
+                       "eval_seconds": mean("eval_seconds"),
+                       "train_flops_per_s": sum(plan_flops[:n_sequential]) / n_sequential / mean("train_seconds"),
                        "runs": [{k: v for k, v in s.items() if k not in ("answers", "losses")} for s in sequential]},
         "batched": {str(k): {"evaluations_per_minute": per_minute(k, v["seconds"]),
                              **{x: y for x, y in v.items() if x not in ("answers", "losses")},
@@ -281,16 +310,23 @@ def main() -> None:
                              "answers_equal_to_sequential": agree[k]}
                     for k, v in batched.items()},
         "speedup_k": k_cmp,
-        "speedup_vs_sequential": per_minute(k_cmp, b["seconds"]) / seq_rate,
-        "train_speedup_vs_sequential": seq_train * k_cmp / b["train_seconds"],
+        "speedup_vs_sequential": per_minute(k_cmp, b["seconds"]) / per_minute(1, mean("seconds")),
+        "speedup_vs_sequential_cpu_time": mean("cpu_seconds") * k_cmp / b["cpu_seconds"],
+        "train_speedup_vs_sequential": mean("train_seconds") * k_cmp / b["train_seconds"],
+        "eval_speedup_vs_sequential": mean("eval_seconds") * k_cmp / b["eval_seconds"],
+        "speedup_vs_batched_k1": (per_minute(k_cmp, b["seconds"]) / per_minute(1, batched[1]["seconds"])
+                                  if 1 in batched else None),
         "train_flops_per_s": train_flops / b["train_seconds"],
         "fraction_of_matmul_peak": train_flops / b["train_seconds"] / peak,
-        "sequential_fraction_of_matmul_peak": plan_flops[0] / sequential[0]["train_seconds"] / peak,
+        "fraction_of_matmul_peak_cpu_time": train_flops / b["train_cpu_seconds"] / cpu_peak,
+        "sequential_fraction_of_matmul_peak": sum(plan_flops[:n_sequential]) / n_sequential / mean("train_seconds") / peak,
     }
+    summary["speedup_vs_reference"] = None
     if reference:
         summary["reference"] = reference
         summary["speedup_vs_reference"] = per_minute(k_cmp, b["seconds"]) / per_minute(1, reference["seconds"])
-        summary["sequential_speedup_vs_reference"] = reference["seconds"] / seq_seconds
+        summary["sequential_speedup_vs_reference"] = reference["seconds"] / mean("seconds")
+    summary["benchmark_seconds"] = time.perf_counter() - started
     print(json.dumps(summary))
 
 

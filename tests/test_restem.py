@@ -36,7 +36,7 @@ def domain() -> KnowledgeDomain:
     return KnowledgeDomain(eval=EvalConfig(max_new_tokens=4, grader="containment"))
 
 
-def episodes(run: Run) -> list[dict]:
+def episodes(run: Run) -> list[tuple]:
     return [(e["round"], e["context"], e["sample"], e["text"], e["score"]) for e in run.records(event="episode")]
 
 
@@ -71,29 +71,30 @@ def test_rounds_save_generators_that_differ(tiny_model_dir, tmp_path):
 
 def test_resume_after_kill_redoes_nothing(tiny_model_dir, tmp_path, monkeypatch):
     cfg = small_config(tiny_model_dir, rounds=1)
-    real_episode, calls = restem_mod.episode, []
+    real, calls = restem_mod.score_self_edits, []
 
-    def dying_episode(*args, **kwargs):
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # killed in the middle of the E-step
-        calls.append(args[-2:])
-        return real_episode(*args, **kwargs)
+    def dying(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt  # killed after the first context's self-edits were scored
+        calls.append((args[-2], args[-1], sorted(args[2])))
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(restem_mod, "episode", dying_episode)
+    monkeypatch.setattr(restem_mod, "score_self_edits", dying)
     with pytest.raises(KeyboardInterrupt):
         restem(domain(), PASSAGES, cfg, Run(tmp_path / "run", cfg))
-    assert len(Run(tmp_path / "run", cfg).records(event="episode")) == 3
+    assert len(Run(tmp_path / "run", cfg).records(event="episode")) == 2
 
     calls.clear()
-    monkeypatch.setattr(restem_mod, "episode", lambda *a, **k: calls.append(a[-2:]) or real_episode(*a, **k))
+    spy = lambda *a, **k: calls.append((a[-2], a[-1], sorted(a[2]))) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(restem_mod, "score_self_edits", spy)
     run = Run(tmp_path / "run", cfg)
     restem(domain(), PASSAGES, cfg, run)
-    assert calls == [(1, 1)]  # only the one unfinished episode ran
+    assert calls == [(1, 1, [0, 1])]  # only the unfinished context ran
     assert len(episodes(run)) == 4 and (tmp_path / "run" / "round-1" / "config.json").is_file()
 
     fresh = Run(tmp_path / "fresh", cfg)
     restem(domain(), PASSAGES, cfg, fresh)
-    assert episodes(fresh) == episodes(run)  # a resumed run equals an uninterrupted one
+    assert sorted(episodes(fresh)) == sorted(episodes(run))  # a resumed run equals an uninterrupted one
 
 
 def test_same_seed_same_run_other_seed_other_self_edits(tiny_model_dir, tmp_path):
@@ -114,8 +115,9 @@ def test_teacher_student_trains_only_the_teacher(tiny_model_dir, tmp_path, monke
     w = lambda m: m.model.layers[0].mlp.up_proj.weight.detach().clone()  # noqa: E731
     student_w = w(models.load(str(student_dir))[0])
     learners = []
-    real = restem_mod.adapt_and_evaluate
-    monkeypatch.setattr(restem_mod, "adapt_and_evaluate", lambda m, *a, **k: learners.append(w(m)) or real(m, *a, **k))
+    real = restem_mod.adapt_and_evaluate_all
+    monkeypatch.setattr(restem_mod, "adapt_and_evaluate_all",
+                        lambda m, *a, **k: learners.extend([w(m)] * len(a[3])) or real(m, *a, **k))
     cfg = small_config(tiny_model_dir, rounds=1, learner=str(student_dir))
     run = Run(tmp_path / "run", cfg)
     restem(domain(), PASSAGES, cfg, run)
@@ -133,3 +135,13 @@ def test_no_winner_is_an_error_not_a_silent_round(tiny_model_dir, tmp_path):
     with pytest.raises(restem_mod.UpdateError, match="nothing to clone"):
         restem(KnowledgeDomain(eval=EvalConfig(max_new_tokens=2, grader="exact")), PASSAGES, cfg,
                Run(tmp_path / "run", cfg))
+
+
+def test_batched_scoring_equals_one_at_a_time(tiny_model_dir, tmp_path):
+    batched = small_config(tiny_model_dir, rounds=1, k=3)
+    single = small_config(tiny_model_dir, rounds=1, k=3, inner=InnerConfig(rank=2, alpha=4, epochs=1, batch_size=4,
+                                                                          parallel=1))
+    a, b = Run(tmp_path / "a", batched), Run(tmp_path / "b", single)
+    restem(domain(), PASSAGES, batched, a)
+    restem(domain(), PASSAGES, single, b)
+    assert episodes(a) == episodes(b)

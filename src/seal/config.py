@@ -70,6 +70,7 @@ class InnerConfig:
     max_sequences: int = bounded(64, ge=1)
     weight_decay: float = bounded(0.0, ge=0)
     seed: int = 0
+    parallel: int = bounded(4, ge=1)  # candidate updates trained and scored together (seal.inner.batched)
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""One self-edit episode, generic over domains: update a fresh adapter with a plan, score, clean up."""
+"""Self-edit episodes, generic over domains: update fresh adapters with plans, score, clean up.
+
+`adapt_and_evaluate` runs one update; `adapt_and_evaluate_all` runs several candidate updates of the
+same context through the batched inner loop, `cfg.parallel` at a time (same results, ~3x faster).
+"""
 
 from __future__ import annotations
 
@@ -37,3 +41,18 @@ def adapt_and_evaluate(
         if save_to is not None:
             save_adapter(peft_model, save_to)
     return Outcome(score, report)
+
+
+def adapt_and_evaluate_all(model, tokenizer, domain: Domain, context: Any, plans: list[UpdatePlan],
+                           cfgs: list[InnerConfig]) -> list[Outcome]:
+    """One outcome per plan; batched `cfg.parallel` at a time when the adapters allow it (no dropout)."""
+    from seal.inner.batched import adapt_and_evaluate_many
+
+    parallel = cfgs[0].parallel if cfgs else 1
+    if parallel == 1 or any(c.dropout > 0 for c in cfgs):
+        return [adapt_and_evaluate(model, tokenizer, domain, context, p, c) for p, c in zip(plans, cfgs)]
+    outcomes = []
+    for start in range(0, len(plans), parallel):
+        outcomes += adapt_and_evaluate_many(model, tokenizer, domain, context, plans[start:start + parallel],
+                                            cfgs[start:start + parallel])
+    return outcomes

@@ -31,6 +31,7 @@ from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.retrieval import Retriever
+from seal.episode import adapt_and_evaluate_all
 from seal.generation import chat_prompt, generate
 from seal.inner.lora import fresh_adapter, train
 from seal.plots import plot_conditions
@@ -179,33 +180,51 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     else:
         jobs = [(tuple(range(len(passages))), c, 0) for c in cfg.conditions]
     done = {(tuple(r["passages"]), r["condition"], r["sample"]) for r in run.records(event="episode")}
+    pending: dict[tuple, list] = {}
+    for key in jobs:
+        if key not in done:
+            pending.setdefault(key[0], []).append(key)
     with progress_bar() as bar:
         task = bar.add_task(f"{cfg.setting}-passage episodes", total=len(jobs), completed=len(done), status="")
-        for key in jobs:
-            if key in done:
-                continue
-            idx, condition, j = key
+        for idx, keys in pending.items():
             chosen = [passages[i] for i in idx]
-            record = {"event": "episode", "passages": list(idx), "condition": condition, "sample": j}
-            start = time.perf_counter()
-            try:
-                if condition in NO_UPDATE:
-                    plan = None
-                elif cfg.setting == "multi":
-                    plan, record["unusable_self_edits"] = merged_plan(
-                        domain, chosen, None if condition == "passage" else [self_edits[condition][i] for i in idx])
-                elif condition == "passage":
-                    plan = passage_plan(chosen[0])
-                else:
-                    plan = domain.parse(chosen[0], self_edits[condition][idx[0]][j])
-                if plan is not None:
-                    record["sequences"] = len(plan.examples)
-                record["scores"] = run_episode(domain, model, tokenizer, chosen, condition, plan, cfg.inner, retriever)
-            except (SelfEditError, UpdateError) as e:
-                record["error"] = str(e)  # counted as a failed episode and reported in the table
-            record["seconds"] = time.perf_counter() - start
-            run.log(record)
-            bar.update(task, advance=1, status=condition)
+            batched = []  # single-passage updates of one passage: trained and scored together
+            for _, condition, j in keys:
+                record = {"event": "episode", "passages": list(idx), "condition": condition, "sample": j}
+                start = time.perf_counter()
+                try:
+                    if condition in NO_UPDATE:
+                        plan = None
+                    elif cfg.setting == "multi":
+                        plan, record["unusable_self_edits"] = merged_plan(
+                            domain, chosen, None if condition == "passage" else [self_edits[condition][i] for i in idx])
+                    elif condition == "passage":
+                        plan = passage_plan(chosen[0])
+                    else:
+                        plan = domain.parse(chosen[0], self_edits[condition][idx[0]][j])
+                    if plan is not None:
+                        record["sequences"] = len(plan.examples)
+                    if plan is not None and cfg.setting == "single":
+                        batched.append((record, plan))
+                        continue
+                    record["scores"] = run_episode(domain, model, tokenizer, chosen, condition, plan, cfg.inner,
+                                                   retriever)
+                except (SelfEditError, UpdateError) as e:
+                    record["error"] = str(e)  # counted as a failed episode and reported in the table
+                record["seconds"] = time.perf_counter() - start
+                run.log(record)
+                bar.update(task, advance=1, status=condition)
+            if batched:
+                start = time.perf_counter()
+                outcomes = adapt_and_evaluate_all(model, tokenizer, domain, chosen[0], [p for _, p in batched],
+                                                  [cfg.inner] * len(batched))
+                seconds = (time.perf_counter() - start) / len(batched)
+                for (record, _), outcome in zip(batched, outcomes):
+                    details = outcome.score.details
+                    record.update(scores=[{"accuracy": outcome.score.value, "answers": details,
+                                           "f1": sum(d["f1"] for d in details) / len(details)}], seconds=seconds)
+                    run.log(record)
+                bar.update(task, advance=len(batched), status=f"passage {idx[0]}")
 
     rows = summarise(run.records(event="episode"), cfg.conditions, len(passages))
     results = {"model": cfg.model.name, "split": cfg.split, "setting": cfg.setting, "passages": len(passages),

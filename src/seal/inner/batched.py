@@ -660,8 +660,8 @@ def _restore_grad_flags(model: nn.Module, flags: dict[str, bool]) -> None:
 
 def knowledge_evaluate_many(domain, multi: MultiAdapter, tokenizer, passage) -> list[Score]:
     """KnowledgeDomain.evaluate for all K candidates at once: the same closed-book prompts and greedy
-    decoding (domain.eval.max_new_tokens), one batched generate over K x questions, domain's grader."""
-    from seal.domains.knowledge.grading import f1_score
+    decoding (domain.eval.max_new_tokens), one batched generate over K x questions, graded by
+    `domain.score`."""
     from seal.domains.knowledge.prompts import answer_prompt
     from seal.generation import chat_prompt
 
@@ -669,20 +669,7 @@ def knowledge_evaluate_many(domain, multi: MultiAdapter, tokenizer, passage) -> 
         raise ValueError(f"passage {passage.title!r} has no questions to evaluate on")
     prompts = [chat_prompt(tokenizer, answer_prompt(passage.title, q.question)) for q in passage.questions]
     answers = multi.generate(tokenizer, [prompts] * multi.k, max_new_tokens=domain.eval.max_new_tokens)
-    scores = []
-    for per_candidate in answers:
-        details = [
-            {
-                "question": q.question,
-                "gold": q.answer,
-                "prediction": a,
-                "correct": bool(domain.grader(q.question, q.answer, a)),
-                "f1": f1_score(a, q.answer),
-            }
-            for q, a in zip(passage.questions, per_candidate)
-        ]
-        scores.append(Score(sum(d["correct"] for d in details) / len(details), details))
-    return scores
+    return [domain.score(passage, per_candidate) for per_candidate in answers]
 
 
 def evaluator_for(domain) -> Callable[[MultiAdapter, Any, Any], list[Score]]:

@@ -29,7 +29,7 @@ import torch
 from seal import models
 from seal.config import InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.base import Domain, Example, SelfEditError, UpdateError, UpdatePlan
-from seal.episode import adapt_and_evaluate
+from seal.episode import adapt_and_evaluate_all
 from seal.generation import chat_prompt, generate
 from seal.inner.lora import fresh_adapter, train
 from seal.progress import progress_bar
@@ -173,10 +173,13 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, model, tokeniz
                 texts = generate(model, tokenizer, [prompt], max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                                  top_p=s.top_p, num_samples=cfg.k, batch_size=s.batch_size,
                                  seed=cfg.seed + 100_003 * r + 1_009 * i)[0]
-                for j in missing:
-                    done[i, j] = episode(domain, context, texts[j], cfg, learner, learner_tok, baselines[i], r, i, j)
-                    run.log(done[i, j])
-                    bar.update(task, advance=1, status=f"context {i} reward {done[i, j]['reward']:.2f}")
+                for start in range(0, len(missing), cfg.inner.parallel):  # logged chunk by chunk: resumable
+                    chunk = missing[start:start + cfg.inner.parallel]
+                    for record in score_self_edits(domain, context, {j: texts[j] for j in chunk}, cfg, learner,
+                                                   learner_tok, baselines[i], r, i):
+                        done[i, record["sample"]] = record
+                        run.log(record)
+                    bar.update(task, advance=len(chunk), status=f"context {i}")
             eps = [done[i, j] for j in range(cfg.k)]
             all_winners += winners(eps, baselines[i], cfg)
             rewards += [e["reward"] for e in eps]
@@ -194,19 +197,37 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, model, tokeniz
     }
 
 
-def episode(domain, context, text: str, cfg: RestEMConfig, learner, tokenizer, baseline: float, r: int, i: int,
-            j: int) -> dict:
-    """One self-edit applied to the learner (mean over `seeds` inner-loop seeds), with its reward."""
-    record = {"event": "episode", "round": r, "context": i, "sample": j, "text": text, "score": None, "error": None}
+def score_self_edits(domain, context, texts: dict[int, str], cfg: RestEMConfig, learner, tokenizer,
+                     baseline: float, r: int, i: int) -> list[dict]:
+    """Apply self-edits {sample: text} to the learner (batched; mean over `seeds` inner-loop seeds), with rewards."""
     start = time.perf_counter()
+    records, plans = {}, {}
+    for j, text in texts.items():
+        records[j] = {"event": "episode", "round": r, "context": i, "sample": j, "text": text, "score": None,
+                      "error": None}
+        try:
+            plans[j] = domain.parse(context, text)
+        except SelfEditError as e:
+            records[j]["error"] = str(e)
+    values: dict[int, list[float]] = {j: [] for j in plans}
     try:
-        plan = domain.parse(context, text)
-        values = [adapt_and_evaluate(learner, tokenizer, domain, context, plan,
-                                     dataclasses.replace(cfg.inner, seed=cfg.inner.seed + n)).score.value
-                  for n in range(cfg.seeds)]
-        record["score"] = sum(values) / len(values)
-    except (SelfEditError, UpdateError) as e:
-        record["error"] = str(e)
-    record["reward"] = reward(record["score"], baseline, cfg.reward)
-    record["seconds"] = time.perf_counter() - start
-    return record
+        for n in range(cfg.seeds):
+            seeded = dataclasses.replace(cfg.inner, seed=cfg.inner.seed + n)
+            outcomes = adapt_and_evaluate_all(learner, tokenizer, domain, context, list(plans.values()),
+                                              [seeded] * len(plans))
+            for j, outcome in zip(plans, outcomes):
+                values[j].append(outcome.score.value)
+    except UpdateError as e:  # a plan with nothing to train on spoils its batch: score the chunk one by one
+        if len(plans) == 1:
+            records[next(iter(plans))]["error"] = str(e)
+            values = {}
+        else:
+            return [rec for j, text in texts.items()
+                    for rec in score_self_edits(domain, context, {j: text}, cfg, learner, tokenizer, baseline, r, i)]
+    seconds = (time.perf_counter() - start) / len(texts)
+    for j, vs in values.items():
+        records[j]["score"] = sum(vs) / len(vs)
+    for rec in records.values():
+        rec["reward"] = reward(rec["score"], baseline, cfg.reward)
+        rec["seconds"] = seconds
+    return list(records.values())
