@@ -20,6 +20,7 @@ from seal.domains.arc.filter import ArcFilterConfig, filter_tasks
 from seal.domains.arc.grids import grid_to_text, make_grid, text_to_grid
 from seal.domains.arc.selfedit import ArcSelfEdit, render_self_edit
 from seal.domains.arc.tasks import ArcTask, Example, load_tasks, require_answers, save_seal_json
+from seal.inner.batched import MultiLoraLinear
 from seal.rl import restem as restem_mod
 
 G = make_grid
@@ -34,7 +35,8 @@ def rule_follower(adapted_only=True):
         out = []
         for p in prompts:
             grid = text_to_grid(p.split("Test input:\n")[1].split("\nReply")[0])
-            ok = grid is not None and (hasattr(model, "peft_config") or not adapted_only)
+            adapted = hasattr(model, "peft_config") or any(isinstance(m, MultiLoraLinear) for m in model.modules())
+            ok = grid is not None and (adapted or not adapted_only)
             out.append([grid_to_text(tuple(tuple(2 if c == 1 else c for c in r) for r in grid)) if ok else "?"])
         return out
     return fake
