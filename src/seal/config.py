@@ -53,8 +53,9 @@ class SamplingConfig:
 class InnerConfig:
     """The inner loop: one fresh LoRA adapter trained on one update plan, then deleted.
 
-    Defaults were chosen by `benchmarks/sweep_inner.py` for the small embedded models; the paper's
-    r32 / lr 1e-3 / 10 epochs were tuned for a 7B model with padding inside the loss.
+    The paper's r32 / lr 1e-3 / 10 epochs were tuned for a 7B model with padding inside the loss; these
+    are provisional small-model values (the demo learns with them) until `benchmarks/sweep_inner.py`
+    has picked defaults on tuning passages.
     """
 
     rank: int = bounded(16, ge=1)
