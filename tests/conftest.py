@@ -50,9 +50,37 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The tiny model's ops take microseconds: with 2 threads on a busy 2-core machine each op waits for
+    the other core (12 ms per linear call measured), with one thread the suite takes seconds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def scrambled_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with larger random layer weights, so that its greedy answers are not empty and depend
+    on the whole context (the plain tiny model mostly repeats its last input token)."""
+    from seal import models
+
+    model, tokenizer = models.load(str(tiny_model_dir))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.model.layers.named_parameters():
+            if "norm" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    path = tmp_path_factory.mktemp("scrambled")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 @pytest.fixture

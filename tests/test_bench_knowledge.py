@@ -76,7 +76,7 @@ def test_summarise_scores_failed_self_edit_as_no_update():
         {"passages": [1], "condition": "base", "sample": 0, "scores": [{"accuracy": 0.0, "f1": 0.0}], "seconds": 1},
         {"passages": [1], "condition": "self-edit", "sample": 0, "scores": [{"accuracy": 1.0, "f1": 1.0}], "seconds": 4},
     ]
-    row = summarise(eps, ["self-edit"], 2)[0]
+    row = summarise(eps, ["self-edit"])[0]
     assert row["failed"] == 1 and row["accuracy"] == pytest.approx(0.75) and row["seconds_per_episode"] == 3
 
 

@@ -28,28 +28,9 @@ SMALL = ["--set", "sampling.max_new_tokens=16", "--set", "inner.epochs=1", "--se
          "--set", "inner.rank=4", "--set", "inner.alpha=8"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def model_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model with larger random layer weights saved as a local model, so that its answers are not
-    empty and depend on the question (the plain tiny model mostly repeats its last input token)."""
-    model, tokenizer = models.load(str(tiny_model_dir))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.model.layers.named_parameters():
-            if "norm" not in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    path = tmp_path_factory.mktemp("scrambled")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def model_dir(scrambled_model_dir) -> Path:
+    return scrambled_model_dir
 
 
 @pytest.fixture(scope="module")

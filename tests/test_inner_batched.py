@@ -38,16 +38,6 @@ SELF_EDITS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model's ops are microseconds: with 2 threads on a busy machine every op waits for a
-    second core (12 ms per linear call measured), with one thread the whole file takes seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 CFG = InnerConfig(rank=4, alpha=8, epochs=3, batch_size=2, lr=1e-3, weight_decay=0.01, max_length=64)
 
 

@@ -28,14 +28,6 @@ FACT = "The Orrin Canal joins the river Tesk to the harbour of Lune and opened i
 CFG = InnerConfig(rank=4, alpha=8, lr=1e-2, epochs=1, batch_size=4, max_length=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: threads only add contention on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def base(tiny_model_dir):
     return models.load(str(tiny_model_dir))

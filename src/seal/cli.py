@@ -133,46 +133,40 @@ def cmd_models(args) -> int:
     return 0
 
 
-def cmd_train_knowledge(args) -> int:
+def _train(args, config_cls, run, kind: str, flags: tuple[tuple[str, str], ...], line) -> int:
+    """Shared body of `seal train <domain>`: flags -> overrides -> config, run the rounds, print a line each."""
     from seal.config import load_config
     from seal.progress import console
     from seal.runs import default_run_dir
-    from seal.train import TrainKnowledgeConfig, train_knowledge
 
-    overrides = list(args.overrides)
-    for flag, key in (("generator", "restem.generator.name"), ("learner", "restem.learner"), ("rounds", "restem.rounds"),
-                      ("passages", "passages"), ("k", "restem.k"), ("seed", "restem.seed")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
-    cfg = load_config(TrainKnowledgeConfig, args.config, overrides)
-    out = args.out or default_run_dir("train-knowledge")
-    results = train_knowledge(cfg, out)
+    common = (("generator", "restem.generator.name"), ("learner", "restem.learner"), ("rounds", "restem.rounds"),
+              ("k", "restem.k"), ("seed", "restem.seed"))
+    overrides = list(args.overrides) + [f"{key}={getattr(args, flag)}" for flag, key in common + flags
+                                        if getattr(args, flag) is not None]
+    cfg = load_config(config_cls, args.config, overrides)
+    results = run(cfg, args.out or default_run_dir(kind))
     for s in results["rounds"]:
-        console.print(f"round {s['round']}: baseline {s['mean_baseline']:.1%}, after self-edit {s['mean_score']:.1%}, "
-                      f"reward {s['mean_reward']:.3f}, {s['training_examples']} self-edits cloned")
+        console.print(line(s))
     console.print(f"generators: {', '.join(results['generators'])}")
     return 0
+
+
+def cmd_train_knowledge(args) -> int:
+    from seal.train import TrainKnowledgeConfig, train_knowledge
+
+    return _train(args, TrainKnowledgeConfig, train_knowledge, "train-knowledge", (("passages", "passages"),),
+                  lambda s: f"round {s['round']}: baseline {s['mean_baseline']:.1%}, after self-edit "
+                            f"{s['mean_score']:.1%}, reward {s['mean_reward']:.3f}, {s['training_examples']} "
+                            "self-edits cloned")
 
 
 def cmd_train_arc(args) -> int:
-    from seal.config import load_config
-    from seal.progress import console
-    from seal.runs import default_run_dir
     from seal.train import TrainArcConfig, train_arc
 
-    overrides = list(args.overrides)
-    for flag, key in (("generator", "restem.generator.name"), ("learner", "restem.learner"), ("rounds", "restem.rounds"),
-                      ("tasks", "tasks"), ("max_tasks", "max_tasks"), ("k", "restem.k"), ("seed", "restem.seed")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
-    cfg = load_config(TrainArcConfig, args.config, overrides)
-    out = args.out or default_run_dir("train-arc")
-    results = train_arc(cfg, out)
-    for s in results["rounds"]:
-        console.print(f"round {s['round']}: ICL {s['mean_baseline']:.1%}, after self-edit TTT {s['mean_score']:.1%}, "
-                      f"{s['failed']} unusable, {s['training_examples']} successful self-edits cloned")
-    console.print(f"generators: {', '.join(results['generators'])}")
-    return 0
+    return _train(args, TrainArcConfig, train_arc, "train-arc", (("tasks", "tasks"), ("max_tasks", "max_tasks")),
+                  lambda s: f"round {s['round']}: ICL {s['mean_baseline']:.1%}, after self-edit TTT "
+                            f"{s['mean_score']:.1%}, {s['failed']} unusable, {s['training_examples']} successful "
+                            "self-edits cloned")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -226,7 +226,7 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
                     run.log(record)
                 bar.update(task, advance=len(batched), status=f"passage {idx[0]}")
 
-    rows = summarise(run.records(event="episode"), cfg.conditions, len(passages))
+    rows = summarise(run.records(event="episode"), cfg.conditions)
     results = {"model": cfg.model.name, "split": cfg.split, "setting": cfg.setting, "passages": len(passages),
                "k": cfg.k, "rows": rows}
     plot_conditions(rows, run.path / "plots" / "conditions.png",
@@ -236,7 +236,7 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     return results
 
 
-def summarise(episodes: list[dict], conditions: list[str], n: int) -> list[dict]:
+def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
     """One row per condition: mean over passages (95 % CI over passages), F1, failures, seconds per episode.
 
     A single-passage episode whose self-edit was unusable scores as no update (the gate would discard it).

@@ -58,16 +58,8 @@ import torch
 from torch import nn
 
 from seal.config import InnerConfig
-from seal.domains.base import Score, UpdatePlan
-from seal.inner.lora import (
-    IGNORE,
-    TrainReport,
-    UpdateError,
-    collate,
-    fresh_adapter,
-    lora_config,
-    tokenize_examples,
-)
+from seal.domains.base import Score, UpdateError, UpdatePlan
+from seal.inner.lora import IGNORE, TrainReport, collate, fresh_adapter, lora_config, prepare
 
 # A micro-batch costs about this many padded tokens of work on top of its tokens (per-forward overhead
 # and the lower matmul efficiency of small batches); used when cutting a step's rows into micro-batches.
@@ -448,13 +440,10 @@ class MultiAdapter:
             raise ValueError(f"{len(plans)} plans for {self.k} candidates")
         cands = []
         for k, (plan, cfg) in enumerate(zip(plans, self.cfgs)):
-            lr = plan.lr if plan.lr is not None else cfg.lr
-            epochs = plan.epochs if plan.epochs is not None else cfg.epochs
-            if epochs < 1 or not lr > 0:
-                raise UpdateError(f"candidate {k}: invalid update hyperparameters: lr={lr}, epochs={epochs}")
-            rows = tokenize_examples(tokenizer, plan.examples, cfg.max_length)
-            if not rows:
-                raise UpdateError(f"candidate {k}: the update plan has no trainable tokens")
+            try:
+                lr, epochs, rows = prepare(tokenizer, plan, cfg)
+            except UpdateError as e:
+                raise UpdateError(f"candidate {k}: {e}") from None
             per_epoch = math.ceil(len(rows) / cfg.batch_size)
             cands.append(dict(rows=rows, lr=lr, epochs=epochs, per_epoch=per_epoch, total=per_epoch * epochs,
                               gen=torch.Generator().manual_seed(cfg.seed), order=None, bs=cfg.batch_size))

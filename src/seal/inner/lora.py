@@ -82,6 +82,18 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
+def prepare(tokenizer, plan: UpdatePlan, cfg: InnerConfig) -> tuple[float, int, list[tuple[list[int], list[int]]]]:
+    """(lr, epochs, tokenized rows) of an update; the plan may override lr and epochs. Raises UpdateError."""
+    lr = plan.lr if plan.lr is not None else cfg.lr
+    epochs = plan.epochs if plan.epochs is not None else cfg.epochs
+    if epochs < 1 or not lr > 0:
+        raise UpdateError(f"invalid update hyperparameters: lr={lr}, epochs={epochs}")
+    rows = tokenize_examples(tokenizer, plan.examples, cfg.max_length)
+    if not rows:
+        raise UpdateError("the update plan has no trainable tokens")
+    return lr, epochs, rows
+
+
 def train(
     model: PeftModel,
     tokenizer,
@@ -90,13 +102,7 @@ def train(
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrainReport:
     """Train the active adapter of `model` on `plan` with AdamW; the plan may override lr and epochs."""
-    lr = plan.lr if plan.lr is not None else cfg.lr
-    epochs = plan.epochs if plan.epochs is not None else cfg.epochs
-    if epochs < 1 or not lr > 0:
-        raise UpdateError(f"invalid update hyperparameters: lr={lr}, epochs={epochs}")
-    rows = tokenize_examples(tokenizer, plan.examples, cfg.max_length)
-    if not rows:
-        raise UpdateError("the update plan has no trainable tokens")
+    lr, epochs, rows = prepare(tokenizer, plan, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
