@@ -23,7 +23,7 @@ from seal.bench.knowledge import KnowledgeBenchConfig, select_passages
 from seal.config import InnerConfig
 from seal.domains.base import Example, SelfEditError, UpdatePlan
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.episode import adapt_and_evaluate
+from seal.episode import adapt_and_evaluate_all
 from seal.generation import chat_prompt, generate
 from seal.progress import console, progress_bar
 
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, nargs="+", default=[3, 6])
     ap.add_argument("--rank", type=int, nargs="+", default=[16])
     ap.add_argument("--batch-size", type=int, default=InnerConfig.batch_size)
+    ap.add_argument("--parallel", type=int, default=InnerConfig.parallel, help="candidates trained together")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -57,23 +58,33 @@ def main() -> None:
         except SelfEditError:
             plans[i, "self-edit"] = plans[i, "passage"]  # unusable self-edit: no better than the passage
 
+    # Every (grid point, condition) of one passage is a candidate of the batched inner loop: lr and
+    # epochs may differ between candidates, rank may not, so candidates are grouped by rank.
     grid = list(itertools.product(args.lr, args.epochs, args.rank))
-    rows = []
+    scores: dict[tuple, list[float]] = {(point, c): [] for point in grid for c in ("passage", "self-edit")}
+    seconds = {rank: 0.0 for rank in args.rank}
     with progress_bar() as bar:
         task = bar.add_task("sweep", total=len(grid) * len(plans), status="")
-        for lr, epochs, rank in grid:
-            cfg = InnerConfig(lr=lr, epochs=epochs, rank=rank, alpha=2 * rank, batch_size=args.batch_size,
-                              seed=args.seed)
-            acc = {"passage": [], "self-edit": []}
-            start = time.perf_counter()
-            for (i, condition), plan in plans.items():
-                acc[condition].append(adapt_and_evaluate(model, tokenizer, domain, passages[i], plan, cfg).score.value)
-                bar.update(task, advance=1, status=f"lr {lr} ep {epochs} r {rank}")
-            mean = {c: sum(v) / len(v) for c, v in acc.items()}
-            rows.append({"lr": lr, "epochs": epochs, "rank": rank, "passage": mean["passage"],
-                         "self_edit": mean["self-edit"], "gain": mean["self-edit"] - mean["passage"],
-                         "seconds_per_episode": (time.perf_counter() - start) / len(plans)})
-            print(json.dumps(rows[-1]), flush=True)  # a line per grid point, for logs of long runs
+        for rank in args.rank:
+            keys = [(point, c) for point in grid if point[2] == rank for c in ("passage", "self-edit")]
+            cfgs = [InnerConfig(lr=lr, epochs=ep, rank=r, alpha=2 * r, batch_size=args.batch_size, seed=args.seed,
+                                parallel=args.parallel) for (lr, ep, r), _ in keys]
+            for i, p in enumerate(passages):
+                start = time.perf_counter()
+                outcomes = adapt_and_evaluate_all(model, tokenizer, domain, p, [plans[i, c] for _, c in keys], cfgs)
+                seconds[rank] += time.perf_counter() - start
+                for key, outcome in zip(keys, outcomes):
+                    scores[key].append(outcome.score.value)
+                bar.update(task, advance=len(keys), status=f"rank {rank}, passage {i + 1}")
+    rows = []
+    for point in grid:
+        lr, epochs, rank = point
+        mean = {c: sum(scores[point, c]) / len(passages) for c in ("passage", "self-edit")}
+        episodes = 2 * len(passages) * sum(1 for q in grid if q[2] == rank)
+        rows.append({"lr": lr, "epochs": epochs, "rank": rank, "passage": mean["passage"],
+                     "self_edit": mean["self-edit"], "gain": mean["self-edit"] - mean["passage"],
+                     "seconds_per_episode": seconds[rank] / episodes})
+        print(json.dumps(rows[-1]), flush=True)
 
     baseline = sum(domain.evaluate(model, tokenizer, p).value for p in passages) / len(passages)
     table = Table(title=f"inner-loop sweep, {args.model}, {len(passages)} tuning passages (no update: {baseline:.1%})")

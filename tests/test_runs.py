@@ -68,6 +68,18 @@ def test_unfinished_run_resumes_with_its_records(tmp_path):
         Run(tmp_path / "r", _cfg(), resume=False)
 
 
+def test_resume_with_a_changed_config_is_refused_and_writes_nothing(tmp_path):
+    run = Run(tmp_path / "r", _cfg())
+    run.log({"event": "step", "n": 1})
+    before = {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file()}
+    changed = load_config(LearnConfig, overrides=["inner.lr=1e-3", "gate=false", "seed=3"])
+    with pytest.raises(RunExistsError, match=r"different config \(inner\.lr, seed\).*--config"):
+        Run(tmp_path / "r", changed)
+    assert {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file()} == before
+    saved = load_config(LearnConfig, run.path / "config.yaml")
+    assert [r["n"] for r in Run(tmp_path / "r", saved).records(event="step")] == [1]
+
+
 def test_resume_false_accepts_a_missing_or_empty_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     Run(tmp_path / "empty", _cfg(), resume=False)

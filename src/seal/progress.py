@@ -1,4 +1,9 @@
-"""Progress bars with ETA (rich), shared by every long-running command."""
+"""Progress bars with ETA (rich), shared by every long-running command.
+
+Rich draws nothing until the end when stderr is not a terminal (nohup, CI logs, `2> file`), which would
+leave a run of hours silent. There the bars are drawn on a forced-terminal console every 30 seconds
+instead, so `tail` on the log shows where a run is and its ETA.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
+_LOG_REFRESH_SECONDS = 30
 
 
 def progress_bar() -> Progress:
+    live = console.is_terminal
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -20,8 +27,9 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        console=console,
+        console=console if live else Console(stderr=True, force_terminal=True, no_color=True, width=120),
         transient=False,
+        refresh_per_second=10 if live else 1 / _LOG_REFRESH_SECONDS,
     )
 
 

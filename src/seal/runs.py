@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seal.config import save_config
+import yaml
+
+from seal.config import save_config, to_dict
 
 
 class RunExistsError(FileExistsError):
@@ -52,6 +54,27 @@ def check_new(path: str | Path, results_name: str = "results.json", resume: bool
         raise RunExistsError(f"{path} is not empty; choose another output directory")
 
 
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return {k.rstrip("."): v for k, v in out.items()}
+
+
+def check_same_config(saved: Path, config: Any) -> None:
+    """A resumed run must use the config it started with, or its records would mix two experiments."""
+    if not saved.exists():
+        return
+    old = _flatten(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    new = _flatten(yaml.safe_load(yaml.safe_dump(to_dict(config))))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise RunExistsError(f"{saved.parent} holds an unfinished run with a different config ({', '.join(changed)}); "
+                             f"resume with --config {saved}, or choose another output directory")
+
+
 class Run:
     """One run's directory. `results_name` is the file whose presence marks the run finished."""
 
@@ -59,6 +82,7 @@ class Run:
         self.path = Path(path)
         self.results_path = self.path / results_name
         check_new(self.path, results_name, resume)
+        check_same_config(self.path / "config.yaml", config)
         (self.path / "plots").mkdir(parents=True, exist_ok=True)
         save_config(config, self.path / "config.yaml")
         self.metrics_path = self.path / "metrics.jsonl"
