@@ -75,6 +75,8 @@ def main() -> None:
                 seconds[rank] += time.perf_counter() - start
                 for key, outcome in zip(keys, outcomes):
                     scores[key].append(outcome.score.value)
+                print(json.dumps({"rank": rank, "passage": i, "scores": [[*point, c, o.score.value] for (point, c), o
+                                                                        in zip(keys, outcomes)]}), flush=True)
                 bar.update(task, advance=len(keys), status=f"rank {rank}, passage {i + 1}")
     rows = []
     for point in grid:

@@ -30,6 +30,7 @@ def progress_bar() -> Progress:
         console=console if live else Console(stderr=True, force_terminal=True, no_color=True, width=120),
         transient=False,
         refresh_per_second=10 if live else 1 / _LOG_REFRESH_SECONDS,
+        speed_estimate_period=3600,  # episodes take minutes: rich's 30 s window would never show an ETA
     )
 
 
