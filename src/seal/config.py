@@ -53,9 +53,10 @@ class SamplingConfig:
 class InnerConfig:
     """The inner loop: one fresh LoRA adapter trained on one update plan, then deleted.
 
-    The paper's r32 / lr 1e-3 / 10 epochs were tuned for a 7B model with padding inside the loss; these
-    are provisional small-model values (the demo learns with them) until `benchmarks/sweep_inner.py`
-    has picked defaults on tuning passages.
+    The paper's r32 / lr 1e-3 / 10 epochs were tuned for a 7B model with padding inside the loss. Ours
+    come from `benchmarks/sweep_inner.py` on SmolLM2-135M (6 tuning passages outside the evaluation set,
+    batch 4): lr 3e-3 with 10 epochs gave the best passage + own self-edit accuracy (23.6 %; passage
+    alone 52.8 %). At lr 1e-3 the model learns almost nothing in 3-6 epochs; at 1e-2 it forgets.
     """
 
     rank: int = bounded(16, ge=1)
@@ -64,9 +65,9 @@ class InnerConfig:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    lr: float = bounded(1e-3, gt=0)
-    epochs: int = bounded(5, ge=1)
-    batch_size: int = bounded(8, ge=1)
+    lr: float = bounded(3e-3, gt=0)
+    epochs: int = bounded(10, ge=1)
+    batch_size: int = bounded(4, ge=1)
     max_length: int = bounded(384, ge=2)
     max_sequences: int = bounded(64, ge=1)
     weight_decay: float = bounded(0.0, ge=0)
