@@ -100,3 +100,29 @@ def test_cli_bad_condition_exits_2(tiny_model_dir, data, tmp_path, capsys):
                  "--set", f"data={squad}", "--set", "conditions=[base,telepathy]"])
     assert code == 2 and "telepathy" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_generator_rounds_get_a_row_and_a_plot_per_round(tiny_model_dir, data, tmp_path):
+    import shutil
+
+    round_1 = tmp_path / "train" / "round-1"
+    shutil.copytree(tiny_model_dir, round_1)  # the same weights: its self-edits must equal the bench model's
+    cfg = config(tiny_model_dir, *data, setting="single")
+    cfg.conditions = ["passage", "self-edit", f"generator:{round_1}"]
+    results = run_bench(cfg, tmp_path / "run")
+    rows = {r["condition"]: r for r in results["rows"]}
+    assert [r["round"] for r in results["rows"]] == [None, 0, 1]
+    assert rows[f"generator:{round_1}"]["accuracy"] == rows["self-edit"]["accuracy"]
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    texts = {r["condition"]: r["texts"] for r in logged if r.get("event") == "self_edits" and r["passage"] == 0}
+    assert texts["self-edit"] == texts[f"generator:{round_1}"]
+    assert (tmp_path / "run" / "plots" / "rounds.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("condition, expected", [("self-edit", 0), ("generator:runs/t/round-2", 2),
+                                                 ("generator:runs/t/round-x", None), ("passage", None),
+                                                 ("file:gpt4_1", None), ("generator:qwen", None)])
+def test_rl_round_of_a_condition(condition, expected):
+    from seal.bench.knowledge import rl_round
+
+    assert rl_round(condition) == expected

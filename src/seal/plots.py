@@ -55,3 +55,21 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_accuracy_per_round(rows: list[dict], path: Path, title: str) -> None:
+    """Passage + self-edit accuracy by RL round (round 0: the untrained model's own self-edits), with
+    the benchmark's other conditions as horizontal references (e.g. passage only, GPT-4.1 self-edits)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    points = sorted((r["round"], r) for r in rows if r.get("round") is not None)
+    xs = [x for x, _ in points]
+    ax.errorbar(xs, [r["accuracy"] for _, r in points], capsize=4, marker="o", color="tab:blue",
+                yerr=[[r["accuracy"] - r["ci_low"] for _, r in points], [r["ci_high"] - r["accuracy"] for _, r in points]],
+                label="passage + SEAL self-edit")
+    for r, style in zip((r for r in rows if r.get("round") is None), ("--", ":", "-.", (0, (1, 3)), (0, (5, 1)))):
+        ax.axhline(r["accuracy"], linestyle=style, color="grey", label=r["condition"])
+    ax.set(xlabel="RL round", ylabel="accuracy", ylim=(0, 1), xticks=xs, title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -34,7 +34,7 @@ from seal.domains.knowledge.retrieval import Retriever
 from seal.episode import adapt_and_evaluate_all
 from seal.generation import chat_prompt, generate
 from seal.inner.lora import fresh_adapter, train
-from seal.plots import plot_conditions
+from seal.plots import plot_accuracy_per_round, plot_conditions
 from seal.progress import console, progress_bar
 from seal.runs import Run
 
@@ -229,8 +229,10 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     rows = summarise(run.records(event="episode"), cfg.conditions)
     results = {"model": cfg.model.name, "split": cfg.split, "setting": cfg.setting, "passages": len(passages),
                "k": cfg.k, "rows": rows}
-    plot_conditions(rows, run.path / "plots" / "conditions.png",
-                    f"knowledge incorporation ({cfg.setting}-passage), {cfg.model.name}")
+    title = f"knowledge incorporation ({cfg.setting}-passage), {cfg.model.name}"
+    plot_conditions(rows, run.path / "plots" / "conditions.png", title)
+    if any(r["round"] for r in rows):
+        plot_accuracy_per_round(rows, run.path / "plots" / "rounds.png", title)
     run.report(report(results))
     run.finish(results)
     return results
@@ -254,11 +256,19 @@ def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
         acc = [sum(s["accuracy"] for s in v) / len(v) for v in per_passage.values()]
         f1 = [sum(s["f1"] for s in v) / len(v) for v in per_passage.values()]
         mean, low, high = mean_ci(acc)
-        rows.append({"condition": c, "episodes": len(eps), "failed": sum("error" in e for e in eps)
+        rows.append({"condition": c, "round": rl_round(c), "episodes": len(eps), "failed": sum("error" in e for e in eps)
                      + sum(e.get("unusable_self_edits", 0) for e in eps), "accuracy": mean, "ci_low": low,
                      "ci_high": high, "f1": sum(f1) / len(f1),
                      "seconds_per_episode": sum(e["seconds"] for e in eps) / len(eps)})
     return rows
+
+
+def rl_round(condition: str) -> int | None:
+    """The ReST-EM round a condition's self-edits come from: 0 for the model's own, N for a `round-N` generator."""
+    if condition == "self-edit":
+        return 0
+    name = Path(condition[10:]).name if condition.startswith("generator:") else ""
+    return int(name[6:]) if name.startswith("round-") and name[6:].isdigit() else None
 
 
 def report(results: dict) -> str:
