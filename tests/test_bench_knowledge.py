@@ -126,3 +126,22 @@ def test_rl_round_of_a_condition(condition, expected):
     from seal.bench.knowledge import rl_round
 
     assert rl_round(condition) == expected
+
+
+def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_dir, data, tmp_path, capsys):
+    cfg = config(tiny_model_dir, *data, setting="single")
+    final = run_bench(cfg, tmp_path / "run")
+    (tmp_path / "run" / "results.json").unlink()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    first_of_last = next(i for i, x in enumerate(lines) if '"passages": [2]' in x)
+    (tmp_path / "run" / "metrics.jsonl").write_text("\n".join(lines[: first_of_last + 1]) + "\n")  # killed in passage 2
+
+    capsys.readouterr()
+    assert main(["bench", "status", str(tmp_path / "run")]) == 0
+    assert "2 of 3 passages done" in " ".join(capsys.readouterr().err.split())  # the title may wrap
+    from seal.bench.knowledge import interim
+
+    episodes = [json.loads(x) for x in lines if '"event": "episode"' in x and '"passages": [2]' not in x]
+    assert interim(tmp_path / "run")["rows"] == summarise(episodes, cfg.conditions)
+    assert summarise(episodes, cfg.conditions) != final["rows"]  # the third passage's episodes were left out
+    assert main(["bench", "status", str(tmp_path / "nowhere")]) == 2

@@ -75,6 +75,21 @@ def check_same_config(saved: Path, config: Any) -> None:
                              f"resume with --config {saved}, or choose another output directory")
 
 
+def read_records(metrics_path: Path, **match: Any) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl whose fields equal `match`; a line cut by a kill is skipped."""
+    if not metrics_path.exists():
+        return []
+    out = []
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if all(rec.get(k) == v for k, v in match.items()):
+            out.append(rec)
+    return out
+
+
 class Run:
     """One run's directory. `results_name` is the file whose presence marks the run finished."""
 
@@ -100,17 +115,7 @@ class Run:
 
     def records(self, **match: Any) -> list[dict[str, Any]]:
         """Logged records whose fields equal `match` (used to resume without redoing finished work)."""
-        if not self.metrics_path.exists():
-            return []
-        out = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill mid-write
-            if all(rec.get(k) == v for k, v in match.items()):
-                out.append(rec)
-        return out
+        return read_records(self.metrics_path, **match)
 
     def report(self, markdown: str) -> None:
         atomic_write(self.path / "report.md", markdown)

@@ -39,6 +39,17 @@ def cmd_bench_knowledge(args) -> int:
     return 0
 
 
+def cmd_bench_status(args) -> int:
+    from seal.bench.knowledge import interim
+
+    results = interim(args.run)
+    if not results["rows"]:
+        raise ValueError(f"{args.run}: no passage has all its episodes finished yet")
+    _print_rows(results["rows"], f"{args.run}: {results['setting']} passage, {results['model']}, "
+                f"{results['passages_done']} of {results['passages']} passages done")
+    return 0
+
+
 def _arc_overrides(args, flags: tuple[tuple[str, str], ...]) -> list[str]:
     overrides = list(args.overrides)
     if args.model:
@@ -93,6 +104,10 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--out", help="run directory (default: runs/bench-knowledge-<time>); rerun the same --out to resume")
     config_args(p)
     p.set_defaults(func=cmd_bench_knowledge)
+
+    p = bench.add_parser("status", help="the table so far of a knowledge benchmark that is running or was killed")
+    p.add_argument("run", help="the benchmark's run directory")
+    p.set_defaults(func=cmd_bench_status)
 
     p = bench.add_parser("arc", help="ARC table: ICL, TTT with self-edits, SEAL generators, oracle")
     p.add_argument("--model")

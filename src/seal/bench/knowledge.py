@@ -36,7 +36,7 @@ from seal.generation import chat_prompt, generate
 from seal.inner.lora import fresh_adapter, train
 from seal.plots import plot_accuracy_per_round, plot_conditions
 from seal.progress import console, progress_bar
-from seal.runs import Run
+from seal.runs import Run, read_records
 
 NO_UPDATE = ("base", "open-book", "retrieval")
 
@@ -236,6 +236,27 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     run.report(report(results))
     run.finish(results)
     return results
+
+
+def interim(out: str | Path) -> dict:
+    """The table of a benchmark still running (or killed), over the passages whose every episode is done,
+    so that every row averages the same passages; read-only."""
+    from seal.config import load_config
+
+    path = Path(out)
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"{path} is not a knowledge benchmark run (no config.yaml)")
+    cfg = load_config(KnowledgeBenchConfig, path / "config.yaml")
+    episodes = read_records(path / "metrics.jsonl", event="episode")
+    per_key: dict[tuple, int] = {}
+    for e in episodes:
+        per_key[tuple(e["passages"]), e["condition"]] = per_key.get((tuple(e["passages"]), e["condition"]), 0) + 1
+    needed = {c: 1 if c in NO_UPDATE + ("passage",) or cfg.setting == "multi" else cfg.k for c in cfg.conditions}
+    groups = {idx for idx, _ in per_key}
+    complete = {idx for idx in groups if all(per_key.get((idx, c), 0) >= n for c, n in needed.items())}
+    rows = summarise([e for e in episodes if tuple(e["passages"]) in complete], cfg.conditions) if complete else []
+    return {"model": cfg.model.name, "setting": cfg.setting, "passages_done": sum(len(i) for i in complete),
+            "passages": cfg.passages, "k": cfg.k, "rows": rows}
 
 
 def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
