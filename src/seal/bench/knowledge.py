@@ -21,12 +21,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal import models
 from seal.bench.stats import mean_ci
-from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
+from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, load_config
 from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
@@ -123,6 +124,11 @@ def collect_self_edits(cfg, run, model, tokenizer, domain, passages) -> dict[str
     return out
 
 
+def samples(cfg: KnowledgeBenchConfig, condition: str) -> int:
+    """Episodes per passage (single) or per run (multi) of a condition: k for sampled self-edits, else one."""
+    return 1 if cfg.setting == "multi" or condition in NO_UPDATE + ("passage",) else cfg.k
+
+
 def passage_plan(passage: Passage) -> UpdatePlan:
     return UpdatePlan([Example(f"{passage.title}\n{passage.context}")], notes={"items": 0})
 
@@ -175,8 +181,7 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     retriever = Retriever(passages)
 
     if cfg.setting == "single":
-        jobs = [((i,), c, j) for i in range(len(passages)) for c in cfg.conditions
-                for j in range(1 if c in NO_UPDATE + ("passage",) else cfg.k)]
+        jobs = [((i,), c, j) for i in range(len(passages)) for c in cfg.conditions for j in range(samples(cfg, c))]
     else:
         jobs = [(tuple(range(len(passages))), c, 0) for c in cfg.conditions]
     done = {(tuple(r["passages"]), r["condition"], r["sample"]) for r in run.records(event="episode")}
@@ -241,19 +246,13 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
 def interim(out: str | Path) -> dict:
     """The table of a benchmark still running (or killed), over the passages whose every episode is done,
     so that every row averages the same passages; read-only."""
-    from seal.config import load_config
-
     path = Path(out)
     if not (path / "config.yaml").is_file():
         raise FileNotFoundError(f"{path} is not a knowledge benchmark run (no config.yaml)")
     cfg = load_config(KnowledgeBenchConfig, path / "config.yaml")
     episodes = read_records(path / "metrics.jsonl", event="episode")
-    per_key: dict[tuple, int] = {}
-    for e in episodes:
-        per_key[tuple(e["passages"]), e["condition"]] = per_key.get((tuple(e["passages"]), e["condition"]), 0) + 1
-    needed = {c: 1 if c in NO_UPDATE + ("passage",) or cfg.setting == "multi" else cfg.k for c in cfg.conditions}
-    groups = {idx for idx, _ in per_key}
-    complete = {idx for idx in groups if all(per_key.get((idx, c), 0) >= n for c, n in needed.items())}
+    done = Counter((tuple(e["passages"]), e["condition"]) for e in episodes)
+    complete = {idx for idx, _ in done if all(done[idx, c] >= samples(cfg, c) for c in cfg.conditions)}
     rows = summarise([e for e in episodes if tuple(e["passages"]) in complete], cfg.conditions) if complete else []
     return {"model": cfg.model.name, "setting": cfg.setting, "passages_done": sum(len(i) for i in complete),
             "passages": cfg.passages, "k": cfg.k, "rows": rows}
