@@ -148,11 +148,11 @@ def answer_all(domain, model, tokenizer, passages, condition, retriever) -> list
     return out
 
 
-def run_episode(domain, model, tokenizer, passages, condition, plan, inner, retriever) -> list[dict]:
+def run_episode(domain, model, tokenizer, passages, condition, plan, inner, retriever, on_step=None) -> list[dict]:
     if plan is None:
         return answer_all(domain, model, tokenizer, passages, condition, retriever)
     with fresh_adapter(model, inner) as peft_model:
-        train(peft_model, tokenizer, plan, inner)
+        train(peft_model, tokenizer, plan, inner, on_step=on_step)
         return answer_all(domain, peft_model, tokenizer, passages, condition, retriever)
 
 
@@ -191,6 +191,10 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
             pending.setdefault(key[0], []).append(key)
     with progress_bar() as bar:
         task = bar.add_task(f"{cfg.setting}-passage episodes", total=len(jobs), completed=len(done), status="")
+        steps = bar.add_task("update", total=None, status="", visible=False)  # a multi-passage update takes minutes
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(steps, completed=step, total=total, status=f"loss {loss:.3f}", visible=True)
         for idx, keys in pending.items():
             chosen = [passages[i] for i in idx]
             batched = []  # single-passage updates of one passage: trained and scored together
@@ -212,8 +216,9 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
                     if plan is not None and cfg.setting == "single":
                         batched.append((record, plan))
                         continue
+                    bar.reset(steps, total=None, visible=False)
                     record["scores"] = run_episode(domain, model, tokenizer, chosen, condition, plan, cfg.inner,
-                                                   retriever)
+                                                   retriever, on_step)
                 except (SelfEditError, UpdateError) as e:
                     record["error"] = str(e)  # counted as a failed episode and reported in the table
                 record["seconds"] = time.perf_counter() - start
