@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from seal.bench.knowledge import KnowledgeBenchConfig, run_bench, summarise
+from seal import models
+from seal.bench.knowledge import (KnowledgeBenchConfig, merged_plan, multi_passage_updates, run_bench, run_episode,
+                                  select_passages, summarise)
 from seal.cli import main
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.knowledge.data import split_eval, load_squad
+from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.retrieval import Retriever
 
 PASSAGES = [
@@ -67,6 +71,24 @@ def test_bench_writes_table_and_resumes(tiny_model_dir, data, tmp_path, setting)
     after = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(after) == len(lines)
     assert [r["condition"] for r in again["rows"]] == cfg.conditions
+
+
+def test_multi_passage_updates_trained_together_score_as_one_at_a_time(tiny_model_dir, data):
+    cfg = config(tiny_model_dir, *data, setting="multi")
+    passages = select_passages(cfg)
+    domain = KnowledgeDomain(cfg.prompt, None, cfg.eval)
+    model, tokenizer = models.load(cfg.model)
+    inner = dataclasses.replace(cfg.inner, epochs=3, lr=3e-2)
+    plans = [merged_plan(domain, passages, None)[0],
+             merged_plan(domain, passages, [[f"{p.title} has a guild.\n{p.title} lies north."] for p in passages])[0]]
+    steps = []
+    together = multi_passage_updates(domain, model, tokenizer, passages, plans, inner, lambda *a: steps.append(a))
+    alone = [run_episode(domain, model, tokenizer, passages, "", plan, inner, None) for plan in plans]
+    assert [[s["answers"] for s in per_plan] for per_plan in together] == \
+        [[s["answers"] for s in per_plan] for per_plan in alone]
+    base = run_episode(domain, model, tokenizer, passages, "base", None, inner, None)
+    assert together[0] != base and together[0] != together[1]  # the updates changed the answers, differently
+    assert steps[-1][0] == steps[-1][1] > 0  # the progress callback saw the last training step
 
 
 def test_summarise_scores_failed_self_edit_as_no_update():

@@ -34,6 +34,7 @@ from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.retrieval import Retriever
 from seal.episode import adapt_and_evaluate_all
 from seal.generation import chat_prompt, generate
+from seal.inner.batched import batched_adapters, evaluator_for
 from seal.inner.lora import fresh_adapter, train
 from seal.plots import plot_accuracy_per_round, plot_conditions
 from seal.progress import console, progress_bar
@@ -142,10 +143,13 @@ def answer_all(domain, model, tokenizer, passages, condition, retriever) -> list
             supports = [(p.title, p.context)] * len(p.questions)
         elif condition == "retrieval":
             supports = [(r.title, r.context) for r in (retriever.top(f"{p.title} {q.question}") for q in p.questions)]
-        score = domain.evaluate(model, tokenizer, p, supports)
-        out.append({"accuracy": score.value, "f1": sum(d["f1"] for d in score.details) / len(score.details),
-                    "answers": score.details})
+        out.append(score_record(domain.evaluate(model, tokenizer, p, supports)))
     return out
+
+
+def score_record(score) -> dict:
+    return {"accuracy": score.value, "f1": sum(d["f1"] for d in score.details) / len(score.details),
+            "answers": score.details}
 
 
 def run_episode(domain, model, tokenizer, passages, condition, plan, inner, retriever, on_step=None) -> list[dict]:
@@ -154,6 +158,23 @@ def run_episode(domain, model, tokenizer, passages, condition, plan, inner, retr
     with fresh_adapter(model, inner) as peft_model:
         train(peft_model, tokenizer, plan, inner, on_step=on_step)
         return answer_all(domain, peft_model, tokenizer, passages, condition, retriever)
+
+
+def multi_passage_updates(domain, model, tokenizer, passages, plans, inner, on_step) -> list[list[dict]]:
+    """Multi-passage updates of several conditions, trained together through the batched inner loop
+    (`inner.parallel` at a time: same results as one by one, and rows cut by length so that the short
+    self-edit items do not pad to the passages' length) and each scored on every passage."""
+    if inner.dropout > 0:  # the batched loop has no dropout
+        return [run_episode(domain, model, tokenizer, passages, "", plan, inner, None, on_step) for plan in plans]
+    out = []
+    for start in range(0, len(plans), inner.parallel):
+        chunk = plans[start : start + inner.parallel]
+        with batched_adapters(model, [inner] * len(chunk)) as multi:
+            multi.train(tokenizer, chunk, on_step=lambda step, total, losses: on_step(
+                step, total, sum(x for x in losses if x is not None) / sum(x is not None for x in losses)))
+            scores = [evaluator_for(domain)(multi, tokenizer, p) for p in passages]
+        out += [[score_record(per_passage[k]) for per_passage in scores] for k in range(len(chunk))]
+    return out
 
 
 def merged_plan(domain, passages, self_edits: list[list[str]] | None) -> tuple[UpdatePlan, int]:
@@ -213,12 +234,11 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
                         plan = domain.parse(chosen[0], self_edits[condition][idx[0]][j])
                     if plan is not None:
                         record["sequences"] = len(plan.examples)
-                    if plan is not None and cfg.setting == "single":
+                    if plan is not None:
                         batched.append((record, plan))
                         continue
-                    bar.reset(steps, total=None, visible=False)
                     record["scores"] = run_episode(domain, model, tokenizer, chosen, condition, plan, cfg.inner,
-                                                   retriever, on_step)
+                                                   retriever)
                 except (SelfEditError, UpdateError) as e:
                     record["error"] = str(e)  # counted as a failed episode and reported in the table
                 record["seconds"] = time.perf_counter() - start
@@ -226,15 +246,23 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
                 bar.update(task, advance=1, status=condition)
             if batched:
                 start = time.perf_counter()
-                outcomes = adapt_and_evaluate_all(model, tokenizer, domain, chosen[0], [p for _, p in batched],
-                                                  [cfg.inner] * len(batched))
+                plans = [p for _, p in batched]
+                try:
+                    if cfg.setting == "single":
+                        outcomes = adapt_and_evaluate_all(model, tokenizer, domain, chosen[0], plans,
+                                                          [cfg.inner] * len(batched))
+                        results = [{"scores": [score_record(o.score)]} for o in outcomes]
+                    else:
+                        bar.reset(steps, total=None, visible=False)
+                        results = [{"scores": s} for s in multi_passage_updates(
+                            domain, model, tokenizer, chosen, plans, cfg.inner, on_step)]
+                except UpdateError as e:  # updates trained together fail together: each is a failed episode
+                    results = [{"error": str(e)}] * len(batched)
                 seconds = (time.perf_counter() - start) / len(batched)
-                for (record, _), outcome in zip(batched, outcomes):
-                    details = outcome.score.details
-                    record.update(scores=[{"accuracy": outcome.score.value, "answers": details,
-                                           "f1": sum(d["f1"] for d in details) / len(details)}], seconds=seconds)
+                for (record, _), result in zip(batched, results):
+                    record.update(result, seconds=seconds)
                     run.log(record)
-                bar.update(task, advance=len(batched), status=f"passage {idx[0]}")
+                bar.update(task, advance=len(batched), status=f"passage {idx[0]}" if len(idx) == 1 else "")
 
     rows = summarise(run.records(event="episode"), cfg.conditions)
     results = {"model": cfg.model.name, "split": cfg.split, "setting": cfg.setting, "passages": len(passages),
