@@ -271,3 +271,25 @@ def test_sequence_logprobs_skips_ignored_positions():
     logp = torch.log_softmax(logits, -1)
     expected = torch.stack([logp[0, 0, 3] + logp[0, 1, 1], logp[1, 1, 2] + logp[1, 2, 5]])
     torch.testing.assert_close(sequence_logprobs(logits, labels), expected)
+
+
+def test_long_training_of_uneven_candidates_stays_equal_to_training_alone(tiny):
+    """A hundred-plus steps across epoch boundaries, with neighbours of other sizes finishing early: candidate
+    0's per-step losses are those it has trained alone (the multi-passage bench's case)."""
+    model, tokenizer = tiny
+    words = "canal river harbour guild lune tesk opened trade engineers winter bridge north".split()
+
+    def plan(n: int, seed: int) -> UpdatePlan:
+        return UpdatePlan([Example(" ".join(words[(seed + i * j) % len(words)] for j in range(4 + 9 * (i % 3))))
+                           for i in range(n)])
+
+    plans = [plan(148, 0), plan(143, 1), plan(79, 2)]
+    cfg = InnerConfig(rank=4, alpha=8, epochs=3, batch_size=4, lr=3e-3, max_length=64)
+
+    def losses(chosen: list[UpdatePlan]) -> list[float]:
+        with batched_adapters(model, [cfg] * len(chosen)) as multi:
+            return multi.train(tokenizer, chosen)[0].losses
+
+    together, alone = losses(plans), losses(plans[:1])
+    assert len(together) == len(alone) == 111
+    assert together == pytest.approx(alone, abs=1e-5)
