@@ -218,7 +218,7 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
             bar.update(steps, completed=step, total=total, status=f"loss {loss:.3f}", visible=True)
         for idx, keys in pending.items():
             chosen = [passages[i] for i in idx]
-            batched = []  # single-passage updates of one passage: trained and scored together
+            batched = []  # the updates of this passage (single) or of all passages (multi): trained together
             for _, condition, j in keys:
                 record = {"event": "episode", "passages": list(idx), "condition": condition, "sample": j}
                 start = time.perf_counter()
