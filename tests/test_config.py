@@ -86,6 +86,7 @@ def test_override_builds_nested_sections_into_a_plain_mapping():
         (["gate=1"], ["gate"]),
         (["gate=maybe"], ["gate"]),
         (["inner.lr=fast"], ["inner.lr"]),
+        (["inner.lr_schedule=exponential"], ["inner.lr_schedule", "cosine"]),
         (["inner.target_modules=5"], ["inner.target_modules"]),
         (["inner=3"], ["inner"]),
         (["gate.x=1"], ["gate"]),
@@ -105,7 +106,7 @@ def test_bad_overrides_name_the_key(overrides, names):
     ["inner.epochs=0", "inner.lr=0", "inner.lr=-1e-3", "inner.rank=0", "inner.batch_size=0", "inner.dropout=1.5",
      "sampling.num_samples=0", "sampling.max_new_tokens=0", "sampling.top_p=0", "sampling.top_p=1.5",
      "sampling.temperature=-1", "sampling.batch_size=0", "eval.max_new_tokens=0", "eval.batch_size=0",
-     "inner.lr=.nan"],
+     "inner.lr=.nan", "inner.warmup=1", "inner.warmup=-0.1"],
 )
 def test_out_of_range_values_are_config_errors(override):
     key = override.partition("=")[0]

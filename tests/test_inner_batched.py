@@ -67,11 +67,12 @@ def _same_snapshot(a: dict, b: dict) -> bool:
 
 
 def test_k_candidates_equal_k_separate_runs(tiny, tmp_path):
-    """THE equivalence: weights, per-step losses and greedy answers of 3 different plans."""
+    """THE equivalence: weights, per-step losses and greedy answers of 3 different plans and lr schedules."""
     model, tokenizer = tiny
     domain = KnowledgeDomain(eval=EvalConfig(max_new_tokens=6))
     plans = _plans(domain)
-    cfgs = [replace(CFG, seed=s) for s in (0, 7, 3)]
+    cfgs = [replace(CFG, seed=0, lr_schedule="cosine", warmup=0.2), replace(CFG, seed=7, lr_schedule="linear"),
+            replace(CFG, seed=3)]
     alone = [adapt_and_evaluate(model, tokenizer, domain, PASSAGE, p, c, save_to=tmp_path / f"seq{k}")
              for k, (p, c) in enumerate(zip(plans, cfgs))]
     together = adapt_and_evaluate_many(model, tokenizer, domain, PASSAGE, plans, cfgs,

@@ -17,6 +17,7 @@ from seal.inner.lora import (
     collate,
     fresh_adapter,
     load_adapter,
+    lr_factor,
     merge_adapter,
     save_adapter,
     token_loss,
@@ -84,6 +85,39 @@ def test_plan_hyperparameters_override_the_config(base):
         report = train(pm, tok, plan, _cfg(batch_size=1), on_step=lambda s, total, loss: steps.append((s, total)))
     assert (report.epochs, report.lr, report.steps) == (3, 1e-3, 6)
     assert steps == [(s, 6) for s in range(1, 7)]
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_lr_schedules_decay_like_transformers_after_a_warmup_from_near_zero(schedule):
+    from transformers import get_scheduler
+
+    total = 40
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    reference = get_scheduler(schedule, optimizer, num_warmup_steps=0, num_training_steps=total)
+    expected = []
+    for _ in range(total):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+    assert [lr_factor(_cfg(lr_schedule=schedule), s, total) for s in range(total)] == pytest.approx(expected)
+    warm = [lr_factor(_cfg(lr_schedule=schedule, warmup=0.1), s, total) for s in range(total)]
+    assert warm[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # 4 warm-up steps, then the decay from 1
+    assert all(a > b for a, b in zip(warm[4:], warm[5:])) and 0 < warm[-1] < 0.1
+    assert [lr_factor(_cfg(warmup=0.1), s, total) for s in range(4, total)] == [1.0] * (total - 4)
+
+
+def test_schedules_change_training_from_their_first_different_lr(base):
+    model, tok = base
+    plan = UpdatePlan([Example(FACT), Example("Lune is a harbour."), Example("It opened in 1843.")])
+    losses = {}
+    for schedule, warmup in (("constant", 0.0), ("constant", 0.3), ("linear", 0.3)):
+        cfg = _cfg(epochs=3, batch_size=1, lr_schedule=schedule, warmup=warmup)
+        with fresh_adapter(model, cfg) as pm:
+            losses[schedule, warmup] = train(pm, tok, plan, cfg).losses
+    plain, warm, decayed = losses["constant", 0.0], losses["constant", 0.3], losses["linear", 0.3]
+    assert plain[0] == warm[0] and all(a != b for a, b in zip(plain[1:], warm[1:]))  # 3 warm-up steps of 9
+    # the same warm-up, then the linear decay starts at step 5 (after update 4, the first with factor < 1)
+    assert decayed[:5] == warm[:5] and all(a != b for a, b in zip(decayed[5:], warm[5:]))
 
 
 def _train_once(model, tok, seed: int):

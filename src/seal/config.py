@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -68,6 +68,10 @@ class InnerConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     lr: float = bounded(3e-3, gt=0)
+    # lr over an update's steps: constant, or linear / cosine decay to 0 after `warmup` (a fraction of the
+    # steps rising linearly from 0). Decay keeps long updates (the multi-passage setting) from drifting.
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup: float = bounded(0.0, ge=0, lt=1)
     epochs: int = bounded(10, ge=1)
     batch_size: int = bounded(4, ge=1)
     max_length: int = bounded(384, ge=2)
@@ -120,6 +124,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError:
                 pass
         raise ConfigError(f"{where}: {value!r} does not fit {tp}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):

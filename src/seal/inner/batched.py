@@ -26,7 +26,8 @@ check to fp32 tolerance:
 - loss: each step the sum over active candidates of that candidate's mean token loss, so the gradient
   of adapter k is its separate run's gradient.
 - optimiser: AdamW with torch's exact update rule (the `_foreach` path of `torch.optim.AdamW`), one
-  learning rate and one step count per candidate. A candidate whose plan is done (fewer epochs or
+  learning rate (set each step from the candidate's `lr_schedule`, as `lora.train`'s LambdaLR does)
+  and one step count per candidate. A candidate whose plan is done (fewer epochs or
   fewer sequences) stops contributing rows and stops being updated: its moments do not drift.
 
 Speed (see benchmarks/inner_loop.py): the rows of all candidates in one step are sorted by length
@@ -59,7 +60,7 @@ from torch import nn
 
 from seal.config import InnerConfig
 from seal.domains.base import Score, UpdateError, UpdatePlan
-from seal.inner.lora import IGNORE, TrainReport, collate, fresh_adapter, lora_config, prepare
+from seal.inner.lora import IGNORE, TrainReport, collate, fresh_adapter, lora_config, lr_factor, prepare
 
 # A micro-batch costs about this many padded tokens of work on top of its tokens (per-forward overhead
 # and the lower matmul efficiency of small batches); used when cutting a step's rows into micro-batches.
@@ -490,6 +491,8 @@ class MultiAdapter:
             for k in active:
                 if not math.isfinite(losses[k]):
                     raise UpdateError(f"candidate {k}: non-finite training loss at step {reports[k].steps}")
+            for k in active:
+                self.optimizer.lrs[k] = cands[k]["lr"] * lr_factor(self.cfgs[k], step, cands[k]["total"])
             self.optimizer.step(active)
             for k in active:
                 reports[k].steps += 1

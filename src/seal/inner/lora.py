@@ -82,6 +82,21 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
+def lr_factor(cfg: InnerConfig, step: int, total: int) -> float:
+    """Multiplier of the update's lr at 0-based `step` of `total` (cfg.lr_schedule after cfg.warmup)."""
+    warmup = math.ceil(cfg.warmup * total)
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(total - warmup, 1)
+    if cfg.lr_schedule == "linear":
+        return 1.0 - progress
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise UpdateError(f"unknown lr_schedule {cfg.lr_schedule!r}")
+
+
 def prepare(tokenizer, plan: UpdatePlan, cfg: InnerConfig) -> tuple[float, int, list[tuple[list[int], list[int]]]]:
     """(lr, epochs, tokenized rows) of an update; the plan may override lr and epochs. Raises UpdateError."""
     lr = plan.lr if plan.lr is not None else cfg.lr
@@ -108,6 +123,7 @@ def train(
     generator = torch.Generator().manual_seed(cfg.seed)
     batches_per_epoch = math.ceil(len(rows) / cfg.batch_size)
     total = batches_per_epoch * epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, total))
     report = TrainReport(len(rows), 0, epochs, lr, sum(len(ids) for ids, _ in rows) * epochs, 0.0)
     start = time.perf_counter()
     model.train()
@@ -123,6 +139,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             report.steps += 1
             report.losses.append(loss.item())
             if on_step:
