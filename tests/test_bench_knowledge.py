@@ -8,8 +8,9 @@ import json
 import pytest
 
 from seal import models
-from seal.bench.knowledge import (KnowledgeBenchConfig, merged_plan, multi_passage_updates, run_bench, run_episode,
-                                  select_passages, summarise)
+from seal.bench.knowledge import (KnowledgeBenchConfig, comparisons, merged_plan, multi_passage_updates, run_bench,
+                                  run_episode, select_passages, summarise)
+from seal.bench.stats import paired_difference
 from seal.cli import main
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.knowledge.data import split_eval, load_squad
@@ -139,6 +140,9 @@ def test_generator_rounds_get_a_row_and_a_plot_per_round(tiny_model_dir, data, t
     texts = {r["condition"]: r["texts"] for r in logged if r.get("event") == "self_edits" and r["passage"] == 0}
     assert texts["self-edit"] == texts[f"generator:{round_1}"]
     assert (tmp_path / "run" / "plots" / "rounds.png").stat().st_size > 0
+    [same] = results["comparisons"]
+    assert (same["a"], same["b"], same["difference"], same["units"]) == (f"generator:{round_1}", "self-edit", 0.0, 3)
+    assert f"| generator:{round_1} − self-edit | +0.0% |" in (tmp_path / "run" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("condition, expected", [("self-edit", 0), ("generator:runs/t/round-2", 2),
@@ -167,3 +171,27 @@ def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_d
     assert interim(tmp_path / "run")["rows"] == summarise(episodes, cfg.conditions)
     assert summarise(episodes, cfg.conditions) != final["rows"]  # the third passage's episodes were left out
     assert main(["bench", "status", str(tmp_path / "nowhere")]) == 2
+
+
+def test_paired_difference_keeps_its_sign_and_counts_wins():
+    d = paired_difference([1.0, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 0.5])
+    assert d["difference"] == pytest.approx(0.125) and (d["better"], d["worse"], d["units"]) == (1, 1, 4)
+    assert d["ci_low"] < 0 < d["ci_high"]  # not clipped to [0, 1] like a rate's interval
+    assert paired_difference([0.2, 0.3], [0.5, 0.6])["ci_high"] == pytest.approx(-0.3)  # a constant shift
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([1.0], [1.0, 0.0])
+
+
+def test_comparisons_pair_rounds_and_files_over_shared_passages():
+    def ep(condition, passage, accuracy):
+        return {"passages": [passage], "condition": condition, "sample": 0, "seconds": 1,
+                "scores": [{"accuracy": accuracy, "f1": accuracy}]}
+
+    r2 = "generator:runs/t/round-2"
+    eps = [ep("self-edit", 0, 0.0), ep("self-edit", 1, 0.5), ep(r2, 0, 1.0), ep(r2, 1, 0.5),
+           ep("file:gpt4_1", 0, 1.0), ep("file:gpt4_1", 1, 1.0), ep("file:gpt4_1", 2, 1.0), ep("passage", 0, 1.0)]
+    got = {(c["a"], c["b"]): (c["difference"], c["units"]) for c in
+           comparisons(eps, ["passage", "self-edit", r2, "file:gpt4_1"])}
+    assert got == {(r2, "self-edit"): (0.5, 2), ("file:gpt4_1", "self-edit"): (0.75, 2),
+                   ("file:gpt4_1", r2): (0.25, 2)}
+    assert comparisons(eps, ["passage", "file:gpt4_1"]) == []  # no rounds: nothing the paper claims

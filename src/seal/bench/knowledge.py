@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal import models
-from seal.bench.stats import mean_ci
+from seal.bench.stats import mean_ci, paired_difference
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, load_config
 from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
@@ -264,9 +264,10 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
                     run.log(record)
                 bar.update(task, advance=len(batched), status=f"passage {idx[0]}" if len(idx) == 1 else "")
 
-    rows = summarise(run.records(event="episode"), cfg.conditions)
+    episodes = run.records(event="episode")
+    rows = summarise(episodes, cfg.conditions)
     results = {"model": cfg.model.name, "split": cfg.split, "setting": cfg.setting, "passages": len(passages),
-               "k": cfg.k, "rows": rows}
+               "k": cfg.k, "rows": rows, "comparisons": comparisons(episodes, cfg.conditions)}
     title = f"knowledge incorporation ({cfg.setting}-passage), {cfg.model.name}"
     plot_conditions(rows, run.path / "plots" / "conditions.png", title)
     if any(r["round"] for r in rows):
@@ -291,29 +292,55 @@ def interim(out: str | Path) -> dict:
             "passages": cfg.passages, "k": cfg.k, "rows": rows}
 
 
-def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
-    """One row per condition: mean over passages (95 % CI over passages), F1, failures, seconds per episode.
+def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, float]]:
+    """Mean accuracy and F1 of `condition` per passage, over its samples.
 
     A single-passage episode whose self-edit was unusable scores as no update (the gate would discard it).
     """
     base = {e["passages"][0]: e["scores"][0] for e in episodes if e["condition"] == "base" and "scores" in e
             and len(e["passages"]) == 1}
+    scores_of: dict[int, list[dict]] = {}
+    for e in episodes:
+        if e["condition"] == condition:
+            scores = e.get("scores") or [base.get(i, {"accuracy": 0.0, "f1": 0.0}) for i in e["passages"]]
+            for i, s in zip(e["passages"], scores):
+                scores_of.setdefault(i, []).append(s)
+    return {i: {m: sum(s[m] for s in v) / len(v) for m in ("accuracy", "f1")} for i, v in scores_of.items()}
+
+
+def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
+    """One row per condition: mean over passages (95 % CI over passages), F1, failures, seconds per episode."""
     rows = []
     for c in conditions:
         eps = [e for e in episodes if e["condition"] == c]
-        per_passage: dict[int, list[dict]] = {}
-        for e in eps:
-            scores = e.get("scores") or [base.get(i, {"accuracy": 0.0, "f1": 0.0}) for i in e["passages"]]
-            for i, s in zip(e["passages"], scores):
-                per_passage.setdefault(i, []).append(s)
-        acc = [sum(s["accuracy"] for s in v) / len(v) for v in per_passage.values()]
-        f1 = [sum(s["f1"] for s in v) / len(v) for v in per_passage.values()]
-        mean, low, high = mean_ci(acc)
+        scores = list(per_passage(episodes, c).values())
+        mean, low, high = mean_ci([s["accuracy"] for s in scores])
         rows.append({"condition": c, "round": rl_round(c), "episodes": len(eps), "failed": sum("error" in e for e in eps)
                      + sum(e.get("unusable_self_edits", 0) for e in eps), "accuracy": mean, "ci_low": low,
-                     "ci_high": high, "f1": sum(f1) / len(f1),
+                     "ci_high": high, "f1": sum(s["f1"] for s in scores) / len(scores),
                      "seconds_per_episode": sum(e["seconds"] for e in eps) / len(eps)})
     return rows
+
+
+def comparisons(episodes: list[dict], conditions: list[str]) -> list[dict]:
+    """Paired accuracy differences behind the paper's claims, over the passages both conditions scored:
+    each later RL round and each stored self-edit file against the model's own self-edits (round 0),
+    and each file against the last RL round (does SEAL approach GPT-4.1's self-edits?)."""
+    rounds = sorted((r, c) for c in conditions if (r := rl_round(c)) is not None)
+    files = [c for c in conditions if c.startswith("file:")]
+    pairs = []
+    if rounds and rounds[0][0] == 0:
+        pairs += [(c, rounds[0][1]) for r, c in rounds[1:]] + [(f, rounds[0][1]) for f in files]
+    if rounds and rounds[-1][0] > 0:
+        pairs += [(f, rounds[-1][1]) for f in files]
+    out = []
+    for a, b in pairs:
+        pa, pb = per_passage(episodes, a), per_passage(episodes, b)
+        shared = sorted(pa.keys() & pb.keys())
+        if shared:
+            out.append({"a": a, "b": b, **paired_difference([pa[i]["accuracy"] for i in shared],
+                                                           [pb[i]["accuracy"] for i in shared])})
+    return out
 
 
 def rl_round(condition: str) -> int | None:
@@ -338,4 +365,10 @@ def report(results: dict) -> str:
     for r in results["rows"]:
         lines.append(f"| {r['condition']} | {r['accuracy']:.1%} | {r['ci_low']:.1%} – {r['ci_high']:.1%} | "
                      f"{r['f1']:.3f} | {r['failed']} | {r['seconds_per_episode']:.1f} |")
+    if results.get("comparisons"):
+        lines += ["", "Paired differences in accuracy over the same passages (95 % CI; passages better / worse):", "",
+                  "| comparison | difference | 95 % CI | better / worse |", "|---|---|---|---|"]
+        for c in results["comparisons"]:
+            lines.append(f"| {c['a']} − {c['b']} | {c['difference']:+.1%} | {c['ci_low']:+.1%} to "
+                         f"{c['ci_high']:+.1%} | {c['better']} / {c['worse']} |")
     return "\n".join(lines) + "\n"
