@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from seal import models
 from seal.bench.knowledge import (KnowledgeBenchConfig, comparisons, merged_plan, multi_passage_updates, run_bench,
@@ -90,6 +91,20 @@ def test_multi_passage_updates_trained_together_score_as_one_at_a_time(tiny_mode
     base = run_episode(domain, model, tokenizer, passages, "base", None, inner, None)
     assert together[0] != base and together[0] != together[1]  # the updates changed the answers, differently
     assert steps[-1][0] == steps[-1][1] > 0  # the progress callback saw the last training step
+
+
+def test_multi_passage_full_finetuning_runs_one_update_at_a_time_and_leaves_the_model_as_it_was(tiny_model_dir, data):
+    model, tokenizer = models.load(str(tiny_model_dir))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    passages = select_passages(config(tiny_model_dir, *data))
+    domain = KnowledgeDomain(eval=EvalConfig(max_new_tokens=4, grader="containment"))
+    inner = InnerConfig(method="full", lr=1e-3, epochs=2, batch_size=2)
+    plans = [merged_plan(domain, passages, None)[0], merged_plan(domain, passages[:1], None)[0]]
+    steps = []
+    scores = multi_passage_updates(domain, model, tokenizer, passages, plans, inner,
+                                   lambda step, total, loss: steps.append((step, total)))
+    assert [len(s) for s in scores] == [3, 3] and steps[-1] == (2, 2) and (4, 4) in steps  # 2 updates, one by one
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
 
 def test_summarise_scores_failed_self_edit_as_no_update():

@@ -159,6 +159,7 @@ def _bad_inputs(tmp_path: Path, doc: bytes | None = None, quiz: str | None = Non
         (None, None, ["--set", "inner.lr=fast"], "inner.lr"),
         (None, None, ["--set", "inner.epochs=0"], "inner.epochs"),
         (None, None, ["--set", "inner.lrr=1"], "lrr"),
+        (None, None, ["--set", "inner.method=full"], "inner.method must be 'lora'"),
         (None, None, ["--set", "prompt=bogus"], "unknown self-edit prompt 'bogus'"),
         (None, None, ["--set", "eval.grader=bogus"], "unknown grader 'bogus'"),
         (None, None, ["--set", "model.dtype=float99"], "dtype"),

@@ -244,6 +244,8 @@ def test_invalid_setups_fail_clearly(tiny):
     model, tokenizer = tiny
     with pytest.raises(UpdateError, match="dropout"), batched_adapters(model, [replace(CFG, dropout=0.1)]):
         pass
+    with pytest.raises(UpdateError, match="method lora"), batched_adapters(model, [replace(CFG, method="full")]):
+        pass
     with pytest.raises(UpdateError, match="rank"), batched_adapters(model, [CFG, replace(CFG, rank=8)]):
         pass
     with batched_adapters(model, [CFG, CFG]) as multi:

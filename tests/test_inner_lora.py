@@ -16,6 +16,7 @@ from seal.inner.lora import (
     UpdateError,
     collate,
     fresh_adapter,
+    fresh_update,
     load_adapter,
     lr_factor,
     merge_adapter,
@@ -269,6 +270,31 @@ def test_fifty_updates_restore_the_base_model_exactly_and_memory_stays_flat(tiny
     assert not model.training
     assert not hasattr(model, "peft_config")
     assert counts[1] <= counts[0], f"live tensors grew from {counts[0]} to {counts[1]} over 45 updates"
+
+
+def test_full_updates_train_every_weight_and_restore_them_exactly(tiny):
+    model, tok = tiny
+    flags = [(n, id(p), p.requires_grad) for n, p in model.named_parameters()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    logits = _logits(model, tok)
+    cfg = _cfg(method="full", epochs=3, lr=1e-3)
+    plan = UpdatePlan([Example(FACT)])
+    counts = []
+    for i in range(6):
+        with fresh_update(model, cfg) as updated:
+            assert updated is model and not hasattr(model, "peft_config")
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            report = train(updated, tok, plan, cfg)
+            assert report.losses[-1] < report.losses[0]
+            changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+            assert "model.embed_tokens.weight" in changed and any("mlp.down_proj" in n for n in changed)
+        if i in (1, 5):
+            counts.append(_live_tensors())
+    assert [(n, id(p), p.requires_grad) for n, p in model.named_parameters()] == flags
+    now = model.state_dict()
+    assert all(torch.equal(state[k], now[k]) for k in state)
+    assert torch.equal(_logits(model, tok), logits) and all(p.grad is None for p in model.parameters())
+    assert counts[1] <= counts[0]
 
 
 def test_the_base_model_stays_fully_trainable_after_an_update(tiny):

@@ -61,6 +61,9 @@ class InnerConfig:
     alone: closing that gap is ReST-EM's job.
     """
 
+    # lora: a fresh adapter per update | full: every weight trained, then restored from a copy (the
+    # multi-passage setting's continued pretraining; needs a far smaller lr, e.g. 1e-5, and no adapter is saved)
+    method: Literal["lora", "full"] = "lora"
     rank: int = bounded(16, ge=1)
     alpha: int = bounded(32, ge=1)
     dropout: float = bounded(0.0, ge=0, lt=1)

@@ -50,6 +50,8 @@ def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, o
     start = time.perf_counter()
     if not questions:
         raise ValueError("learn needs at least one question to check whether the update helped")
+    if cfg.inner.method != "lora":
+        raise ValueError("learn keeps its update as a PEFT adapter, so inner.method must be 'lora'")
     check_new(out, results_name="result.json", resume=False)  # a learn run is short: it restarts, never resumes
     passage = dataclasses.replace(passage, questions=tuple(questions))
     domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval)

@@ -34,8 +34,8 @@ from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.retrieval import Retriever
 from seal.episode import adapt_and_evaluate_all
 from seal.generation import chat_prompt, generate
-from seal.inner.batched import batched_adapters, evaluator_for
-from seal.inner.lora import fresh_adapter, train
+from seal.inner.batched import batchable, batched_adapters, evaluator_for
+from seal.inner.lora import fresh_update, train
 from seal.plots import plot_accuracy_per_round, plot_conditions
 from seal.progress import console, progress_bar
 from seal.runs import Run, read_records
@@ -155,16 +155,16 @@ def score_record(score) -> dict:
 def run_episode(domain, model, tokenizer, passages, condition, plan, inner, retriever, on_step=None) -> list[dict]:
     if plan is None:
         return answer_all(domain, model, tokenizer, passages, condition, retriever)
-    with fresh_adapter(model, inner) as peft_model:
-        train(peft_model, tokenizer, plan, inner, on_step=on_step)
-        return answer_all(domain, peft_model, tokenizer, passages, condition, retriever)
+    with fresh_update(model, inner) as updated:
+        train(updated, tokenizer, plan, inner, on_step=on_step)
+        return answer_all(domain, updated, tokenizer, passages, condition, retriever)
 
 
 def multi_passage_updates(domain, model, tokenizer, passages, plans, inner, on_step) -> list[list[dict]]:
     """Multi-passage updates of several conditions, trained together through the batched inner loop
     (`inner.parallel` at a time: same results as one by one, and rows cut by length so that the short
     self-edit items do not pad to the passages' length) and each scored on every passage."""
-    if inner.dropout > 0:  # the batched loop has no dropout
+    if not batchable(inner):
         return [run_episode(domain, model, tokenizer, passages, "", plan, inner, None, on_step) for plan in plans]
     out = []
     for start in range(0, len(plans), inner.parallel):

@@ -606,6 +606,12 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return (picked * (targets != IGNORE)).sum(-1)
 
 
+def batchable(cfg: InnerConfig) -> bool:
+    """Whether updates of `cfg` can go through this batched loop (LoRA without dropout); the others run
+    one at a time through seal.inner.lora."""
+    return cfg.method == "lora" and cfg.dropout == 0
+
+
 @contextlib.contextmanager
 def batched_adapters(model: nn.Module, cfgs: Sequence[InnerConfig], init: str = "auto") -> Iterator[MultiAdapter]:
     """Install K fresh LoRA adapters (candidate k as `fresh_adapter(model, cfgs[k])` would make it);
@@ -615,9 +621,9 @@ def batched_adapters(model: nn.Module, cfgs: Sequence[InnerConfig], init: str = 
         raise ValueError("batched_adapters needs at least one config")
     first = cfgs[0]
     for k, cfg in enumerate(cfgs):
-        if cfg.dropout != 0:
-            raise UpdateError(f"candidate {k}: batched LoRA needs dropout == 0 (got {cfg.dropout}); "
-                              "use seal.inner.lora for dropout")
+        if not batchable(cfg):
+            raise UpdateError(f"candidate {k}: batched updates need method lora and dropout 0 (got "
+                              f"{cfg.method}, {cfg.dropout}); use seal.inner.lora for the others")
         if (cfg.rank, cfg.alpha, list(cfg.target_modules)) != (first.rank, first.alpha, list(first.target_modules)):
             raise UpdateError(f"candidate {k}: rank, alpha and target_modules must be the same for all candidates")
     grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}

@@ -1,7 +1,8 @@
 """The inner loop: train one fresh LoRA adapter on an update plan, use it, then remove it.
 
 Each update injects a new adapter into the base model and unloads it afterwards, so the base model is
-restored exactly and memory stays flat over hundreds of updates (the reference code re-wrapped the
+restored exactly and memory stays flat over hundreds of updates (`fresh_update` also offers full
+finetuning, `method: full`, restoring every weight from a copy afterwards) (the reference code re-wrapped the
 same model with `get_peft_model` on every request and padded every sequence to 2,048 tokens with the
 padding inside the loss; here batches are padded to their longest row and padding carries no loss).
 """
@@ -163,6 +164,35 @@ def fresh_adapter(model, cfg: InnerConfig) -> Iterator[PeftModel]:
         for p, flag in zip(model.parameters(), requires_grad):  # so the base stays trainable (e.g. ReST-EM SFT)
             p.requires_grad_(flag)
         model.train(training)
+
+
+@contextlib.contextmanager
+def full_weights(model) -> Iterator:
+    """Make every weight of `model` trainable; on exit restore the weights, flags and mode it had."""
+    saved = {name: p.detach().clone() for name, p in model.named_parameters()}
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    training = model.training
+    for p in model.parameters():
+        p.requires_grad_(True)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(saved.pop(name))
+                p.grad = None
+        for p, flag in zip(model.parameters(), requires_grad):
+            p.requires_grad_(flag)
+        model.train(training)
+
+
+def fresh_update(model, cfg: InnerConfig):
+    """The model to train for one update, as a context manager: a fresh adapter (cfg.method lora) or the
+    model's own weights (full); either way the base model is exactly restored on exit."""
+    if cfg.method == "full":
+        torch.manual_seed(cfg.seed)
+        return full_weights(model)
+    return fresh_adapter(model, cfg)
 
 
 def save_adapter(peft_model: PeftModel, path: Path) -> None:
