@@ -1,10 +1,10 @@
 """The inner loop: train one fresh LoRA adapter on an update plan, use it, then remove it.
 
 Each update injects a new adapter into the base model and unloads it afterwards, so the base model is
-restored exactly and memory stays flat over hundreds of updates (`fresh_update` also offers full
-finetuning, `method: full`, restoring every weight from a copy afterwards) (the reference code re-wrapped the
+restored exactly and memory stays flat over hundreds of updates (the reference code re-wrapped the
 same model with `get_peft_model` on every request and padded every sequence to 2,048 tokens with the
 padding inside the loss; here batches are padded to their longest row and padding carries no loss).
+`fresh_update` also offers full finetuning (`method: full`): every weight trained, then restored from a copy.
 """
 
 from __future__ import annotations
