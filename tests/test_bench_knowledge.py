@@ -179,11 +179,14 @@ def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_d
 
     capsys.readouterr()
     assert main(["bench", "status", str(tmp_path / "run")]) == 0
-    assert "2 of 3 passages done" in " ".join(capsys.readouterr().err.split())  # the title may wrap
+    printed = " ".join(capsys.readouterr().err.split())  # titles may wrap
+    assert "2 of 3 passages done" in printed and "file:teacher − self-edit" in printed
     from seal.bench.knowledge import interim
 
     episodes = [json.loads(x) for x in lines if '"event": "episode"' in x and '"passages": [2]' not in x]
     assert interim(tmp_path / "run")["rows"] == summarise(episodes, cfg.conditions)
+    [teacher] = interim(tmp_path / "run")["comparisons"]
+    assert (teacher["a"], teacher["units"]) == ("file:teacher", 2)
     assert summarise(episodes, cfg.conditions) != final["rows"]  # the third passage's episodes were left out
     assert main(["bench", "status", str(tmp_path / "nowhere")]) == 2
 

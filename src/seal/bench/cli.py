@@ -7,16 +7,25 @@ import argparse
 from rich.table import Table
 
 
-def _print_rows(rows: list[dict], title: str) -> None:
+def _print_knowledge(results: dict, title: str) -> None:
+    """The condition table, then the paired differences behind the paper's claims (if any)."""
     from seal.progress import console
 
     table = Table(title=title)
     for col in ("condition", "accuracy", "95% CI", "F1", "failed", "s/episode"):
         table.add_column(col)
-    for r in rows:
+    for r in results["rows"]:
         table.add_row(r["condition"], f"{r['accuracy']:.1%}", f"{r['ci_low']:.1%}–{r['ci_high']:.1%}",
                       f"{r['f1']:.3f}", str(r["failed"]), f"{r['seconds_per_episode']:.1f}")
     console.print(table)
+    if results["comparisons"]:
+        table = Table(title="paired differences over the same passages")
+        for col in ("comparison", "difference", "95% CI", "better / worse"):
+            table.add_column(col)
+        for c in results["comparisons"]:
+            table.add_row(f"{c['a']} − {c['b']}", f"{c['difference']:+.1%}",
+                          f"{c['ci_low']:+.1%} to {c['ci_high']:+.1%}", f"{c['better']} / {c['worse']}")
+        console.print(table)
 
 
 def cmd_bench_knowledge(args) -> int:
@@ -34,7 +43,7 @@ def cmd_bench_knowledge(args) -> int:
     cfg = load_config(KnowledgeBenchConfig, args.config, overrides)
     out = args.out or default_run_dir("bench-knowledge")
     results = run_bench(cfg, out)
-    _print_rows(results["rows"], f"knowledge incorporation, {results['setting']} passage ({results['model']}, "
+    _print_knowledge(results, f"knowledge incorporation, {results['setting']} passage ({results['model']}, "
                 f"{results['passages']} passages) -> {out}")
     return 0
 
@@ -45,7 +54,7 @@ def cmd_bench_status(args) -> int:
     results = interim(args.run)
     if not results["rows"]:
         raise ValueError(f"{args.run}: no passage has all its episodes finished yet")
-    _print_rows(results["rows"], f"{args.run}: {results['setting']} passage, {results['model']}, "
+    _print_knowledge(results, f"{args.run}: {results['setting']} passage, {results['model']}, "
                 f"{results['passages_done']} of {results['passages']} passages done")
     return 0
 

@@ -287,9 +287,10 @@ def interim(out: str | Path) -> dict:
     episodes = read_records(path / "metrics.jsonl", event="episode")
     done = Counter((tuple(e["passages"]), e["condition"]) for e in episodes)
     complete = {idx for idx, _ in done if all(done[idx, c] >= samples(cfg, c) for c in cfg.conditions)}
-    rows = summarise([e for e in episodes if tuple(e["passages"]) in complete], cfg.conditions) if complete else []
+    finished = [e for e in episodes if tuple(e["passages"]) in complete]
     return {"model": cfg.model.name, "setting": cfg.setting, "passages_done": sum(len(i) for i in complete),
-            "passages": cfg.passages, "k": cfg.k, "rows": rows}
+            "passages": cfg.passages, "k": cfg.k, "rows": summarise(finished, cfg.conditions) if complete else [],
+            "comparisons": comparisons(finished, cfg.conditions)}
 
 
 def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, float]]:
