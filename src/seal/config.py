@@ -62,7 +62,7 @@ class InnerConfig:
     """
 
     # lora: a fresh adapter per update | full: every weight trained, then restored from a copy (the
-    # multi-passage setting's continued pretraining; needs a far smaller lr, e.g. 1e-5, and no adapter is saved)
+    # multi-passage setting's continued pretraining; needs a much smaller lr of its own; no adapter is saved)
     method: Literal["lora", "full"] = "lora"
     rank: int = bounded(16, ge=1)
     alpha: int = bounded(32, ge=1)
