@@ -166,13 +166,13 @@ def multi_passage_updates(domain, model, tokenizer, passages, plans, inner, on_s
     self-edit items do not pad to the passages' length) and each scored on every passage."""
     if not batchable(inner):
         return [run_episode(domain, model, tokenizer, passages, "", plan, inner, None, on_step) for plan in plans]
-    out = []
+    evaluate, out = evaluator_for(domain), []
     for start in range(0, len(plans), inner.parallel):
         chunk = plans[start : start + inner.parallel]
         with batched_adapters(model, [inner] * len(chunk)) as multi:
             multi.train(tokenizer, chunk, on_step=lambda step, total, losses: on_step(
                 step, total, sum(x for x in losses if x is not None) / sum(x is not None for x in losses)))
-            scores = [evaluator_for(domain)(multi, tokenizer, p) for p in passages]
+            scores = [evaluate(multi, tokenizer, p) for p in passages]
         out += [[score_record(per_passage[k]) for per_passage in scores] for k in range(len(chunk))]
     return out
 
@@ -234,7 +234,6 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
                         plan = domain.parse(chosen[0], self_edits[condition][idx[0]][j])
                     if plan is not None:
                         record["sequences"] = len(plan.examples)
-                    if plan is not None:
                         batched.append((record, plan))
                         continue
                     record["scores"] = run_episode(domain, model, tokenizer, chosen, condition, plan, cfg.inner,

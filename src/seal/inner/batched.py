@@ -491,7 +491,6 @@ class MultiAdapter:
             for k in active:
                 if not math.isfinite(losses[k]):
                     raise UpdateError(f"candidate {k}: non-finite training loss at step {reports[k].steps}")
-            for k in active:
                 self.optimizer.lrs[k] = cands[k]["lr"] * lr_factor(self.cfgs[k], step, cands[k]["total"])
             self.optimizer.step(active)
             for k in active:
