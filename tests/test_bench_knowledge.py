@@ -191,6 +191,32 @@ def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_d
     assert main(["bench", "status", str(tmp_path / "nowhere")]) == 2
 
 
+def test_status_pools_shards_run_at_different_offsets(tiny_model_dir, data, tmp_path, capsys):
+    cfg = dataclasses.replace(config(tiny_model_dir, *data, setting="single"),
+                              conditions=["base", "passage", "self-edit", "file:teacher"])
+    whole = run_bench(cfg, tmp_path / "whole")
+    run_bench(dataclasses.replace(cfg, passages=2), tmp_path / "a")
+    run_bench(dataclasses.replace(cfg, offset=2, passages=1), tmp_path / "b")
+    from seal.bench.knowledge import interim
+
+    pooled = interim(tmp_path / "a", tmp_path / "b")
+    assert pooled["passages"] == pooled["passages_done"] == 3
+    measured = ("condition", "episodes", "accuracy", "ci_low", "ci_high", "f1")
+    assert [{k: r[k] for k in measured} for r in pooled["rows"]] == [{k: r[k] for k in measured} for r in whole["rows"]]
+    assert pooled["comparisons"] == whole["comparisons"] and pooled["comparisons"][0]["units"] == 3
+    capsys.readouterr()
+    assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert "3 of 3 passages done" in " ".join(capsys.readouterr().err.split())
+
+    run_bench(dataclasses.replace(cfg, offset=1, passages=2), tmp_path / "overlap")
+    with pytest.raises(ValueError, match="overlap"):
+        interim(tmp_path / "a", tmp_path / "overlap")
+    run_bench(dataclasses.replace(cfg, offset=2, passages=1, inner=InnerConfig(rank=2, alpha=4, epochs=2)),
+              tmp_path / "other")
+    assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "other")]) == 2
+    assert "is not a shard of" in capsys.readouterr().err
+
+
 def test_paired_difference_keeps_its_sign_and_counts_wins():
     d = paired_difference([1.0, 0.0, 0.5, 0.5], [0.0, 0.0, 1.0, 0.5])
     assert d["difference"] == pytest.approx(0.125) and (d["better"], d["worse"], d["units"]) == (1, 1, 4)

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
+from seal.bench.knowledge import KnowledgeBenchConfig
 from seal.config import (
     ConfigError,
     EvalConfig,
@@ -18,6 +19,7 @@ from seal.config import (
     from_dict,
     load_config,
     save_config,
+    shipped_configs,
     to_dict,
 )
 
@@ -144,7 +146,7 @@ def test_bad_files(tmp_path, text, fragment):
 
 
 def test_missing_and_non_utf8_files(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="no config file .*missing.yaml; shipped configs: qwen2.5"):
         load_config(LearnConfig, tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"gate: \xff\xfe\n")
@@ -172,3 +174,18 @@ def test_saved_config_reloads_identically(tmp_path):
     assert again == cfg
     assert dataclasses.asdict(again) == dataclasses.asdict(cfg)
     assert from_dict(LearnConfig, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("name", shipped_configs())
+def test_shipped_configs_load_by_name_for_learn_and_bench(name):
+    for cls in (LearnConfig, KnowledgeBenchConfig):
+        cfg = load_config(cls, name, ["inner.rank=8"])
+        assert cfg.model.name == name  # each shipped config is named after the model it was tuned for
+        assert cfg.inner.rank == 8 and cfg.inner.lr != cls().inner.lr
+
+
+def test_a_file_in_the_working_directory_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qwen2.5-coder-0.5b-instruct").write_text("seed: 7\n", encoding="utf-8")
+    cfg = load_config(LearnConfig, "qwen2.5-coder-0.5b-instruct")
+    assert cfg.seed == 7 and cfg.model.name == LearnConfig().model.name

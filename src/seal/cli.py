@@ -24,7 +24,7 @@ USER_ERRORS = (ConfigError, DataError, ModelError, RunExistsError, ValueError, F
 
 
 def config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--config", help="YAML config file, or the name of a shipped one (e.g. qwen2.5-coder-0.5b-instruct)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set inner.lr=3e-4 (repeatable)")
 

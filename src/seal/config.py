@@ -58,7 +58,8 @@ class InnerConfig:
     batch 4): lr 3e-3 with 10 epochs gave the best passage + own self-edit accuracy (23.6 %; passage
     alone 52.8 %), and rank 16 beat 8 and 32 there. At lr 1e-3 the model learns almost nothing in 3-6
     epochs; at 1e-2 it does worse on both. No setting made SmolLM2's own self-edits beat the passage
-    alone: closing that gap is ReST-EM's job.
+    alone: closing that gap is ReST-EM's job. Qwen2.5-Coder-0.5B's own sweep chose lr 1e-3 with 6 epochs:
+    the shipped config `qwen2.5-coder-0.5b-instruct` (`seal/configs/`).
     """
 
     # lora: a fresh adapter per update | full: every weight trained, then restored from a copy (the
@@ -199,12 +200,31 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+SHIPPED = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the config files that come with seal (per-model settings chosen by the sweeps)."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def config_path(name: str | Path) -> Path:
+    """A YAML file's path, or the name of a shipped config (`--config qwen2.5-coder-0.5b-instruct`)."""
+    path = Path(name)
+    if path.exists() or str(name) not in shipped_configs():
+        return path
+    return SHIPPED / f"{name}.yaml"
+
+
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
-    """Defaults <- YAML file <- overrides, validated against `cls`."""
+    """Defaults <- YAML file (or shipped config) <- overrides, validated against `cls`."""
     data: dict = {}
     if path is not None:
+        path = config_path(path)
+        if not path.exists():
+            raise ConfigError(f"no config file {path}; shipped configs: {', '.join(shipped_configs())}")
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             raise ConfigError(f"cannot read config {path}: {e}") from e
         if loaded is not None and not isinstance(loaded, dict):

@@ -51,10 +51,11 @@ def cmd_bench_knowledge(args) -> int:
 def cmd_bench_status(args) -> int:
     from seal.bench.knowledge import interim
 
-    results = interim(args.run)
+    results = interim(*args.runs)
+    runs = " + ".join(args.runs)
     if not results["rows"]:
-        raise ValueError(f"{args.run}: no passage has all its episodes finished yet")
-    _print_knowledge(results, f"{args.run}: {results['setting']} passage, {results['model']}, "
+        raise ValueError(f"{runs}: no passage has all its episodes finished yet")
+    _print_knowledge(results, f"{runs}: {results['setting']} passage, {results['model']}, "
                 f"{results['passages_done']} of {results['passages']} passages done")
     return 0
 
@@ -114,8 +115,10 @@ def add_bench_parser(sub) -> None:
     config_args(p)
     p.set_defaults(func=cmd_bench_knowledge)
 
-    p = bench.add_parser("status", help="the table so far of a knowledge benchmark that is running or was killed")
-    p.add_argument("run", help="the benchmark's run directory")
+    p = bench.add_parser("status", help="the table so far of a knowledge benchmark that is running or was killed, "
+                         "or of its shards pooled")
+    p.add_argument("runs", nargs="+", metavar="run", help="the benchmark's run directory; several: shards of one "
+                   "benchmark (the same config at different offsets), pooled into one table")
     p.set_defaults(func=cmd_bench_status)
 
     p = bench.add_parser("arc", help="ARC table: ICL, TTT with self-edits, SEAL generators, oracle")

@@ -276,19 +276,40 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     return results
 
 
-def interim(out: str | Path) -> dict:
-    """The table of a benchmark still running (or killed), over the passages whose every episode is done,
-    so that every row averages the same passages; read-only."""
+def _shard(out: str | Path) -> tuple[KnowledgeBenchConfig, list[dict]]:
+    """A benchmark run's config and episodes, passages renumbered by their place in the split."""
     path = Path(out)
     if not (path / "config.yaml").is_file():
         raise FileNotFoundError(f"{path} is not a knowledge benchmark run (no config.yaml)")
     cfg = load_config(KnowledgeBenchConfig, path / "config.yaml")
     episodes = read_records(path / "metrics.jsonl", event="episode")
+    return cfg, [{**e, "passages": [cfg.offset + i for i in e["passages"]]} for e in episodes]
+
+
+def interim(*outs: str | Path) -> dict:
+    """The table of one benchmark, or of shards of one (the same config at different `offset`s, run in
+    parallel), still running or killed: over the passages whose every episode is done, so that every row
+    averages the same passages; read-only."""
+    shards = [_shard(out) for out in outs]
+    cfg = shards[0][0]
+    setting = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("offset", "passages")}
+    for out, (other, _) in zip(outs, shards):
+        if {k: v for k, v in dataclasses.asdict(other).items() if k not in ("offset", "passages")} != setting:
+            raise ValueError(f"{out} is not a shard of {outs[0]}: their configs differ beyond offset and passages")
+    if len(shards) > 1 and cfg.setting == "multi":
+        raise ValueError("multi-passage runs are one update over all their passages and cannot be pooled")
+    if len(shards) > 1 and "retrieval" in cfg.conditions:
+        raise ValueError("retrieval searches only its own run's passages, so shards of it cannot be pooled")
+    ranges = sorted((c.offset, c.offset + c.passages) for c, _ in shards)
+    if any(end > start for (_, end), (start, _) in zip(ranges, ranges[1:])):
+        raise ValueError(f"the runs' passages overlap: {ranges}")
+    episodes = [e for _, eps in shards for e in eps]
     done = Counter((tuple(e["passages"]), e["condition"]) for e in episodes)
     complete = {idx for idx, _ in done if all(done[idx, c] >= samples(cfg, c) for c in cfg.conditions)}
     finished = [e for e in episodes if tuple(e["passages"]) in complete]
     return {"model": cfg.model.name, "setting": cfg.setting, "passages_done": sum(len(i) for i in complete),
-            "passages": cfg.passages, "k": cfg.k, "rows": summarise(finished, cfg.conditions) if complete else [],
+            "passages": sum(c.passages for c, _ in shards), "k": cfg.k,
+            "rows": summarise(finished, cfg.conditions) if complete else [],
             "comparisons": comparisons(finished, cfg.conditions)}
 
 
