@@ -163,7 +163,7 @@ def _bad_inputs(tmp_path: Path, doc: bytes | None = None, quiz: str | None = Non
         (None, None, ["--set", "prompt=bogus"], "unknown self-edit prompt 'bogus'"),
         (None, None, ["--set", "eval.grader=bogus"], "unknown grader 'bogus'"),
         (None, None, ["--set", "model.dtype=float99"], "dtype"),
-        (None, None, ["--config", "/no/such/config.yaml"], "cannot read config"),
+        (None, None, ["--config", "/no/such/config.yaml"], "no config file /no/such/config.yaml"),
     ],
 )
 def test_learn_user_errors_exit_2_and_write_nothing(tmp_path, model_dir, capsys, doc, quiz, extra, message):
