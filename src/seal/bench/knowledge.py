@@ -292,9 +292,8 @@ def interim(*outs: str | Path) -> dict:
     averages the same passages; read-only."""
     shards = [_shard(out) for out in outs]
     cfg = shards[0][0]
-    setting = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("offset", "passages")}
     for out, (other, _) in zip(outs, shards):
-        if {k: v for k, v in dataclasses.asdict(other).items() if k not in ("offset", "passages")} != setting:
+        if dataclasses.replace(other, offset=cfg.offset, passages=cfg.passages) != cfg:
             raise ValueError(f"{out} is not a shard of {outs[0]}: their configs differ beyond offset and passages")
     if len(shards) > 1 and cfg.setting == "multi":
         raise ValueError("multi-passage runs are one update over all their passages and cannot be pooled")
