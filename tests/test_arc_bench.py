@@ -5,6 +5,7 @@ test input from the rendered prompt and recolours 1 -> 2, but only once a LoRA a
 ICL then fails and test-time training "works", on the recolouring task only.
 """
 
+import dataclasses
 import json
 
 import pytest
@@ -134,3 +135,26 @@ def test_task_sources_and_missing_answers(tmp_path):
         require_answers(load_tasks(str(tmp_path / "c.json")), "c.json")
     with pytest.raises(ValueError, match="no tasks"):
         require_answers([], "empty.json")
+
+
+def test_status_pools_runs_that_split_the_conditions(tiny_model_dir, tmp_path, arc_env, capsys):
+    source, solutions = arc_env
+    cfg = ArcBenchConfig(model=ModelConfig(name=str(tiny_model_dir)), tasks=str(source), solutions=str(solutions),
+                         conditions=["icl", "self-edit", "oracle"], k=2, oracle=[CHEAP], arc=ARC, inner=INNER)
+    whole = run_bench(cfg, tmp_path / "whole")
+    run_bench(dataclasses.replace(cfg, conditions=["icl", "self-edit"]), tmp_path / "a")
+    run_bench(dataclasses.replace(cfg, conditions=["oracle"]), tmp_path / "b")
+    pooled = bench_mod.interim(tmp_path / "a", tmp_path / "b")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(pooled["rows"]) == strip(whole["rows"])
+    assert (pooled["episodes"], pooled["planned"]) == (8, 8)
+
+    capsys.readouterr()
+    assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    printed = " ".join(capsys.readouterr().err.split())  # titles may wrap
+    assert "8 of 8 episodes done" in printed and "│ oracle │ 50.0% │ 1/2 │" in printed
+    assert main(["bench", "status", str(tmp_path / "whole"), str(tmp_path / "b")]) == 2
+    assert "share condition(s) ['oracle']" in capsys.readouterr().err
+    run_bench(dataclasses.replace(cfg, conditions=["oracle"], k=3), tmp_path / "k3")
+    assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "k3")]) == 2
+    assert "differ beyond conditions" in capsys.readouterr().err

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
 
 from seal import models
 from seal.cli import main

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from seal import models
 from seal.generation import chat_prompt, generate

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from seal import models
 from seal.bench.stats import mean_ci
-from seal.config import ModelConfig
+from seal.config import ModelConfig, load_config
 from seal.domains.arc.domain import ArcConfig, ArcDomain
 from seal.domains.arc.oracle import ORACLE_EDITS, check_oracle, oracle_tries
 from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
@@ -32,8 +32,7 @@ from seal.episode import adapt_and_evaluate
 from seal.generation import chat_prompt, generate
 from seal.plots import plot_conditions
 from seal.progress import console, progress_bar
-from seal.runs import Run
-
+from seal.runs import Run, read_records
 
 
 def sampled(condition: str) -> bool:
@@ -128,14 +127,42 @@ def run_bench(cfg: ArcBenchConfig, out: str | Path) -> dict:
                          **record, "seconds": time.perf_counter() - start})
                 bar.update(job, advance=1, status=f"{condition} {tasks[i].id}: {record['score']:.0f}")
 
-    rows = summarise(run.records(), cfg.conditions)
-    results = {"model": cfg.model.name, "tasks": [t.id for t in tasks], "k": cfg.k, "rows": rows,
-               "seconds": sum(r["seconds"] for r in run.records() if r.get("event") in ("episode", "self_edits"))}
-    plot_conditions([{**r, "accuracy": r["success"]} for r in rows], run.path / "plots" / "conditions.png",
+    results = tabulate(cfg, [t.id for t in tasks], run.records())
+    plot_conditions([{**r, "accuracy": r["success"]} for r in results["rows"]], run.path / "plots" / "conditions.png",
                     f"ARC success rate, {cfg.model.name}, {len(tasks)} tasks")
     run.report(report(results))
     run.finish(results)
     return results
+
+
+def tabulate(cfg: ArcBenchConfig, task_ids: list[str], records: list[dict]) -> dict:
+    """The benchmark's results from its logged records (finished or not)."""
+    return {"model": cfg.model.name, "tasks": task_ids, "k": cfg.k, "rows": summarise(records, cfg.conditions),
+            "episodes": sum(r.get("event") == "episode" for r in records),
+            "planned": len(task_ids) * sum(cfg.k if sampled(c) else 1 for c in cfg.conditions),
+            "seconds": sum(r["seconds"] for r in records if r.get("event") in ("episode", "self_edits"))}
+
+
+def interim(*outs: str | Path) -> dict:
+    """The table so far of one ARC benchmark, or of runs of one config that split its conditions (e.g. the
+    untrained conditions on one core while ReST-EM trains a generator on the other, then that generator's
+    condition): over the episodes logged so far; read-only."""
+    runs = []
+    for out in outs:
+        if not (Path(out) / "config.yaml").is_file():
+            raise FileNotFoundError(f"{out} is not an ARC benchmark run (no config.yaml)")
+        runs.append((load_config(ArcBenchConfig, Path(out) / "config.yaml"), read_records(Path(out) / "metrics.jsonl")))
+    cfg = runs[0][0]
+    for out, (other, _) in zip(outs, runs):
+        if dataclasses.replace(other, conditions=cfg.conditions) != cfg:
+            raise ValueError(f"{out} is not a part of {outs[0]}: their configs differ beyond conditions")
+    conditions = [c for other, _ in runs for c in other.conditions]
+    shared = sorted({c for c in conditions if conditions.count(c) > 1})
+    if shared:
+        raise ValueError(f"the runs share condition(s) {shared}, so their episodes would be counted twice")
+    tasks = load_tasks(cfg.tasks, cfg.solutions)[: cfg.max_tasks]
+    return tabulate(dataclasses.replace(cfg, conditions=conditions), [t.id for t in tasks],
+                    [r for _, records in runs for r in records])
 
 
 def summarise(records: list[dict], conditions: list[str]) -> list[dict]:

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
 from rich.table import Table
 
 
-def _print_knowledge(results: dict, title: str) -> None:
-    """The condition table, then the paired differences behind the paper's claims (if any)."""
+def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     from seal.progress import console
 
     table = Table(title=title)
-    for col in ("condition", "accuracy", "95% CI", "F1", "failed", "s/episode"):
+    for col in columns:
         table.add_column(col)
-    for r in results["rows"]:
-        table.add_row(r["condition"], f"{r['accuracy']:.1%}", f"{r['ci_low']:.1%}–{r['ci_high']:.1%}",
-                      f"{r['f1']:.3f}", str(r["failed"]), f"{r['seconds_per_episode']:.1f}")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
+
+
+def _print_knowledge(results: dict, title: str) -> None:
+    """The condition table, then the paired differences behind the paper's claims (if any)."""
+    _print_table(title, ("condition", "accuracy", "95% CI", "F1", "failed", "s/episode"),
+                 [(r["condition"], f"{r['accuracy']:.1%}", f"{r['ci_low']:.1%}–{r['ci_high']:.1%}",
+                   f"{r['f1']:.3f}", str(r["failed"]), f"{r['seconds_per_episode']:.1f}") for r in results["rows"]])
     if results["comparisons"]:
-        table = Table(title="paired differences over the same passages")
-        for col in ("comparison", "difference", "95% CI", "better / worse"):
-            table.add_column(col)
-        for c in results["comparisons"]:
-            table.add_row(f"{c['a']} − {c['b']}", f"{c['difference']:+.1%}",
-                          f"{c['ci_low']:+.1%} to {c['ci_high']:+.1%}", f"{c['better']} / {c['worse']}")
-        console.print(table)
+        _print_table("paired differences over the same passages",
+                     ("comparison", "difference", "95% CI", "better / worse"),
+                     [(f"{c['a']} − {c['b']}", f"{c['difference']:+.1%}", f"{c['ci_low']:+.1%} to {c['ci_high']:+.1%}",
+                       f"{c['better']} / {c['worse']}") for c in results["comparisons"]])
 
 
 def cmd_bench_knowledge(args) -> int:
@@ -48,11 +50,42 @@ def cmd_bench_knowledge(args) -> int:
     return 0
 
 
+def _bench_kind(run: str) -> str:
+    """'arc' or 'knowledge': which benchmark wrote the run directory `run` (by its config's fields)."""
+    import yaml
+
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run} is not a benchmark run (no config.yaml)")
+    keys = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for kind, field in (("arc", "tasks"), ("knowledge", "passages")):
+        if field in keys:
+            return kind
+    raise ValueError(f"{run} is not a benchmark run (its config has neither tasks nor passages)")
+
+
+def _print_arc(results: dict, title: str) -> None:
+    _print_table(title, ("condition", "success", "solved/episodes", "tasks solved", "unusable", "minutes"),
+                 [(r["condition"], f"{r['success']:.1%}", f"{r['solved']}/{r['episodes']}",
+                   f"{r['tasks_solved']}/{r['tasks']}", str(r["unusable"]), f"{r['seconds'] / 60:.1f}")
+                  for r in results["rows"]])
+
+
 def cmd_bench_status(args) -> int:
+    kinds = {_bench_kind(run) for run in args.runs}
+    runs = " + ".join(args.runs)
+    if len(kinds) > 1:
+        raise ValueError(f"{runs}: ARC and knowledge runs cannot be pooled")
+    if kinds == {"arc"}:
+        from seal.bench.arc import interim
+
+        results = interim(*args.runs)
+        _print_arc(results, f"{runs}: ARC, {results['model']}, {len(results['tasks'])} tasks, k={results['k']}, "
+                   f"{results['episodes']} of {results['planned']} episodes done")
+        return 0
     from seal.bench.knowledge import interim
 
     results = interim(*args.runs)
-    runs = " + ".join(args.runs)
     if not results["rows"]:
         raise ValueError(f"{runs}: no passage has all its episodes finished yet")
     _print_knowledge(results, f"{runs}: {results['setting']} passage, {results['model']}, "
@@ -70,7 +103,6 @@ def _arc_overrides(args, flags: tuple[tuple[str, str], ...]) -> list[str]:
 def cmd_bench_arc(args) -> int:
     from seal.bench.arc import ArcBenchConfig, run_bench
     from seal.config import load_config
-    from seal.progress import console
     from seal.runs import default_run_dir
 
     overrides = _arc_overrides(args, (("tasks", "tasks"), ("max_tasks", "max_tasks"), ("k", "k")))
@@ -78,13 +110,7 @@ def cmd_bench_arc(args) -> int:
     cfg.conditions += [c for c in (f"generator:{g}" for g in args.generator or []) if c not in cfg.conditions]
     out = args.out or default_run_dir("bench-arc")
     results = run_bench(cfg, out)
-    table = Table(title=f"ARC ({results['model']}, {len(results['tasks'])} tasks, k={results['k']}) -> {out}")
-    for col in ("condition", "success", "solved/episodes", "tasks solved", "unusable", "minutes"):
-        table.add_column(col)
-    for r in results["rows"]:
-        table.add_row(r["condition"], f"{r['success']:.1%}", f"{r['solved']}/{r['episodes']}",
-                      f"{r['tasks_solved']}/{r['tasks']}", str(r["unusable"]), f"{r['seconds'] / 60:.1f}")
-    console.print(table)
+    _print_arc(results, f"ARC ({results['model']}, {len(results['tasks'])} tasks, k={results['k']}) -> {out}")
     return 0
 
 
@@ -115,10 +141,11 @@ def add_bench_parser(sub) -> None:
     config_args(p)
     p.set_defaults(func=cmd_bench_knowledge)
 
-    p = bench.add_parser("status", help="the table so far of a knowledge benchmark that is running or was killed, "
-                         "or of its shards pooled")
-    p.add_argument("runs", nargs="+", metavar="run", help="the benchmark's run directory; several: shards of one "
-                   "benchmark (the same config at different offsets), pooled into one table")
+    p = bench.add_parser("status", help="the table so far of a benchmark that is running or was killed, "
+                         "or of its parts pooled")
+    p.add_argument("runs", nargs="+", metavar="run", help="the benchmark's run directory; several: parts of one "
+                   "benchmark pooled into one table (knowledge: the same config at different offsets; "
+                   "ARC: the same config with different conditions)")
     p.set_defaults(func=cmd_bench_status)
 
     p = bench.add_parser("arc", help="ARC table: ICL, TTT with self-edits, SEAL generators, oracle")
