@@ -13,6 +13,7 @@ from test_arc_prompts import recolour_task
 
 from seal.bench import arc as bench_mod
 from seal.bench.arc import ArcBenchConfig, run_bench
+from seal import generation
 from seal.cli import main
 from seal.config import InnerConfig, ModelConfig
 from seal.domains.arc import domain as domain_mod
@@ -20,13 +21,14 @@ from seal.domains.arc.domain import ArcConfig
 from seal.domains.arc.filter import ArcFilterConfig, filter_tasks
 from seal.domains.arc.grids import grid_to_text, make_grid, text_to_grid
 from seal.domains.arc.selfedit import ArcSelfEdit, render_self_edit
+from seal.domains.arc.settings import ArcSamplingConfig
 from seal.domains.arc.tasks import ArcTask, Example, load_tasks, require_answers, save_seal_json
 from seal.inner.batched import MultiLoraLinear
-from seal.rl import restem as restem_mod
 
 G = make_grid
 CHEAP = render_self_edit(ArcSelfEdit(False, False, False, False, "output", 1e-3, 1))
 ARC = ArcConfig(views=["identity", "rot180"], max_examples=1)  # one training step per TTT: fast
+FREE = ArcSamplingConfig(structured=False)  # self-edits written by `self_edit_writer`
 INNER = InnerConfig(rank=2, alpha=4, batch_size=1, max_length=1024)
 
 
@@ -57,8 +59,7 @@ def transpose_task() -> ArcTask:
 @pytest.fixture
 def arc_env(tmp_path, monkeypatch):
     monkeypatch.setattr(domain_mod, "generate", rule_follower())
-    monkeypatch.setattr(bench_mod, "generate", self_edit_writer)
-    monkeypatch.setattr(restem_mod, "generate", self_edit_writer)
+    monkeypatch.setattr(generation, "generate", self_edit_writer)
     source = tmp_path / "challenges.json"
     save_seal_json([transpose_task(), recolour_task()], source, tmp_path / "solutions.json")
     return source, tmp_path / "solutions.json"
@@ -82,6 +83,7 @@ def test_filter_then_bench_then_resume(tiny_model_dir, tmp_path, arc_env):
     assert "1 of 2 candidate tasks" in (tmp_path / "filter" / "report.md").read_text()
 
     cfg = ArcBenchConfig(model=ModelConfig(name=str(tiny_model_dir)), tasks=str(source), solutions=str(solutions),
+                         sampling=FREE,
                          conditions=["icl", "self-edit", f"generator:{tiny_model_dir}", "oracle"], k=3,
                          oracle=[CHEAP], arc=ARC, inner=INNER)
     out = tmp_path / "bench"
@@ -108,7 +110,7 @@ def test_cli_train_arc_clones_successful_self_edits(tiny_model_dir, tmp_path, ar
     source, solutions = arc_env
     out = tmp_path / "train"
     code = main(["train", "arc", "--generator", str(tiny_model_dir), "--tasks", str(source), "--rounds", "1",
-                 "--k", "2", "--out", str(out), "--set", f"solutions={solutions}",
+                 "--k", "2", "--out", str(out), "--set", f"solutions={solutions}", "--set", "restem.sampling.structured=false",
                  "--set", "arc.views=[identity]", "--set", "arc.max_examples=1", "--set", "restem.inner.rank=2",
                  "--set", "restem.sft.rank=2", "--set", "restem.sft.epochs=1"])
     assert code == 0
@@ -140,6 +142,7 @@ def test_task_sources_and_missing_answers(tmp_path):
 def test_status_pools_runs_that_split_the_conditions(tiny_model_dir, tmp_path, arc_env, capsys):
     source, solutions = arc_env
     cfg = ArcBenchConfig(model=ModelConfig(name=str(tiny_model_dir)), tasks=str(source), solutions=str(solutions),
+                         sampling=FREE,
                          conditions=["icl", "self-edit", "oracle"], k=2, oracle=[CHEAP], arc=ARC, inner=INNER)
     whole = run_bench(cfg, tmp_path / "whole")
     run_bench(dataclasses.replace(cfg, conditions=["icl", "self-edit"]), tmp_path / "a")
@@ -158,3 +161,14 @@ def test_status_pools_runs_that_split_the_conditions(tiny_model_dir, tmp_path, a
     run_bench(dataclasses.replace(cfg, conditions=["oracle"], k=3), tmp_path / "k3")
     assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "k3")]) == 2
     assert "differ beyond conditions" in capsys.readouterr().err
+
+
+def test_structured_self_edits_of_the_untrained_model_are_all_usable(tiny_model_dir, tmp_path, arc_env):
+    source, solutions = arc_env
+    cfg = ArcBenchConfig(model=ModelConfig(name=str(tiny_model_dir)), tasks=str(source), solutions=str(solutions),
+                         conditions=["self-edit"], k=3, arc=ARC, inner=INNER)  # structured sampling: the default
+    [row] = run_bench(cfg, tmp_path / "bench")["rows"]
+    assert (row["episodes"], row["unusable"]) == (6, 0)
+    texts = [t for r in lines(tmp_path / "bench" / "metrics.jsonl") if r["event"] == "self_edits" for t in r["texts"]]
+    assert len(texts) == 6 and all(t.startswith('{"use_basic_augmentations":') for t in texts)
+    assert len(set(texts)) > 1  # sampled, not fixed

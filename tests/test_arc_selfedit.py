@@ -10,11 +10,11 @@ from seal.domains.arc.selfedit import (
     ArcSelfEdit,
     Rejection,
     SelfEditLimits,
-    candidate_self_edits,
     check_budget,
     estimate_steps,
     parse_self_edit,
     render_self_edit,
+    self_edit_template,
 )
 
 EDIT = ArcSelfEdit(True, False, True, False, "output", 1e-4, 3)
@@ -122,11 +122,17 @@ def test_huge_epochs_exceed_budget_even_when_in_range():
     assert isinstance(check_budget(edit, 20, generous), Rejection)
 
 
-def test_candidates_cover_the_grid_and_round_trip():
-    candidates = candidate_self_edits(learning_rates=(1e-4, 5e-5, 1e-5), epochs=(1, 2))
-    assert len(candidates) == 16 * 2 * 3 * 2
-    assert len(set(candidates)) == len(candidates)
-    for edit in candidates:
+def test_every_filling_of_the_template_parses_to_its_choices_and_round_trips():
+    limits = SelfEditLimits(min_learning_rate=1e-5, max_learning_rate=1e-3, max_epochs=3)
+    template = self_edit_template(limits)
+    fillings = [""]
+    for fixed, choices in template:
+        fillings = [f + fixed + c for f in fillings for c in (choices or ("",))]
+    assert len(fillings) == 16 * 2 * 5 * 3  # flags x strategies x rates in [1e-5, 1e-3] x epochs
+    edits = [parse_self_edit(text, limits) for text in fillings]
+    assert all(isinstance(e, ArcSelfEdit) for e in edits) and len(set(edits)) == len(edits)
+    assert {e.learning_rate for e in edits} == {1e-5, 3e-5, 1e-4, 3e-4, 1e-3}
+    for edit in edits:
         assert parse_self_edit(render_self_edit(edit)) == edit
 
 

@@ -1,11 +1,13 @@
-"""seal.generation on the tiny model: greedy and sampled decoding, seeds, batching, left padding, chat prompts."""
+"""seal.generation on the tiny model: greedy and sampled decoding, seeds, batching, left padding, chat prompts,
+and filling in a template."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from seal import models
-from seal.generation import chat_prompt, generate
+from seal.generation import chat_prompt, fill_in, generate
 
 PROMPTS = [
     "When did",
@@ -102,3 +104,33 @@ def test_chat_prompt_answers_decode_without_special_tokens(lm):
     (answer,) = generate(model, tok, [chat_prompt(tok, "When did the Orrin Canal open?")], max_new_tokens=12)[0:1]
     assert "<|im_end|>" not in answer[0] and "<|endoftext|>" not in answer[0]
     assert answer[0] == answer[0].strip()
+
+
+TEMPLATE = [("Colour:", (" red", " dark green", " blue")), (" size", ()), (" =", (" 1", " 22 7"))]
+
+
+def _choice_logprob(model, tok, before: str, choice: str) -> float:
+    """log p(choice | before) from one full forward pass, no cache: what fill_in's cached scoring must equal."""
+    a = tok(before, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    b = tok(choice, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    logits = model(torch.cat([a, b], 1)).logits[0, a.shape[1] - 1 : -1].float()
+    return torch.log_softmax(logits, -1).gather(1, b[0, :, None]).sum().item()
+
+
+def test_fill_in_follows_the_template_and_its_greedy_choice_is_the_likeliest(lm):
+    model, tok = lm
+    [[text]] = fill_in(model, tok, ["Describe the box."], TEMPLATE, temperature=0)
+    colour = max(TEMPLATE[0][1], key=lambda c: _choice_logprob(model, tok, "Describe the box.Colour:", c))
+    before = f"Describe the box.Colour:{colour} size ="
+    number = max(TEMPLATE[2][1], key=lambda c: _choice_logprob(model, tok, before, c))
+    assert text == f"Colour:{colour} size ={number}"
+
+
+def test_fill_in_samples_are_seeded_and_vary(lm):
+    model, tok = lm
+    a = fill_in(model, tok, PROMPTS[:2], TEMPLATE, temperature=5.0, num_samples=6, seed=3)
+    assert a == fill_in(model, tok, PROMPTS[:2], TEMPLATE, temperature=5.0, num_samples=6, seed=3)
+    assert [len(x) for x in a] == [6, 6] and len({t for x in a for t in x}) > 1
+    assert all(t.startswith("Colour:") and " size =" in t for x in a for t in x)
+    with pytest.raises(ValueError, match="at least two"):
+        fill_in(model, tok, ["x"], [("a", (" b",))], temperature=1.0)

@@ -40,8 +40,11 @@ class ModelConfig:
 
 @dataclass
 class SamplingConfig:
-    """How self-edits are sampled from the generator."""
+    """How self-edits are sampled from the generator. `structured`: fill in the domain's self-edit template
+    choice by choice (`generation.fill_in`) instead of free generation; top_p and max_new_tokens then
+    do not apply."""
 
+    structured: bool = False
     temperature: float = bounded(1.0, ge=0)
     top_p: float = bounded(0.95, gt=0, le=1)
     max_new_tokens: int = bounded(320, ge=1)

@@ -29,7 +29,7 @@ from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
 from seal.domains.arc.tasks import load_tasks, require_answers
 from seal.domains.base import SelfEditError, UpdateError
 from seal.episode import adapt_and_evaluate
-from seal.generation import chat_prompt, generate
+from seal.generation import sample_self_edits
 from seal.plots import plot_conditions
 from seal.progress import console, progress_bar
 from seal.runs import Run, read_records
@@ -68,12 +68,10 @@ def sampled_self_edits(cfg: ArcBenchConfig, run: Run, condition: str, model, tok
     logged = {r["task"]: r["texts"] for r in run.records(event="self_edits", condition=condition)}
     todo = [i for i in range(len(tasks)) if i not in logged]
     if todo:
-        s = cfg.sampling
         start = time.perf_counter()
         with console.status(f"{condition}: sampling {cfg.k} self-edit(s) for {len(todo)} tasks"):
-            prompts = [chat_prompt(tokenizer, domain.self_edit_prompt(tasks[i])) for i in todo]
-            texts = generate(model, tokenizer, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                             top_p=s.top_p, num_samples=cfg.k, batch_size=s.batch_size, seed=cfg.seed)
+            texts = sample_self_edits(model, tokenizer, domain, [tasks[i] for i in todo], cfg.sampling, cfg.k,
+                                      seed=cfg.seed)
         seconds = (time.perf_counter() - start) / len(todo)
         for i, t in zip(todo, texts):
             logged[i] = t

@@ -30,7 +30,7 @@ from seal import models
 from seal.config import InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.base import Domain, Example, SelfEditError, UpdateError, UpdatePlan
 from seal.episode import adapt_and_evaluate_all
-from seal.generation import chat_prompt, generate
+from seal.generation import chat_prompt, sample_self_edits
 from seal.inner.lora import fresh_adapter, train
 from seal.progress import progress_bar
 from seal.runs import Run
@@ -157,7 +157,6 @@ def restem(
 
 def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, model, tokenizer, learner, learner_tok) -> dict:
     """Sample, apply, score and reward k self-edits per context; resumes from the logged episodes."""
-    s = cfg.sampling
     done = {(e["context"], e["sample"]): e for e in run.records(event="episode", round=r)}
     baselines = {b["context"]: b["score"] for b in run.records(event="baseline", round=r)}
     all_winners, rewards, scores = [], [], []
@@ -169,10 +168,8 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, model, tokeniz
                 run.log({"event": "baseline", "round": r, "context": i, "score": baselines[i]})
             missing = [j for j in range(cfg.k) if (i, j) not in done]
             if missing:
-                prompt = chat_prompt(tokenizer, domain.self_edit_prompt(context))
-                texts = generate(model, tokenizer, [prompt], max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                                 top_p=s.top_p, num_samples=cfg.k, batch_size=s.batch_size,
-                                 seed=cfg.seed + 100_003 * r + 1_009 * i)[0]
+                texts = sample_self_edits(model, tokenizer, domain, [context], cfg.sampling, cfg.k,
+                                          seed=cfg.seed + 100_003 * r + 1_009 * i)[0]
                 for start in range(0, len(missing), cfg.inner.parallel):  # logged chunk by chunk: resumable
                     chunk = missing[start:start + cfg.inner.parallel]
                     for record in score_self_edits(domain, context, {j: texts[j] for j in chunk}, cfg, learner,

@@ -22,7 +22,8 @@ from seal.domains.arc.augment import augment_task, cap
 from seal.domains.arc.grids import Grid, GridFormat, grid_to_text
 from seal.domains.arc.inference import VIEWS, augmented_inference
 from seal.domains.arc.prompts import answer_prompt, read_answer, self_edit_prompt, training_examples
-from seal.domains.arc.selfedit import ArcSelfEdit, Rejection, SelfEditLimits, check_budget, parse_self_edit
+from seal.domains.arc.selfedit import (ArcSelfEdit, Rejection, SelfEditLimits, check_budget, parse_self_edit,
+                                       self_edit_template)
 from seal.domains.arc.tasks import ArcTask
 from seal.domains.base import Score, SelfEditError, UpdatePlan
 from seal.generation import chat_prompt, generate
@@ -66,6 +67,7 @@ class ArcDomain:
         self.limits = SelfEditLimits(min_learning_rate=self.cfg.min_learning_rate,
                                      max_learning_rate=self.cfg.max_learning_rate, max_epochs=self.cfg.max_epochs,
                                      max_steps=self.cfg.max_steps, batch_size=self.batch_size)
+        self.self_edit_template = self_edit_template(self.limits)  # for structured sampling
 
     def self_edit_prompt(self, task: ArcTask) -> str:
         return self_edit_prompt(task, self.limits, self.fmt)

@@ -16,10 +16,8 @@ number, the epoch count an integer.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -204,21 +202,6 @@ def check_budget(
     return edit
 
 
-def candidate_self_edits(
-    learning_rates: Sequence[float] = (1e-4, 5e-5),
-    epochs: Sequence[int] = (1, 2, 3),
-    strategies: Sequence[Strategy] = ("all", "output"),
-) -> list[ArcSelfEdit]:
-    """Every combination of augmentation groups x strategy x learning rate x epochs (for oracle search)."""
-    return [
-        ArcSelfEdit(*flags, strategy, lr, n)
-        for flags in itertools.product((False, True), repeat=len(_FLAGS))
-        for strategy in strategies
-        for lr in learning_rates
-        for n in epochs
-    ]
-
-
 def render_self_edit(edit: ArcSelfEdit) -> str:
     """Canonical JSON for ``edit`` in SEAL's nested layout, a behaviour-cloning target that parses back to it."""
     fields = asdict(edit)
@@ -232,3 +215,20 @@ def render_self_edit(edit: ArcSelfEdit) -> str:
             },
         }
     )
+
+
+LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)  # the choices of a filled-in self-edit
+
+
+def self_edit_template(limits: SelfEditLimits = DEFAULT_LIMITS) -> list[tuple[str, tuple[str, ...]]]:
+    """The flat JSON self-edit of the prompt's example as fixed text and choices (see `generation.fill_in`):
+    each flag true or false, either strategy, a learning rate of ``LEARNING_RATES`` within the limits, any
+    epoch count within them. Every filling parses; one may still be over the step budget."""
+    rates = [r for r in LEARNING_RATES if limits.min_learning_rate <= r <= limits.max_learning_rate]
+    return [
+        *((("{" if n == 0 else ", ") + f'"{flag}":', (" true", " false")) for n, flag in enumerate(_FLAGS)),
+        (', "strategy":', tuple(f' "{name}"' for name in _CANONICAL_STRATEGY.values())),
+        (', "learning_rate":', tuple(f" {json.dumps(r)}" for r in rates)),
+        (', "num_train_epochs":', tuple(f" {n}" for n in range(limits.min_epochs, limits.max_epochs + 1))),
+        ("}", ()),
+    ]

@@ -23,9 +23,11 @@ class ArcInnerConfig(InnerConfig):
 
 @dataclass
 class ArcSamplingConfig(SamplingConfig):
-    """A JSON self-edit takes ~100 tokens (~120 pretty-printed); 256 leaves room for the short preamble
-    that small models often write before it. Temperature 0.7: untrained smollm2-135m wrote 3 usable
-    self-edits of 32 at 0.7 and 1 of 32 at 1.0 (8 per task on 4 filtered tasks, seed 0)."""
+    """Structured: written freely, untrained smollm2-135m's self-edits were usable 1 time in 32 at temperature
+    1.0 and 3 in 32 at 0.7 (8 per task on 4 filtered tasks), too few for ReST-EM to learn from; filled in,
+    every one parses and the model still makes each choice. Free generation (`structured: false`): a JSON
+    self-edit takes ~100 tokens (~120 pretty-printed); 256 leaves room for a short preamble."""
 
+    structured: bool = True
     temperature: float = bounded(0.7, ge=0)
     max_new_tokens: int = bounded(256, ge=1)
