@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from seal import models
-from seal.generation import chat_prompt, fill_in, generate
+from seal.config import SamplingConfig
+from seal.generation import chat_prompt, fill_in, generate, sample_self_edits
 
 PROMPTS = [
     "When did",
@@ -134,3 +135,18 @@ def test_fill_in_samples_are_seeded_and_vary(lm):
     assert all(t.startswith("Colour:") and " size =" in t for x in a for t in x)
     with pytest.raises(ValueError, match="at least two"):
         fill_in(model, tok, ["x"], [("a", (" b",))], temperature=1.0)
+
+
+def test_structured_sampling_needs_the_domains_template(lm):
+    model, tok = lm
+
+    class Untemplated:
+        name = "untemplated"
+
+        def self_edit_prompt(self, context):
+            return context
+
+    with pytest.raises(ValueError, match="untemplated domain has no self-edit template"):
+        sample_self_edits(model, tok, Untemplated(), ["x"], SamplingConfig(structured=True), 1, seed=0)
+    [[free]] = sample_self_edits(model, tok, Untemplated(), ["x"], SamplingConfig(max_new_tokens=4), 1, seed=0)
+    assert free  # written freely

@@ -22,7 +22,7 @@ from seal.domains.base import SelfEditError, UpdateError
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.episode import adapt_and_evaluate
-from seal.generation import chat_prompt, generate
+from seal.generation import sample_self_edits
 from seal.plots import plot_learn
 from seal.progress import console, step_bar
 from seal.runs import Run, check_new
@@ -69,9 +69,7 @@ def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, o
     t = time.perf_counter()
     s = cfg.sampling
     with console.status(f"writing {s.num_samples} self-edit(s)"):
-        prompt = chat_prompt(tokenizer, domain.self_edit_prompt(passage))
-        texts = generate(model, tokenizer, [prompt], max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                         top_p=s.top_p, num_samples=s.num_samples, batch_size=s.batch_size, seed=cfg.seed)[0]
+        texts = sample_self_edits(model, tokenizer, domain, [passage], s, s.num_samples, seed=cfg.seed)[0]
     timings["self_edit_generation"] = time.perf_counter() - t
 
     candidates_dir = run.path / "candidates"

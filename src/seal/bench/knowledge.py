@@ -33,7 +33,7 @@ from seal.domains.knowledge.data import DataError, Passage, load_squad, split_ev
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.retrieval import Retriever
 from seal.episode import adapt_and_evaluate_all
-from seal.generation import chat_prompt, generate
+from seal.generation import sample_self_edits
 from seal.inner.batched import batchable, batched_adapters, evaluator_for
 from seal.inner.lora import fresh_update, train
 from seal.plots import plot_accuracy_per_round, plot_conditions
@@ -100,11 +100,9 @@ def sampled_self_edits(cfg, run: Run, condition: str, model, tokenizer, domain, 
     logged = {r["passage"]: r["texts"] for r in run.records(event="self_edits", condition=condition)}
     todo = [i for i in range(len(passages)) if i not in logged]
     if todo:
-        s = cfg.sampling
         with console.status(f"{condition}: sampling {cfg.k} self-edit(s) for {len(todo)} passages"):
-            prompts = [chat_prompt(tokenizer, domain.self_edit_prompt(passages[i])) for i in todo]
-            texts = generate(model, tokenizer, prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                             top_p=s.top_p, num_samples=cfg.k, batch_size=s.batch_size, seed=cfg.seed)
+            texts = sample_self_edits(model, tokenizer, domain, [passages[i] for i in todo], cfg.sampling, cfg.k,
+                                      seed=cfg.seed)
         for i, t in zip(todo, texts):
             logged[i] = t
             run.log({"event": "self_edits", "condition": condition, "passage": i, "texts": t})

@@ -25,9 +25,9 @@ class ArcInnerConfig(InnerConfig):
 class ArcSamplingConfig(SamplingConfig):
     """Structured: written freely, untrained smollm2-135m's self-edits were usable 1 time in 32 at temperature
     1.0 and 3 in 32 at 0.7 (8 per task on 4 filtered tasks), too few for ReST-EM to learn from; filled in,
-    every one parses and the model still makes each choice. Free generation (`structured: false`): a JSON
+    every one parses and the model still makes each choice. Filled in at 0.7 it mostly copied the prompt's
+    example, so temperature stays 1.0 for exploration. Free generation (`structured: false`): a JSON
     self-edit takes ~100 tokens (~120 pretty-printed); 256 leaves room for a short preamble."""
 
     structured: bool = True
-    temperature: float = bounded(0.7, ge=0)
     max_new_tokens: int = bounded(256, ge=1)
