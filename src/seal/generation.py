@@ -1,9 +1,9 @@
 """Text generation: chat formatting, batched sampling and greedy decoding.
 
 `generate` serves both uses in SEAL: sampling self-edits (temperature, top-p, several samples per
-prompt) and answering questions (greedy); `fill_in` samples self-edits whose format is fixed, value by
-value, for models too small to write the format reliably. Prompts are left-padded and run in batches; every batch is
-seeded from the caller's seed, so the same seed gives the same text on the same machine.
+prompt) and answering questions (greedy). Prompts are left-padded and run in batches; every batch is
+seeded from the caller's seed, so the same seed gives the same text on the same machine. `fill_in`
+samples self-edits whose format is fixed, value by value, for models too small to write it reliably.
 """
 
 from __future__ import annotations
