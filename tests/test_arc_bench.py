@@ -139,28 +139,32 @@ def test_task_sources_and_missing_answers(tmp_path):
         require_answers([], "empty.json")
 
 
-def test_status_pools_runs_that_split_the_conditions(tiny_model_dir, tmp_path, arc_env, capsys):
+def test_status_pools_runs_that_split_the_conditions_and_tasks(tiny_model_dir, tmp_path, arc_env, capsys):
     source, solutions = arc_env
     cfg = ArcBenchConfig(model=ModelConfig(name=str(tiny_model_dir)), tasks=str(source), solutions=str(solutions),
                          sampling=FREE,
                          conditions=["icl", "self-edit", "oracle"], k=2, oracle=[CHEAP], arc=ARC, inner=INNER)
     whole = run_bench(cfg, tmp_path / "whole")
     run_bench(dataclasses.replace(cfg, conditions=["icl", "self-edit"]), tmp_path / "a")
-    run_bench(dataclasses.replace(cfg, conditions=["oracle"]), tmp_path / "b")
-    pooled = bench_mod.interim(tmp_path / "a", tmp_path / "b")
+    run_bench(dataclasses.replace(cfg, conditions=["oracle"], max_tasks=1), tmp_path / "b1")
+    run_bench(dataclasses.replace(cfg, conditions=["oracle"], offset=1), tmp_path / "b2")
+    pooled = bench_mod.interim(tmp_path / "a", tmp_path / "b1", tmp_path / "b2")
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(pooled["rows"]) == strip(whole["rows"])
+    assert pooled["tasks"] == whole["tasks"] == ["transpose", "recolour"]
     assert (pooled["episodes"], pooled["planned"]) == (8, 8)
+    partial = bench_mod.interim(tmp_path / "a", tmp_path / "b2")
+    assert (partial["episodes"], partial["planned"]) == (7, 7)  # the oracle row covers one task only
 
     capsys.readouterr()
-    assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "b1"), str(tmp_path / "b2")]) == 0
     printed = " ".join(capsys.readouterr().err.split())  # titles may wrap
     assert "8 of 8 episodes done" in printed and "│ oracle │ 50.0% │ 1/2 │" in printed
-    assert main(["bench", "status", str(tmp_path / "whole"), str(tmp_path / "b")]) == 2
-    assert "share condition(s) ['oracle']" in capsys.readouterr().err
+    assert main(["bench", "status", str(tmp_path / "whole"), str(tmp_path / "b2")]) == 2
+    assert "share tasks of condition(s) ['oracle']" in capsys.readouterr().err
     run_bench(dataclasses.replace(cfg, conditions=["oracle"], k=3), tmp_path / "k3")
     assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "k3")]) == 2
-    assert "differ beyond conditions" in capsys.readouterr().err
+    assert "differ beyond conditions and tasks" in capsys.readouterr().err
 
 
 def test_structured_self_edits_of_the_untrained_model_are_all_usable(tiny_model_dir, tmp_path, arc_env):

