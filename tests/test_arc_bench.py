@@ -95,7 +95,8 @@ def test_filter_then_bench_then_resume(tiny_model_dir, tmp_path, arc_env):
     assert (rows["oracle"]["solved"], rows["oracle"]["episodes"]) == (1, 2)
     for name in ("config.yaml", "metrics.jsonl", "results.json", "report.md", "plots/conditions.png"):
         assert (out / name).is_file()
-    assert "| oracle | 50.0% | 1 / 2 |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| oracle | 50.0% | 1 / 2 |" in report and "written freely at temperature 1" in report
 
     # killed before the end: the last episode and the results are lost; a rerun redoes only that episode
     (out / "results.json").unlink()

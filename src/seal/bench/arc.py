@@ -137,7 +137,10 @@ def run_bench(cfg: ArcBenchConfig, out: str | Path) -> dict:
 
 def tabulate(cfg: ArcBenchConfig, task_ids: list[str], records: list[dict]) -> dict:
     """The benchmark's results from its logged records (finished or not)."""
+    s = cfg.sampling
     return {"model": cfg.model.name, "tasks": task_ids, "k": cfg.k, "rows": summarise(records, cfg.conditions),
+            "sampling": f"{'filled into their JSON template' if s.structured else 'written freely'} "
+                        f"at temperature {s.temperature:g}",
             "episodes": sum(r.get("event") == "episode" for r in records),
             "planned": len(task_ids) * sum(cfg.k if sampled(c) else 1 for c in cfg.conditions),
             "seconds": sum(r["seconds"] for r in records if r.get("event") in ("episode", "self_edits"))}
@@ -199,7 +202,7 @@ def report(results: dict) -> str:
     lines = [
         f"# ARC few-shot learning: {results['model']}", "",
         f"{len(results['tasks'])} tasks ({', '.join(results['tasks'])}); k={results['k']} self-edits per task for "
-        "self-edit conditions. Success is over (task, self-edit) episodes; a task is solved when every test output "
+        f"self-edit conditions, {results['sampling']}. Success is over (task, self-edit) episodes; a task is solved when every test output "
         "is among the two most voted answers of augmented inference. `unusable` counts self-edits that could not "
         f"be run (scored 0). Total {results['seconds'] / 60:.1f} min.", "",
         "| condition | success | solved / episodes | 95 % CI (over tasks) | tasks solved | unusable | minutes |",
