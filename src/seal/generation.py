@@ -109,15 +109,15 @@ def fill_in(model, tokenizer, prompts: list[str], template: list[Slot], *, tempe
                     continue
                 if fixed:
                     cache, last = advance(fixed, cache)
-                scores = []
+                scores, first = [], torch.log_softmax(last.float(), -1)
                 for choice in choices:
                     ids = encode(choice)
-                    logprob = torch.log_softmax(last.float(), -1)[ids[0, 0]]
+                    logprob = first[ids[0, 0]].item()
                     if ids.shape[1] > 1:
                         rest = model(ids[:, :-1], past_key_values=cache, use_cache=True).logits[0].float()
                         cache.crop(1 - ids.shape[1])  # a negative count removes that many tokens
-                        logprob += torch.log_softmax(rest, -1).gather(1, ids[0, 1:, None]).sum()
-                    scores.append(logprob.item())
+                        logprob += torch.log_softmax(rest, -1).gather(1, ids[0, 1:, None]).sum().item()
+                    scores.append(logprob)
                 if temperature == 0:
                     pick = max(range(len(choices)), key=scores.__getitem__)
                 else:

@@ -27,7 +27,7 @@ from seal.config import ModelConfig, load_config
 from seal.domains.arc.domain import ArcConfig, ArcDomain
 from seal.domains.arc.oracle import ORACLE_EDITS, check_oracle, oracle_tries
 from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
-from seal.domains.arc.tasks import load_tasks, require_answers
+from seal.domains.arc.tasks import ArcTask, load_tasks, require_answers
 from seal.domains.base import SelfEditError, UpdateError
 from seal.episode import adapt_and_evaluate
 from seal.generation import sample_self_edits
@@ -127,7 +127,7 @@ def run_bench(cfg: ArcBenchConfig, out: str | Path) -> dict:
                          **record, "seconds": time.perf_counter() - start})
                 bar.update(job, advance=1, status=f"{condition} {tasks[i].id}: {record['score']:.0f}")
 
-    results = tabulate(cfg, [t.id for t in tasks], run.records())
+    results = tabulate(cfg, [t.id for t in tasks], run.records(), planned=len(jobs))
     plot_conditions([{**r, "accuracy": r["success"]} for r in results["rows"]], run.path / "plots" / "conditions.png",
                     f"ARC success rate, {cfg.model.name}, {len(tasks)} tasks")
     run.report(report(results))
@@ -135,14 +135,14 @@ def run_bench(cfg: ArcBenchConfig, out: str | Path) -> dict:
     return results
 
 
-def tabulate(cfg: ArcBenchConfig, task_ids: list[str], records: list[dict]) -> dict:
-    """The benchmark's results from its logged records (finished or not)."""
+def tabulate(cfg: ArcBenchConfig, task_ids: list[str], records: list[dict], planned: int) -> dict:
+    """The benchmark's results from its logged records (finished or not) of `planned` episodes."""
     s = cfg.sampling
     return {"model": cfg.model.name, "tasks": task_ids, "k": cfg.k, "rows": summarise(records, cfg.conditions),
             "sampling": f"{'filled into their JSON template' if s.structured else 'written freely'} "
                         f"at temperature {s.temperature:g}",
             "episodes": sum(r.get("event") == "episode" for r in records),
-            "planned": len(task_ids) * sum(cfg.k if sampled(c) else 1 for c in cfg.conditions),
+            "planned": planned,
             "seconds": sum(r["seconds"] for r in records if r.get("event") in ("episode", "self_edits"))}
 
 
@@ -168,12 +168,11 @@ def interim(*outs: str | Path) -> dict:
     if twice:
         raise ValueError(f"the runs share tasks of condition(s) {twice}, so their episodes would be counted twice")
     conditions = list(dict.fromkeys(c for part, _ in parts for c in part.conditions))
-    results = tabulate(dataclasses.replace(cfg, conditions=conditions), [ids[i] for i in sorted(ids)], records)
-    results["planned"] = sum(cfg.k if sampled(c) else 1 for c, _ in covered)
-    return results
+    return tabulate(dataclasses.replace(cfg, conditions=conditions), [ids[i] for i in sorted(ids)], records,
+                    planned=sum(cfg.k if sampled(c) else 1 for c, _ in covered))
 
 
-def bench_tasks(cfg: ArcBenchConfig) -> list:
+def bench_tasks(cfg: ArcBenchConfig) -> list[ArcTask]:
     """The tasks a benchmark config covers: `max_tasks` of them (all if None) from `offset`."""
     end = None if cfg.max_tasks is None else cfg.offset + cfg.max_tasks
     return load_tasks(cfg.tasks, cfg.solutions)[cfg.offset : end]
