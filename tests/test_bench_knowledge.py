@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from seal import models
-from seal.bench.knowledge import (KnowledgeBenchConfig, comparisons, merged_plan, multi_passage_updates, run_bench,
+from seal.bench.knowledge import (KnowledgeBenchConfig, comparisons, merged_plan, multi_passage_updates, report, run_bench,
                                   run_episode, select_passages, summarise)
-from seal.bench.stats import paired_difference
+from seal.bench.stats import format_ci, mean_ci, paired_difference
 from seal.cli import main
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.knowledge.data import split_eval, load_squad
@@ -57,7 +57,10 @@ def test_bench_writes_table_and_resumes(tiny_model_dir, data, tmp_path, setting)
     assert list(rows) == cfg.conditions
     expected = 3 if setting == "single" else 1
     assert all(r["episodes"] == expected for r in rows.values())
-    assert all(0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0 for r in rows.values())
+    if setting == "single":  # one episode per passage: each passage is scored, or its episode failed
+        assert all(r["passages"] + r["failed"] == 3 for r in rows.values())
+    assert all((r["ci_low"] is None) == (r["passages"] < 2) for r in rows.values())
+    assert all(0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0 for r in rows.values() if r["ci_low"] is not None)
     for name in ("config.yaml", "metrics.jsonl", "results.json", "report.md", "plots/conditions.png"):
         assert (tmp_path / "run" / name).is_file()
     assert "| file:teacher |" in (tmp_path / "run" / "report.md").read_text()
@@ -107,7 +110,7 @@ def test_multi_passage_full_finetuning_runs_one_update_at_a_time_and_leaves_the_
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
 
-def test_summarise_scores_failed_self_edit_as_no_update():
+def test_summarise_counts_failed_episodes_apart_from_the_mean():
     eps = [
         {"passages": [0], "condition": "base", "sample": 0, "scores": [{"accuracy": 0.5, "f1": 0.4}], "seconds": 1},
         {"passages": [0], "condition": "self-edit", "sample": 0, "error": "no statements", "seconds": 2},
@@ -115,7 +118,24 @@ def test_summarise_scores_failed_self_edit_as_no_update():
         {"passages": [1], "condition": "self-edit", "sample": 0, "scores": [{"accuracy": 1.0, "f1": 1.0}], "seconds": 4},
     ]
     row = summarise(eps, ["self-edit"])[0]
-    assert row["failed"] == 1 and row["accuracy"] == pytest.approx(0.75) and row["seconds_per_episode"] == 3
+    assert (row["failed"], row["passages"], row["accuracy"], row["seconds_per_episode"]) == (1, 1, 1.0, 3)
+    assert row["ci_low"] is None  # one passage: no interval
+    failed = summarise(eps[1:2], ["self-edit"])[0]
+    assert failed["accuracy"] is None and failed["failed"] == 1 and failed["passages"] == 0
+    assert "| self-edit | - | none (n=0) | - | 1 |" in report({"setting": "single", "model": "m", "passages": 1,
+                                                                 "split": "eval", "k": 1, "rows": [failed]})
+
+
+def test_intervals_are_t_intervals_with_their_n_and_small_n_is_flagged():
+    mean, low, high = mean_ci([0.2, 0.25])  # the example: a z interval said 17.6-27.4 %
+    assert mean == pytest.approx(0.225) and low == 0.0 and high == pytest.approx(0.5426, abs=1e-3)  # t(1) = 12.71
+    five = [0.1, 0.2, 0.3, 0.4, 0.5]
+    _, low, high = mean_ci(five)
+    assert (high - low) / 2 == pytest.approx(2.776 * 0.1581 / 5 ** 0.5, rel=1e-3)  # t(4) = 2.776
+    assert mean_ci([0.4]) == (0.4, None, None)
+    assert format_ci(low, high, 5) == f"{low:.1%}–{high:.1%} (n=5)"
+    assert format_ci(0.0, 0.54, 2) == "0.0%–54.0% (n=2, under 5: rough)"
+    assert format_ci(None, None, 1) == "none (n=1)"
 
 
 def test_retriever_finds_the_right_passage(data):
@@ -156,7 +176,9 @@ def test_generator_rounds_get_a_row_and_a_plot_per_round(tiny_model_dir, data, t
     assert texts["self-edit"] == texts[f"generator:{round_1}"]
     assert (tmp_path / "run" / "plots" / "rounds.png").stat().st_size > 0
     [same] = results["comparisons"]
-    assert (same["a"], same["b"], same["difference"], same["units"]) == (f"generator:{round_1}", "self-edit", 0.0, 3)
+    ran = rows["self-edit"]["passages"]  # passages whose self-edit could be used: paired over those only
+    assert ran + rows["self-edit"]["failed"] == 3
+    assert (same["a"], same["b"], same["difference"], same["units"]) == (f"generator:{round_1}", "self-edit", 0.0, ran)
     assert f"| generator:{round_1} − self-edit | +0.0% |" in (tmp_path / "run" / "report.md").read_text()
 
 
@@ -186,7 +208,8 @@ def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_d
     episodes = [json.loads(x) for x in lines if '"event": "episode"' in x and '"passages": [2]' not in x]
     assert interim(tmp_path / "run")["rows"] == summarise(episodes, cfg.conditions)
     [teacher] = interim(tmp_path / "run")["comparisons"]
-    assert (teacher["a"], teacher["units"]) == ("file:teacher", 2)
+    ran = sum("scores" in e for e in episodes if e["condition"] == "self-edit")  # the others failed: not paired
+    assert (teacher["a"], teacher["units"]) == ("file:teacher", ran)
     assert summarise(episodes, cfg.conditions) != final["rows"]  # the third passage's episodes were left out
     assert main(["bench", "status", str(tmp_path / "nowhere")]) == 2
 
@@ -203,7 +226,8 @@ def test_status_pools_shards_run_at_different_offsets(tiny_model_dir, data, tmp_
     assert pooled["passages"] == pooled["passages_done"] == 3
     measured = ("condition", "episodes", "accuracy", "ci_low", "ci_high", "f1")
     assert [{k: r[k] for k in measured} for r in pooled["rows"]] == [{k: r[k] for k in measured} for r in whole["rows"]]
-    assert pooled["comparisons"] == whole["comparisons"] and pooled["comparisons"][0]["units"] == 3
+    assert pooled["comparisons"] == whole["comparisons"]
+    assert pooled["comparisons"][0]["units"] == next(r["passages"] for r in whole["rows"] if r["condition"] == "self-edit")
     capsys.readouterr()
     assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert "3 of 3 passages done" in " ".join(capsys.readouterr().err.split())

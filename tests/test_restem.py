@@ -48,7 +48,7 @@ def test_rewards_and_winners():
     assert winners(eps, 0.4, RestEMConfig(reward="binary")) == eps[:2]
     assert reward(0.8, 0.5, "binary") == 1.0 and reward(0.5, 0.5, "binary") == 0.0
     assert reward(0.8, 0.5, "gain") == pytest.approx(0.3)
-    assert reward(None, 0.5, "gain") == 0.0
+    assert reward(None, 0.5, "gain") is None  # a failed episode: counted as failed, in no mean
     with pytest.raises(ValueError, match="reward"):
         RestEMConfig(reward="bogus")
 
@@ -58,8 +58,11 @@ def test_rounds_save_generators_that_differ(tiny_model_dir, tmp_path):
     summaries = restem(domain(), PASSAGES, small_config(tiny_model_dir), run)
     assert [s["round"] for s in summaries] == [1, 2]
     for s in summaries:  # reward "best" without the improvement check: one winner per context with a usable self-edit
-        scored = {e["context"] for e in run.records(event="episode", round=s["round"]) if e["score"] is not None}
+        ran = [e for e in run.records(event="episode", round=s["round"]) if e["score"] is not None]
+        scored = {e["context"] for e in ran}
         assert s["episodes"] == 4 and s["training_examples"] == len(scored) > 0
+        assert s["failed"] == 4 - len(ran)  # failed episodes in their own count, in no mean:
+        assert s["mean_score"] == pytest.approx(sum(e["score"] for e in ran) / len(ran))
     assert len(episodes(run)) == 8 and len(run.records(event="m_step")) == 2
     base, _ = models.load(str(tiny_model_dir))
     r1, _ = models.load(str(tmp_path / "run" / "round-1"))

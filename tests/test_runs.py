@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from seal.config import LearnConfig, load_config, to_dict
-from seal.runs import Run, RunExistsError, atomic_write, default_run_dir
+from seal.runs import CorruptRecordsError, Run, RunExistsError, atomic_write, default_run_dir
 
 
 def _cfg() -> LearnConfig:
@@ -96,6 +96,17 @@ def test_truncated_last_line_is_tolerated_and_later_records_survive(tmp_path):
     assert [r["n"] for r in resumed.records(event="step")] == [1]
     resumed.log({"event": "step", "n": 2})
     assert [r["n"] for r in resumed.records(event="step")] == [1, 2]
+    assert resumed.metrics_path.read_text(encoding="utf-8").count("\n") == 2  # the cut record is gone, not kept
+
+
+def test_a_damaged_line_before_the_last_fails_loudly_naming_the_file_and_line(tmp_path):
+    run = Run(tmp_path / "r", _cfg())
+    run.log({"event": "step", "n": 1})
+    with run.metrics_path.open("a", encoding="utf-8") as f:
+        f.write('{"event": "step", "n"\n')  # complete line, not a record: damage, not a kill
+    run.log({"event": "step", "n": 3})
+    with pytest.raises(CorruptRecordsError, match=r"metrics\.jsonl:2: not a JSON record"):
+        run.records()
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

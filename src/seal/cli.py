@@ -152,21 +152,24 @@ def _train(args, config_cls, run, kind: str, flags: tuple[tuple[str, str], ...],
 
 
 def cmd_train_knowledge(args) -> int:
+    from seal.bench.stats import percent
     from seal.train import TrainKnowledgeConfig, train_knowledge
 
     return _train(args, TrainKnowledgeConfig, train_knowledge, "train-knowledge", (("passages", "passages"),),
                   lambda s: f"round {s['round']}: baseline {s['mean_baseline']:.1%}, after self-edit "
-                            f"{s['mean_score']:.1%}, reward {s['mean_reward']:.3f}, {s['training_examples']} "
-                            "self-edits cloned")
+                            f"{percent(s['mean_score'])} over {s['episodes'] - s['failed']} episodes that ran, "
+                            f"{s['failed']} failed, reward {'-' if s['mean_reward'] is None else format(s['mean_reward'], '.3f')}, "
+                            f"{s['training_examples']} self-edits cloned")
 
 
 def cmd_train_arc(args) -> int:
+    from seal.bench.stats import percent
     from seal.train import TrainArcConfig, train_arc
 
     return _train(args, TrainArcConfig, train_arc, "train-arc", (("tasks", "tasks"), ("max_tasks", "max_tasks")),
                   lambda s: f"round {s['round']}: ICL {s['mean_baseline']:.1%}, after self-edit TTT "
-                            f"{s['mean_score']:.1%}, {s['failed']} unusable, {s['training_examples']} successful "
-                            "self-edits cloned")
+                            f"{percent(s['mean_score'])} over {s['episodes'] - s['failed']} usable self-edits, "
+                            f"{s['failed']} unusable, {s['training_examples']} successful self-edits cloned")
 
 
 def build_parser() -> argparse.ArgumentParser:

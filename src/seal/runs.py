@@ -75,16 +75,30 @@ def check_same_config(saved: Path, config: Any) -> None:
                              f"resume with --config {saved}, or choose another output directory")
 
 
+class CorruptRecordsError(ValueError):
+    """A metrics.jsonl line that is not a record, other than a last line cut short by a kill."""
+
+
 def read_records(metrics_path: Path, **match: Any) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl whose fields equal `match`; a line cut by a kill is skipped."""
+    """The records of a metrics.jsonl whose fields equal `match`.
+
+    Only a last line without its newline (cut by a kill, or still being written) is skipped; any other
+    line that is not a JSON record means the file was damaged, and reading it raises CorruptRecordsError.
+    """
     if not metrics_path.exists():
         return []
+    # The piece after the last newline is "" in a whole file, else a record cut short: lost with the kill,
+    # redone on resume.
+    complete = metrics_path.read_text(encoding="utf-8").split("\n")[:-1]
     out = []
-    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+    for n, line in enumerate(complete, 1):
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+        except json.JSONDecodeError as e:
+            raise CorruptRecordsError(f"{metrics_path}:{n}: not a JSON record ({e.msg}); the file was damaged: "
+                                      "repair or delete that line to use the run") from e
+        if not isinstance(rec, dict):
+            raise CorruptRecordsError(f"{metrics_path}:{n}: not a JSON record (a {type(rec).__name__})")
         if all(rec.get(k) == v for k, v in match.items()):
             out.append(rec)
     return out
@@ -102,11 +116,10 @@ class Run:
         save_config(config, self.path / "config.yaml")
         self.metrics_path = self.path / "metrics.jsonl"
         if self.metrics_path.exists():
-            with self.metrics_path.open("rb+") as f:
-                if f.seek(0, os.SEEK_END):
-                    f.seek(-1, os.SEEK_END)
-                    if f.read(1) != b"\n":
-                        f.write(b"\n")  # end a line cut by a kill, so the next record starts on its own line
+            data = self.metrics_path.read_bytes()
+            if data and not data.endswith(b"\n"):  # drop a record cut by a kill, so the next one starts its own line
+                with self.metrics_path.open("rb+") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one record to metrics.jsonl (flushed at once, so a kill loses nothing logged)."""

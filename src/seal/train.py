@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal import models
+from seal.bench.stats import percent
 from seal.config import EvalConfig
 from seal.domains.arc.domain import ArcConfig, ArcDomain
 from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
@@ -45,11 +46,14 @@ def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path) -> dict:
 
 def _report(results: dict) -> str:
     lines = [f"# ReST-EM on knowledge incorporation: {results['generator']} (learner: {results['learner']})", "",
+             "Means after the update are over the episodes that ran; `failed` ones (unusable self-edit, impossible "
+             "update) are in no mean.", "",
              "| round | contexts | episodes | failed | mean baseline | mean adapted | mean reward | cloned self-edits |",
              "|---|---|---|---|---|---|---|---|"]
     for s in results["rounds"]:
         lines.append(f"| {s['round']} | {s['contexts']} | {s['episodes']} | {s['failed']} | {s['mean_baseline']:.1%} | "
-                     f"{s['mean_score']:.1%} | {s['mean_reward']:.3f} | {s['training_examples']} |")
+                     f"{percent(s['mean_score'])} | {'-' if s['mean_reward'] is None else format(s['mean_reward'], '.3f')} | "
+                     f"{s['training_examples']} |")
     lines += ["", "Generators: " + ", ".join(f"`{g}`" for g in results["generators"])]
     return "\n".join(lines) + "\n"
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal import models
-from seal.bench.stats import mean_ci
+from seal.bench.stats import format_ci, mean_ci
 from seal.config import ModelConfig, load_config
 from seal.domains.arc.domain import ArcConfig, ArcDomain
 from seal.domains.arc.oracle import ORACLE_EDITS, check_oracle, oracle_tries
@@ -187,7 +187,7 @@ def summarise(records: list[dict], conditions: list[str]) -> list[dict]:
         per_task: dict[int, list[float]] = {}
         for e in eps:
             per_task.setdefault(e["task"], []).append(e["score"])
-        _, low, high = mean_ci([sum(v) / len(v) for v in per_task.values()]) if per_task else (0.0, 0.0, 0.0)
+        _, low, high = mean_ci([sum(v) / len(v) for v in per_task.values()]) if per_task else (None, None, None)
         solved = sum(e["score"] == 1.0 for e in eps)
         rows.append({"condition": c, "episodes": len(eps), "solved": solved,
                      "success": solved / len(eps) if eps else 0.0, "ci_low": low, "ci_high": high,
@@ -203,12 +203,13 @@ def report(results: dict) -> str:
         f"{len(results['tasks'])} tasks ({', '.join(results['tasks'])}); k={results['k']} self-edits per task for "
         f"self-edit conditions, {results['sampling']}. Success is over (task, self-edit) episodes; a task is solved when every test output "
         "is among the two most voted answers of augmented inference. `unusable` counts self-edits that could not "
-        f"be run (scored 0). Total {results['seconds'] / 60:.1f} min.", "",
-        "| condition | success | solved / episodes | 95 % CI (over tasks) | tasks solved | unusable | minutes |",
+        "be run: failed episodes, counted as unsolved, as in the paper. The 95 % t-interval is over the n tasks "
+        f"(flagged under 5, none for 1). Total {results['seconds'] / 60:.1f} min.", "",
+        "| condition | success | solved / episodes | 95 % CI (n tasks) | tasks solved | unusable | minutes |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         lines.append(f"| {r['condition']} | {r['success']:.1%} | {r['solved']} / {r['episodes']} | "
-                     f"{r['ci_low']:.1%} – {r['ci_high']:.1%} | {r['tasks_solved']} / {r['tasks']} | "
+                     f"{format_ci(r['ci_low'], r['ci_high'], r['tasks'])} | {r['tasks_solved']} / {r['tasks']} | "
                      f"{r['unusable']} | {r['seconds'] / 60:.1f} |")
     return "\n".join(lines) + "\n"

@@ -20,14 +20,18 @@ def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...
 
 def _print_knowledge(results: dict, title: str) -> None:
     """The condition table, then the paired differences behind the paper's claims (if any)."""
-    _print_table(title, ("condition", "accuracy", "95% CI", "F1", "failed", "s/episode"),
-                 [(r["condition"], f"{r['accuracy']:.1%}", f"{r['ci_low']:.1%}–{r['ci_high']:.1%}",
-                   f"{r['f1']:.3f}", str(r["failed"]), f"{r['seconds_per_episode']:.1f}") for r in results["rows"]])
+    from seal.bench.stats import format_ci, percent
+
+    _print_table(title, ("condition", "accuracy", "95% CI (n passages)", "F1", "failed", "s/episode"),
+                 [(r["condition"], percent(r["accuracy"]), format_ci(r["ci_low"], r["ci_high"], r["passages"]),
+                   "-" if r["f1"] is None else f"{r['f1']:.3f}", str(r["failed"]), f"{r['seconds_per_episode']:.1f}")
+                  for r in results["rows"]])
     if results["comparisons"]:
         _print_table("paired differences over the same passages",
-                     ("comparison", "difference", "95% CI", "better / worse"),
-                     [(f"{c['a']} − {c['b']}", f"{c['difference']:+.1%}", f"{c['ci_low']:+.1%} to {c['ci_high']:+.1%}",
-                       f"{c['better']} / {c['worse']}") for c in results["comparisons"]])
+                     ("comparison", "difference", "95% CI (n passages)", "better / worse"),
+                     [(f"{c['a']} − {c['b']}", f"{c['difference']:+.1%}",
+                       format_ci(c["ci_low"], c["ci_high"], c["units"], signed=True), f"{c['better']} / {c['worse']}")
+                      for c in results["comparisons"]])
 
 
 def cmd_bench_knowledge(args) -> int:
@@ -65,10 +69,13 @@ def _bench_kind(run: str) -> str:
 
 
 def _print_arc(results: dict, title: str) -> None:
-    _print_table(title, ("condition", "success", "solved/episodes", "tasks solved", "unusable", "minutes"),
+    from seal.bench.stats import format_ci
+
+    _print_table(title, ("condition", "success", "solved/episodes", "95% CI (n tasks)", "tasks solved", "unusable",
+                         "minutes"),
                  [(r["condition"], f"{r['success']:.1%}", f"{r['solved']}/{r['episodes']}",
-                   f"{r['tasks_solved']}/{r['tasks']}", str(r["unusable"]), f"{r['seconds'] / 60:.1f}")
-                  for r in results["rows"]])
+                   format_ci(r["ci_low"], r["ci_high"], r["tasks"]), f"{r['tasks_solved']}/{r['tasks']}",
+                   str(r["unusable"]), f"{r['seconds'] / 60:.1f}") for r in results["rows"]])
 
 
 def cmd_bench_status(args) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal import models
-from seal.bench.stats import mean_ci, paired_difference
+from seal.bench.stats import format_ci, mean_ci, paired_difference, percent
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, load_config
 from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
@@ -311,31 +311,30 @@ def interim(*outs: str | Path) -> dict:
 
 
 def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, float]]:
-    """Mean accuracy and F1 of `condition` per passage, over its samples.
+    """Mean accuracy and F1 of `condition` per passage, over its samples that ran.
 
-    A single-passage episode whose self-edit was unusable scores as no update (the gate would discard it).
+    A failed episode (its self-edit unusable, its update impossible) has no score: it is counted in the
+    row's `failed` column, never averaged in, and a passage whose every episode failed has no score at all.
     """
-    base = {e["passages"][0]: e["scores"][0] for e in episodes if e["condition"] == "base" and "scores" in e
-            and len(e["passages"]) == 1}
     scores_of: dict[int, list[dict]] = {}
     for e in episodes:
-        if e["condition"] == condition:
-            scores = e.get("scores") or [base.get(i, {"accuracy": 0.0, "f1": 0.0}) for i in e["passages"]]
-            for i, s in zip(e["passages"], scores):
+        if e["condition"] == condition and "scores" in e:
+            for i, s in zip(e["passages"], e["scores"]):
                 scores_of.setdefault(i, []).append(s)
     return {i: {m: sum(s[m] for s in v) / len(v) for m in ("accuracy", "f1")} for i, v in scores_of.items()}
 
 
 def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
-    """One row per condition: mean over passages (95 % CI over passages), F1, failures, seconds per episode."""
+    """One row per condition: mean over the passages it scored (`passages`, the n of the 95 % t-interval),
+    F1, failed episodes (and unusable self-edits of merged updates), seconds per episode."""
     rows = []
     for c in conditions:
         eps = [e for e in episodes if e["condition"] == c]
         scores = list(per_passage(episodes, c).values())
-        mean, low, high = mean_ci([s["accuracy"] for s in scores])
+        mean, low, high = mean_ci([s["accuracy"] for s in scores]) if scores else (None, None, None)
         rows.append({"condition": c, "round": rl_round(c), "episodes": len(eps), "failed": sum("error" in e for e in eps)
-                     + sum(e.get("unusable_self_edits", 0) for e in eps), "accuracy": mean, "ci_low": low,
-                     "ci_high": high, "f1": sum(s["f1"] for s in scores) / len(scores),
+                     + sum(e.get("unusable_self_edits", 0) for e in eps), "passages": len(scores), "accuracy": mean,
+                     "ci_low": low, "ci_high": high, "f1": sum(s["f1"] for s in scores) / len(scores) if scores else None,
                      "seconds_per_episode": sum(e["seconds"] for e in eps) / len(eps)})
     return rows
 
@@ -374,19 +373,22 @@ def report(results: dict) -> str:
         f"# Knowledge incorporation, {results['setting']} passage: {results['model']}",
         "",
         f"{results['passages']} passages of the {results['split']} split, k={results['k']} self-edit(s) per passage. "
-        "Accuracy is the mean over passages of closed-book accuracy on each passage's questions; 95 % CI over "
-        "passages. `failed` counts unusable self-edits (scored as no update).",
+        "Accuracy is the mean over passages of closed-book accuracy on each passage's questions, over the episodes "
+        "that ran; 95 % t-interval over the n passages scored (flagged under 5, none for 1). `failed` counts episodes "
+        "that could not run (unusable self-edit, impossible update; in the multi setting, unusable self-edits left "
+        "out of the update): they are in no mean.",
         "",
-        "| condition | accuracy | 95 % CI | F1 | failed | s / episode |",
+        "| condition | accuracy | 95 % CI (n passages) | F1 | failed | s / episode |",
         "|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
-        lines.append(f"| {r['condition']} | {r['accuracy']:.1%} | {r['ci_low']:.1%} – {r['ci_high']:.1%} | "
-                     f"{r['f1']:.3f} | {r['failed']} | {r['seconds_per_episode']:.1f} |")
+        lines.append(f"| {r['condition']} | {percent(r['accuracy'])} | {format_ci(r['ci_low'], r['ci_high'], r['passages'])} | "
+                     f"{'-' if r['f1'] is None else format(r['f1'], '.3f')} | {r['failed']} | {r['seconds_per_episode']:.1f} |")
     if results.get("comparisons"):
-        lines += ["", "Paired differences in accuracy over the same passages (95 % CI; passages better / worse):", "",
-                  "| comparison | difference | 95 % CI | better / worse |", "|---|---|---|---|"]
+        lines += ["", "Paired differences in accuracy over the same passages (95 % t-interval; passages better / worse):",
+                  "", "| comparison | difference | 95 % CI (n passages) | better / worse |", "|---|---|---|---|"]
         for c in results["comparisons"]:
-            lines.append(f"| {c['a']} − {c['b']} | {c['difference']:+.1%} | {c['ci_low']:+.1%} to "
-                         f"{c['ci_high']:+.1%} | {c['better']} / {c['worse']} |")
+            lines.append(f"| {c['a']} − {c['b']} | {c['difference']:+.1%} | "
+                         f"{format_ci(c['ci_low'], c['ci_high'], c['units'], signed=True)} | {c['better']} / {c['worse']} |")
     return "\n".join(lines) + "\n"
+

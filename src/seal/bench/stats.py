@@ -1,33 +1,46 @@
-"""Summary statistics for benchmark tables: intervals over independent units (passages, tasks)."""
+"""Summary statistics for benchmark tables: intervals over independent units (passages, tasks).
+
+Intervals are Student-t intervals over the units (scipy gives the quantile), so that a table over a
+handful of passages shows how little it knows: with 2 units the 95 % multiplier is 12.7, not 1.96.
+Every interval carries its n, and intervals over fewer than `FEW_UNITS` units are flagged wherever
+they are printed (`format_ci`); over one unit there is no interval at all (None).
+"""
 
 from __future__ import annotations
 
 import math
 
+from scipy import stats
 
-def _mean_half_width(values: list[float], z: float) -> tuple[float, float]:
+FEW_UNITS = 5  # below this many units an interval is printed with a warning
+
+
+def _mean_half_width(values: list[float], level: float) -> tuple[float, float | None]:
     if not values:
         raise ValueError("no values to summarise")
     n = len(values)
     mean = sum(values) / n
     if n == 1:
-        return mean, 0.0
+        return mean, None
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, z * sd / math.sqrt(n)
+    return mean, float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
 
 
-def mean_ci(values: list[float], z: float = 1.96) -> tuple[float, float, float]:
-    """Mean and a normal-approximation 95 % interval over independent units (passages, tasks), clipped to [0, 1].
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float | None, float | None]:
+    """Mean and a t-interval over independent units (passages, tasks), clipped to [0, 1]; (mean, None, None)
+    for a single unit.
 
     Questions of one passage are correlated, so the unit of sampling is the passage, not the question.
     """
-    mean, half = _mean_half_width(values, z)
+    mean, half = _mean_half_width(values, level)
+    if half is None:
+        return mean, None, None
     return mean, max(0.0, mean - half), min(1.0, mean + half)
 
 
-def paired_difference(a: list[float], b: list[float], z: float = 1.96) -> dict:
-    """Mean of a - b over paired units (the same passages under two conditions) with a normal-approximation
-    95 % interval, not clipped (a difference may be negative), and the units where a beat or lost to b.
+def paired_difference(a: list[float], b: list[float], level: float = 0.95) -> dict:
+    """Mean of a - b over paired units (the same passages under two conditions) with a t-interval, not
+    clipped (a difference may be negative), and the units where a beat or lost to b.
 
     Pairing removes the passage-to-passage spread that both conditions share, so it detects differences
     that two overlapping per-condition intervals cannot.
@@ -35,6 +48,20 @@ def paired_difference(a: list[float], b: list[float], z: float = 1.96) -> dict:
     if len(a) != len(b):
         raise ValueError(f"paired values must have the same length ({len(a)} != {len(b)})")
     diffs = [x - y for x, y in zip(a, b)]
-    mean, half = _mean_half_width(diffs, z)
-    return {"difference": mean, "ci_low": mean - half, "ci_high": mean + half, "units": len(diffs),
+    mean, half = _mean_half_width(diffs, level)
+    return {"difference": mean, "ci_low": None if half is None else mean - half,
+            "ci_high": None if half is None else mean + half, "units": len(diffs),
             "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs)}
+
+
+def format_ci(low: float | None, high: float | None, n: int, signed: bool = False) -> str:
+    """An interval as printed in tables, always with its n: '17.6–27.4 % (n=20)'; flagged under FEW_UNITS."""
+    if low is None or high is None:
+        return f"none (n={n})"
+    text = f"{low:+.1%} to {high:+.1%}" if signed else f"{low:.1%}–{high:.1%}"
+    return f"{text} (n={n}{f', under {FEW_UNITS}: rough' if n < FEW_UNITS else ''})"
+
+
+def percent(value: float | None) -> str:
+    """A rate for a table; '-' when nothing was scored (e.g. every episode failed)."""
+    return "-" if value is None else f"{value:.1%}"

@@ -87,9 +87,9 @@ def winners(episodes: list[dict], baseline: float, cfg: RestEMConfig) -> list[di
     return [max(scored, key=lambda e: (e["score"], -e["sample"]))]
 
 
-def reward(score: float | None, baseline: float, mode: str) -> float:
+def reward(score: float | None, baseline: float, mode: str) -> float | None:
     if score is None:
-        return 0.0  # an unusable self-edit earns nothing
+        return None  # a failed episode has no reward: it is counted as failed, never averaged as a score
     return {"binary": float(score > baseline), "best": score, "gain": score - baseline}[mode]
 
 
@@ -159,7 +159,7 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, model, tokeniz
     """Sample, apply, score and reward k self-edits per context; resumes from the logged episodes."""
     done = {(e["context"], e["sample"]): e for e in run.records(event="episode", round=r)}
     baselines = {b["context"]: b["score"] for b in run.records(event="baseline", round=r)}
-    all_winners, rewards, scores = [], [], []
+    all_winners, rewards, scores, episodes = [], [], [], 0
     with progress_bar() as bar:
         task = bar.add_task(f"round {r} E-step", total=len(contexts) * cfg.k, completed=len(done), status="")
         for i, context in enumerate(contexts):
@@ -179,16 +179,18 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, model, tokeniz
                     bar.update(task, advance=len(chunk), status=f"context {i}")
             eps = [done[i, j] for j in range(cfg.k)]
             all_winners += winners(eps, baselines[i], cfg)
-            rewards += [e["reward"] for e in eps]
-            scores += [e["score"] if e["score"] is not None else baselines[i] for e in eps]
+            episodes += len(eps)
+            usable = [e for e in eps if e["score"] is not None]
+            rewards += [e["reward"] for e in usable]
+            scores += [e["score"] for e in usable]
     return {
         "round": r,
         "contexts": len(contexts),
-        "episodes": len(rewards),
-        "failed": sum(done[k].get("error") is not None for k in done),
+        "episodes": episodes,
+        "failed": episodes - len(scores),  # episodes that could not run: in no mean below
         "mean_baseline": sum(baselines.values()) / len(baselines),
-        "mean_score": sum(scores) / len(scores),
-        "mean_reward": sum(rewards) / len(rewards),
+        "mean_score": sum(scores) / len(scores) if scores else None,  # over the episodes that ran
+        "mean_reward": sum(rewards) / len(rewards) if rewards else None,
         "training_examples": len(all_winners),
         "winners": all_winners,
     }

@@ -1,9 +1,10 @@
 """ARC self-edits: the JSON config a model writes to set up its own test-time training.
 
 ``parse_self_edit`` turns messy model text into an ``ArcSelfEdit`` or a
-``Rejection`` carrying a readable reason. It never raises and never retries:
-a rejected self-edit is an ordinary outcome (it earns no reward), and the
-reason is logged for whoever reads the run.
+``Rejection`` carrying a readable reason. No text makes it raise (each way
+text can fail is handled by name) and it never retries: a rejected self-edit
+is an ordinary outcome (it earns no reward), and the reason is logged for
+whoever reads the run. A bug in the parser is a traceback, not a rejection.
 
 Accepted text: the first JSON object in the text (code fences and prose around
 it are ignored), flat or nested one level deep (SEAL writes
@@ -91,6 +92,10 @@ def _normalise_key(key: str) -> str:
     return key.strip().lower().replace("-", "_").replace(" ", "_")
 
 
+class _Undecodable(Exception):
+    """JSON that the decoder cannot hold (not merely malformed): the self-edit is rejected with this reason."""
+
+
 def _malformed(error: json.JSONDecodeError) -> Rejection:
     return Rejection(f"malformed JSON: {error.msg} at character {error.pos}")
 
@@ -111,6 +116,8 @@ def _first_json_object(text: str) -> tuple[dict | None, json.JSONDecodeError | N
             value, _ = decoder.raw_decode(text, start)
         except json.JSONDecodeError as exc:
             furthest = exc if furthest is None or exc.pos > furthest.pos else furthest
+        except (ValueError, RecursionError) as exc:  # an integer past Python's digit limit; nesting past the stack
+            raise _Undecodable(f"undecodable JSON at character {start}: {type(exc).__name__}") from exc
         else:
             if isinstance(value, dict):
                 return value, furthest if furthest is not None and furthest.pos > start else None
@@ -149,8 +156,10 @@ def _validate(fields: dict, limits: SelfEditLimits) -> ArcSelfEdit | Rejection:
     if strategy is None:
         return Rejection(f"strategy must be one of {sorted(_STRATEGIES)}, got {raw_strategy!r}")
     lr = fields["learning_rate"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or isinstance(lr, float) and not math.isfinite(lr):
         return Rejection(f"learning_rate must be a finite number, got {lr!r}")
+    if not -1e308 < lr < 1e308:  # an integer too large for a float (compared exactly, without converting)
+        return Rejection(f"learning_rate is a {len(str(abs(lr)))}-digit integer, far outside the allowed range")
     if not limits.min_learning_rate <= lr <= limits.max_learning_rate:
         return Rejection(
             f"learning_rate {lr:g} is outside [{limits.min_learning_rate:g}, {limits.max_learning_rate:g}]"
@@ -174,14 +183,14 @@ def parse_self_edit(text: str, limits: SelfEditLimits = DEFAULT_LIMITS) -> ArcSe
     """
     try:
         obj, error = _first_json_object(text)
-        if obj is None:
-            return Rejection("no JSON object found in the text") if error is None else _malformed(error)
-        fields = _collect_fields(obj)
-        result = fields if isinstance(fields, Rejection) else _validate(fields, limits)
-        # An object nested in a broken one decodes on its own; the broken outer JSON is the real fault.
-        return _malformed(error) if isinstance(result, Rejection) and error is not None else result
-    except Exception as exc:  # the contract is "never raises": report anything unforeseen as a rejection
-        return Rejection(f"could not parse self-edit: {exc!r}")
+    except _Undecodable as exc:
+        return Rejection(str(exc))
+    if obj is None:
+        return Rejection("no JSON object found in the text") if error is None else _malformed(error)
+    fields = _collect_fields(obj)
+    result = fields if isinstance(fields, Rejection) else _validate(fields, limits)
+    # An object nested in a broken one decodes on its own; the broken outer JSON is the real fault.
+    return _malformed(error) if isinstance(result, Rejection) and error is not None else result
 
 
 def estimate_steps(edit: ArcSelfEdit, n_examples: int, batch_size: int = 1) -> int:
