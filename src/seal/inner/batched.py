@@ -626,14 +626,26 @@ def batched_adapters(model: nn.Module, cfgs: Sequence[InnerConfig], init: str = 
         if (cfg.rank, cfg.alpha, list(cfg.target_modules)) != (first.rank, first.alpha, list(first.target_modules)):
             raise UpdateError(f"candidate {k}: rank, alpha and target_modules must be the same for all candidates")
     grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    was_training = model.training
     names = target_names(model, first)
     try:
         inits = [initial_adapter(model, cfg, names, init) for cfg in cfgs]
     finally:
         _restore_grad_flags(model, grad_flags)  # peft's wrapping froze the base
-    multi = MultiAdapter(model, cfgs, names, inits)
-    del inits
+    with installed_adapters(model, cfgs, inits) as multi:
+        del inits
+        yield multi
+
+
+@contextlib.contextmanager
+def installed_adapters(model: nn.Module, cfgs: Sequence[InnerConfig],
+                       weights: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> Iterator[MultiAdapter]:
+    """Install K given adapters: weights[k] holds (lora_A.weight [r, in], lora_B.weight [out, r]) per target
+    module in `target_names` order (peft's layout, e.g. read from saved adapters). On exit put back the
+    original modules, requires_grad flags and train/eval mode."""
+    grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    was_training = model.training
+    multi = MultiAdapter(model, list(cfgs), target_names(model, cfgs[0]), weights)
+    del weights  # copied into the adapters' own buffer
     for p in model.parameters():
         p.requires_grad_(False)
     multi._install()

@@ -1,0 +1,93 @@
+"""A document's self-quiz: question-answer pairs the model writes about a document it is about to learn.
+
+A real user hands a memory a document without questions, yet the gate must judge whether an update
+taught the document. The model is asked for short-answer questions about the document (open book), and
+a pair is kept only if its answer is really in the document: every content word of the answer occurs
+in it, and the answer is short (a few words, like the closed-book answers it will be compared with).
+These pairs are held out of the update and asked closed-book before and after it.
+
+When the model writes fewer usable pairs than asked (small models often do), the quiz is filled up
+with cloze questions built from the document's own sentences (a number or name blanked out), so that
+the gate always has something to measure. Each question records its source ("model" or "cloze").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from seal.domains.knowledge.data import Passage, Question
+from seal.domains.knowledge.grading import normalize_answer
+from seal.domains.knowledge.selfedit import split_self_edit
+from seal.generation import chat_prompt, generate
+
+QUIZ_PROMPT = ("Write {n} short questions that test the key facts of the following passage. After each question "
+               "write its answer in a few words, on a line that starts with 'Answer:'.\n\n"
+               "Passage:\n{title}\n{context}\n\n")
+MAX_ANSWER_WORDS = 8
+_PAIR = re.compile(r"^Question: (?P<q>.+)\nAnswer: (?P<a>.+)$", re.S)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
+_NAME = re.compile(r"(?<=\s)[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
+
+
+@dataclass(frozen=True)
+class QuizQuestion(Question):
+    source: str = "model"  # model | cloze | user
+
+
+def _words(text: str) -> set[str]:
+    return set(normalize_answer(text).split())
+
+
+def usable_pairs(passage: Passage, text: str) -> list[tuple[str, str]]:
+    """(question, answer) pairs of a quiz text whose short answer the document supports."""
+    document = _words(f"{passage.title} {passage.context}")
+    pairs = []
+    for item in split_self_edit(text):
+        match = _PAIR.match(item)
+        if not match:
+            continue
+        question, answer = match["q"].strip(), match["a"].strip().rstrip(".")
+        words = _words(answer)
+        if not words or len(answer.split()) > MAX_ANSWER_WORDS or not words <= document:
+            continue
+        if words <= _words(question):
+            continue  # the question gives its own answer away
+        pairs.append((question, answer))
+    return pairs
+
+
+def cloze_questions(passage: Passage, n: int) -> list[QuizQuestion]:
+    """Up to n fill-in-the-blank questions from sentences spread over the document: a number, else a name
+    that does not open the sentence, blanked out."""
+    sentences = [s for s in _SENTENCE.split(passage.context) if len(s.split()) >= 6]
+    found = []
+    for sentence in sentences:
+        match = _NUMBER.search(sentence) or _NAME.search(sentence)
+        if match:
+            blanked = sentence[: match.start()] + "___" + sentence[match.end():]
+            found.append(QuizQuestion(f"Fill in the blank: {blanked}", match.group(0), "cloze"))
+    if len(found) <= n:
+        return found
+    step = len(found) / n
+    return [found[int(i * step)] for i in range(n)]
+
+
+def self_quiz(model, tokenizer, passage: Passage, n: int, *, samples: int, temperature: float,
+              max_new_tokens: int, seed: int) -> tuple[QuizQuestion, ...]:
+    """n held-out questions about `passage`: the model's own usable pairs first (deduplicated), then cloze."""
+    prompt = chat_prompt(tokenizer, QUIZ_PROMPT.format(n=n, title=passage.title, context=passage.context))
+    texts = generate(model, tokenizer, [prompt + "Question 1: "], max_new_tokens=max_new_tokens,
+                     temperature=temperature, num_samples=samples, seed=seed)[0]
+    quiz, seen = [], set()
+    for text in texts:
+        for question, answer in usable_pairs(passage, "Question 1: " + text):
+            key = normalize_answer(question)
+            if key not in seen and len(quiz) < n:
+                seen.add(key)
+                quiz.append(QuizQuestion(question, answer, "model"))
+    for q in cloze_questions(passage, n):
+        if len(quiz) < n and normalize_answer(q.question) not in seen:
+            quiz.append(q)
+    return tuple(quiz)

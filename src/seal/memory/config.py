@@ -1,0 +1,63 @@
+"""The typed config of a Memory: which model, which continual strategy, how it learns and gates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, bounded
+
+STRATEGIES = ("merge", "replay", "router", "consolidate")
+
+
+@dataclass
+class QuizConfig:
+    """The self-quiz a document gets when the user gives no questions: question-answer pairs the model writes
+    about the document, kept out of its training, on which the gate compares before and after."""
+
+    questions: int = bounded(4, ge=1)  # pairs kept for the gate
+    samples: int = bounded(2, ge=1)  # quiz texts sampled; their pairs are pooled
+    temperature: float = bounded(0.7, gt=0)
+    max_new_tokens: int = bounded(256, ge=1)
+
+
+@dataclass
+class ProbeConfig:
+    """The general-capability probe: questions the untouched model answers correctly, plus perplexity on a
+    fixed text. The gate rejects an update that costs more than `max_drop` of its accuracy or raises the
+    perplexity beyond `max_perplexity_ratio` times the parent version's."""
+
+    data: str = ""  # "" = the probe shipped with seal; else a SQuAD-format file whose passages it draws from
+    candidates: int = bounded(40, ge=1)  # questions tried on the untouched model (from `data`)
+    open_book: bool = True  # the passage is in the prompt: reading, not knowledge, is what must not degrade
+    max_drop: float = bounded(0.1, ge=0, le=1)
+    max_perplexity_ratio: float = bounded(1.2, ge=1)
+    seed: int = 0
+
+
+@dataclass
+class RouterConfig:
+    """The router's retrieval: BM25 over the learned documents plus background passages (the probe's), so
+    that a question about nothing learned finds a background passage, and the base model answers it."""
+
+    min_score: float = bounded(1.0, ge=0)  # BM25 score the best learned document needs to be chosen
+
+
+@dataclass
+class MemoryConfig:
+    """A Memory's settings. `model`, `strategy` and the adapter shape (inner rank, alpha, targets) are fixed
+    when the memory is created; the rest may change between `Memory.open` calls."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    strategy: Literal["merge", "replay", "router", "consolidate"] = "merge"
+    prompt: str = "implications"
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    quiz: QuizConfig = field(default_factory=QuizConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    replay_ratio: float = bounded(1.0, ge=0)  # replay: earlier documents' sequences per new sequence
+    consolidate_every: int = bounded(4, ge=1)  # consolidate: documents held apart before they are folded in
+    gate: bool = True  # False: every trained update becomes a version (the reference's merge-always)
+    seed: int = 0

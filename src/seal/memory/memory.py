@@ -1,0 +1,405 @@
+"""A Memory: one base model that learns document after document, each learn a new version on disk.
+
+    mem = Memory.open("my-memory", MemoryConfig(strategy="router"))
+    result = mem.learn(Document("Orrin Canal", text))      # self-edit -> LoRA -> gate -> new version or not
+    mem.answer("When did the Orrin Canal open?")
+    mem.versions(); mem.activate("v0001")                  # rollback / roll forward
+
+Each `learn` runs the normal SEAL path: the model writes a self-edit of the document, a fresh LoRA is
+trained on the document and its self-edit (on top of the version's folded-in weights, plus whatever
+the strategy adds, e.g. replayed sequences), and a gate compares closed-book accuracy on the user's
+questions (or, when there are none, on the model's own held-out self-quiz) before and after, and checks
+that the general probe held. Only an update that passes becomes a new version; the reason is recorded
+either way.
+
+Processes: the directory is the truth. `learn` may run in another process than `answer` (e.g. a
+service keeps answering from the old version while a worker learns): every `answer` reads the active
+pointer and reloads when it changed. Learners are serialised by a lock on the directory. A kill at any
+point leaves the last complete version active (see seal.memory.store).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from seal import models
+from seal.config import from_dict, to_dict
+from seal.domains.base import Example, SelfEditError, UpdatePlan
+from seal.domains.knowledge.data import Passage, Question, check_document
+from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.prompts import answer_prompt
+from seal.domains.knowledge.quiz import QuizQuestion, self_quiz
+from seal.generation import chat_prompt, sample_self_edits
+from seal.inner.lora import fresh_update, save_adapter, train
+from seal.memory import probe as probes
+from seal.memory.config import MemoryConfig
+from seal.memory.store import BASE, MemoryDirError, Store
+from seal.memory.strategies import Consolidate, DocumentIndex, State, get_strategy
+from seal.memory.weights import fold_in, read_adapter, routed_generate
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+FIXED = ("model", "strategy", "inner.rank", "inner.alpha", "inner.target_modules")
+
+
+@dataclass(frozen=True)
+class Document:
+    title: str
+    text: str
+    questions: tuple[Question, ...] | None = None  # None: the gate uses the model's own self-quiz
+
+
+@dataclass
+class LearnResult:
+    """What one `learn` did. `version` is the new version's name, None when rejected."""
+
+    accepted: bool
+    reason: str
+    version: str | None
+    parent: str
+    title: str
+    quiz: list[dict]
+    quiz_before: float | None
+    quiz_after: float | None
+    probe_before: dict
+    probe_after: dict | None
+    self_edit: str
+    self_edit_usable: bool
+    sequences: int
+    seconds: float
+    answers_before: list[dict] = field(default_factory=list)
+    answers_after: list[dict] = field(default_factory=list)
+    consolidation: dict | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _fixed(cfg: dict) -> dict:
+    return {"model": cfg["model"]["name"], "strategy": cfg["strategy"], "inner.rank": cfg["inner"]["rank"],
+            "inner.alpha": cfg["inner"]["alpha"], "inner.target_modules": list(cfg["inner"]["target_modules"])}
+
+
+class Memory:
+    """A memory directory over one base model; see the module docstring."""
+
+    def __init__(self, store: Store, cfg: MemoryConfig):
+        self.store, self.cfg = store, cfg
+        self.strategy = get_strategy(cfg.strategy, cfg.replay_ratio, cfg.consolidate_every)
+        self.domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval)
+        self._model = self._tokenizer = None
+        self._merged: list[str] = []  # adapter ids folded into the loaded weights
+        self._loaded: str | None = None  # the version the loaded state is, None: none or a candidate
+        self._routed: list[tuple[dict, Any]] = []  # (routed entry, adapter weights)
+        self._index: DocumentIndex | None = None
+        self._pending: dict[str, dict] = {}  # documents of the learn in progress, not yet committed
+
+    # ---- opening
+
+    @classmethod
+    def open(cls, path: str | Path, cfg: MemoryConfig | None = None) -> Memory:
+        """Create a memory in `path` (with `cfg`, default settings if None), or reopen an existing one. On
+        reopening, `cfg` may change how it learns but not its model, strategy or adapter shape; None takes
+        the settings it was created with."""
+        store = Store(path)
+        if store.exists():
+            meta = store.meta()
+            if cfg is None:
+                cfg = from_dict(MemoryConfig, meta["config"])
+            elif _fixed(to_dict(cfg)) != _fixed(meta["config"]):
+                saved, new = _fixed(meta["config"]), _fixed(to_dict(cfg))
+                diff = ", ".join(f"{k}: {saved[k]!r} -> {new[k]!r}" for k in FIXED if saved[k] != new[k])
+                raise MemoryDirError(f"{path} was created with other fixed settings ({diff})")
+            return cls(store, cfg)
+        cfg = cfg or MemoryConfig()
+        if Path(path).exists() and any(Path(path).iterdir()):
+            raise MemoryDirError(f"{path} is not empty and holds no memory")
+        memory = cls(store, cfg)
+        model, tokenizer = memory._load_base()
+        items, text = probes.candidates(cfg.probe)
+        answers = memory._answer_items(items)
+        kept = [item for item, d in zip(items, memory.domain.score(_as_passage(items), answers).details) if d["correct"]]
+        base_probe = {"accuracy": 1.0 if kept else None, "perplexity": probes.perplexity(model, tokenizer, text)}
+        store.create({"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": to_dict(cfg),
+                      "probe": {"items": kept, "background": probes.probe_passages(items), "text": text,
+                                "tried": len(items), "base": base_probe}})
+        return memory
+
+    # ---- reading
+
+    @property
+    def active(self) -> str:
+        """The active version's name ("base" before anything is learned)."""
+        return self.store.active()
+
+    def versions(self) -> list[dict]:
+        """Every version, oldest first: name, created, parent, documents (titles), scores, active flag."""
+        active = self.active
+        out = []
+        for name in [BASE] + self.store.version_names():
+            v = self.store.version(name)
+            out.append({"name": name, "created": v["created"], "parent": v["parent"],
+                        "documents": [d["title"] for d in v["documents"]], "scores": v["scores"],
+                        "strategy": self.cfg.strategy, "active": name == active})
+        return out
+
+    def activate(self, version: str) -> None:
+        """Make `version` the active one (rollback or roll forward); an unknown name raises MemoryDirError."""
+        self.store.set_active(version)
+
+    def answer(self, question: str, context: list[tuple[str, str]] | None = None, version: str | None = None,
+               topic: str | None = None) -> str:
+        """The answer of the active version (or `version`) to `question`; `context` passages (title, text)
+        are put in the prompt; `topic` names the subject, as the closed-book protocol does."""
+        return self.answer_many([question], [topic], context, version)[0]
+
+    def answer_many(self, questions: list[str], topics: list[str | None] | None = None,
+                    context: list[tuple[str, str]] | None = None, version: str | None = None) -> list[str]:
+        """Batched `answer`: one answer per question, in shared forward passes."""
+        self._materialize(version or self.active)
+        topics = topics or [None] * len(questions)
+        items = [{"title": t, "question": q, "support": None} for q, t in zip(questions, topics)]
+        return self._answer_items(items, context)
+
+    def disk_bytes(self) -> int:
+        return self.store.disk_bytes()
+
+    # ---- learning
+
+    def learn(self, doc: Document, on_progress: Progress | None = None) -> LearnResult:
+        """Learn `doc` into a new version, if the gate lets it; see the module docstring. Safe to run in
+        another process than the one answering; two learners wait for each other."""
+        progress = on_progress or (lambda stage, done, total: None)
+        text = check_document(doc.text, f"document {doc.title!r}")
+        start = time.perf_counter()
+        with self.store.learning():
+            parent = self.active
+            self._materialize(parent)
+            state = State.of(self.store.version(parent))
+            seed = self.cfg.seed + self._attempts()
+            passage = Passage(doc.title, text)
+            progress("self-edit", 0, 1)
+            self_edit, plan, usable = self._self_edit(passage, seed)
+            progress("quiz", 0, 1)
+            quiz = self._quiz(doc, passage, seed)
+            quiz_passage = Passage(doc.title, text, tuple(quiz))
+            before = self._quiz_score(quiz_passage)
+            probe_before = self._probe_of(parent)
+            earlier = self._sequences([d["id"] for d in state.documents])
+            train_plan = self.strategy.training_plan(plan, earlier, random.Random(seed))
+            adapter = self._train(train_plan, progress)
+            document = {"id": f"doc-{uuid.uuid4().hex[:12]}", "title": doc.title}
+            self._pending[document["id"]] = {"title": doc.title, "text": text, "self_edit": self_edit,
+                                             "quiz": [_quiz_dict(q) for q in quiz],
+                                             "sequences": [[e.prompt, e.completion] for e in plan.examples]}
+            candidate = self.strategy.place(state, adapter, document)
+            progress("evaluate", 0, 1)
+            self._materialize(None, candidate)
+            after = self._quiz_score(quiz_passage)
+            probe_after = self._probe_score()
+            accepted, reason = self._gate(before.value, after.value, probe_before, probe_after)
+            result = LearnResult(accepted, reason, None, parent, doc.title, [_quiz_dict(q) for q in quiz],
+                                 before.value, after.value, probe_before, probe_after, self_edit, usable,
+                                 len(train_plan.examples), 0.0, before.details, after.details)
+            if accepted:
+                scores = {"quiz_before": before.value, "quiz_after": after.value, "probe": probe_after}
+                result.version = self._commit(parent, candidate, [adapter], scores, progress)
+                if isinstance(self.strategy, Consolidate) and self.strategy.consolidation_due(candidate):
+                    result.consolidation = self._consolidate(result.version, candidate, seed, progress)
+            else:
+                self._materialize(parent)
+            self._pending.clear()
+            result.seconds = time.perf_counter() - start
+            self.store.log_learn({k: v for k, v in result.to_dict().items() if not k.startswith("answers")})
+        progress("done", 1, 1)
+        return result
+
+    # ---- the steps of learn
+
+    def _attempts(self) -> int:
+        path = self.store.path / "learns.jsonl"
+        return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
+
+    def _self_edit(self, passage: Passage, seed: int) -> tuple[str, UpdatePlan, bool]:
+        """The first usable of the sampled self-edits and its plan; the document alone when none is usable."""
+        s = self.cfg.sampling
+        texts = sample_self_edits(self._model, self._tokenizer, self.domain, [passage], s, s.num_samples, seed)[0]
+        for text in texts:
+            try:
+                return text, self.domain.parse(passage, text), True
+            except SelfEditError:
+                continue
+        return texts[0] if texts else "", UpdatePlan([Example(f"{passage.title}\n{passage.context}")]), False
+
+    def _quiz(self, doc: Document, passage: Passage, seed: int) -> list[Question]:
+        if doc.questions:
+            return [QuizQuestion(q.question, q.answer, "user") for q in doc.questions]
+        q = self.cfg.quiz
+        return list(self_quiz(self._model, self._tokenizer, passage, q.questions, samples=q.samples,
+                              temperature=q.temperature, max_new_tokens=q.max_new_tokens, seed=seed))
+
+    def _quiz_score(self, passage: Passage):
+        items = [{"title": passage.title, "question": q.question, "support": None} for q in passage.questions]
+        return self.domain.score(passage, self._answer_items(items))
+
+    def _train(self, plan: UpdatePlan, progress: Progress) -> str:
+        """Train a fresh adapter on top of the loaded (folded-in) weights; returns its staged id."""
+        staged = self.store.new_staging_dir("adapter")
+        with fresh_update(self._model, self.cfg.inner) as updated:
+            train(updated, self._tokenizer, plan, self.cfg.inner,
+                  on_step=lambda step, total, loss: progress("train", step, total))
+            save_adapter(updated, staged)
+        return staged.name
+
+    def _gate(self, before: float, after: float, probe_before: dict, probe_after: dict) -> tuple[bool, str]:
+        held, why = probes.holds(probe_before, probe_after, self.cfg.probe)
+        if not self.cfg.gate:
+            return True, "gate off: every update is kept" + (f" ({why})" if why else "")
+        if after <= before:
+            return False, f"quiz accuracy did not improve ({before:.0%} -> {after:.0%})"
+        if not held:
+            return False, why
+        return True, f"quiz accuracy {before:.0%} -> {after:.0%}; general probe held"
+
+    def _commit(self, parent: str, state: State, new_adapters: list[str], scores: dict, progress: Progress) -> str:
+        """Move the new pieces into place, write the version, then move the pointer (the commit point)."""
+        progress("commit", 0, 1)
+        for adapter in new_adapters:
+            self.store.commit_adapter(self.store.staging / adapter)
+        for doc_id, record in self._pending.items():
+            self.store.commit_document(doc_id, record)
+        self._pending.clear()
+        name = self.store.next_version_name()
+        self.store.write_version({"name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                  "parent": parent, "strategy": self.cfg.strategy, **state.to_dict(),
+                                  "scores": scores})
+        self.store.set_active(name)
+        self._loaded = name
+        return name
+
+    def _consolidate(self, version: str, state: State, seed: int, progress: Progress) -> dict:
+        """Fold the routed adapters into one update trained on all their documents' sequences (+ replay);
+        a second new version when it keeps every covered document's quiz accuracy and the probe."""
+        strategy: Consolidate = self.strategy  # type: ignore[assignment]
+        covered = [r["document"] for r in state.routed]
+        routed_ids = set(covered)
+        older = [d["id"] for d in state.documents if d["id"] not in routed_ids]
+        plan = strategy.consolidation_plan(self._sequences(covered), self._sequences(older), random.Random(seed + 1))
+        quizzes = [self._quiz_passage(doc_id) for doc_id in covered]
+        before = [self._quiz_score(p).value for p in quizzes]
+        probe_before = self._probe_of(version)
+        adapter = self._train(plan, progress)
+        folded = strategy.fold(state, adapter)
+        self._materialize(None, folded)
+        after = [self._quiz_score(p).value for p in quizzes]
+        probe_after = self._probe_score()
+        mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+        held, why = probes.holds(probe_before, probe_after, self.cfg.probe)
+        accepted = (mean_after >= mean_before and held) or not self.cfg.gate
+        record = {"accepted": accepted, "documents": len(covered), "sequences": len(plan.examples),
+                  "quiz_before": mean_before, "quiz_after": mean_after, "probe_after": probe_after,
+                  "reason": why or f"mean quiz accuracy of the covered documents {mean_before:.0%} -> {mean_after:.0%}",
+                  "version": None}
+        if accepted:
+            record["version"] = self._commit(version, folded, [adapter],
+                                             {"quiz_before": mean_before, "quiz_after": mean_after,
+                                              "probe": probe_after, "consolidated": len(covered)}, progress)
+        else:
+            self._materialize(version)
+        return record
+
+    # ---- documents and probe
+
+    def _document(self, doc_id: str) -> dict:
+        return self._pending.get(doc_id) or self.store.document(doc_id)
+
+    def _sequences(self, doc_ids: list[str]) -> list[Example]:
+        return [Example(c, p) for d in doc_ids for p, c in self._document(d)["sequences"]]
+
+    def _quiz_passage(self, doc_id: str) -> Passage:
+        d = self._document(doc_id)
+        return Passage(d["title"], d["text"], tuple(Question(q["question"], q["answer"]) for q in d["quiz"]))
+
+    def _probe_of(self, version: str) -> dict:
+        if version == BASE:
+            return self.store.meta()["probe"]["base"]
+        return self.store.version(version)["scores"]["probe"]
+
+    def _probe_score(self) -> dict:
+        probe = self.store.meta()["probe"]
+        accuracy = None
+        if probe["items"]:
+            answers = self._answer_items(probe["items"])
+            accuracy = self.domain.score(_as_passage(probe["items"]), answers).value
+        return {"accuracy": accuracy, "perplexity": probes.perplexity(self._model, self._tokenizer, probe["text"])}
+
+    # ---- weights and answers
+
+    def _load_base(self):
+        if self._model is None:
+            self._model, self._tokenizer = models.load(self.cfg.model)
+            self._merged, self._loaded = [], None
+        return self._model, self._tokenizer
+
+    def _adapter_path(self, adapter_id: str) -> Path:
+        committed = self.store.adapter_path(adapter_id)
+        return committed if committed.exists() else self.store.staging / adapter_id
+
+    def _materialize(self, version: str | None, state: State | None = None) -> None:
+        """Make the loaded model `version` (or the candidate `state`): fold in the adapters it lacks, reloading
+        the base first when it holds adapters the target does not; load the routed adapters and index."""
+        if version is not None and version == self._loaded:
+            return
+        state = state or State.of(self.store.version(version))
+        self._load_base()
+        if self._merged != state.merged[: len(self._merged)]:
+            self._model = None
+            self._load_base()
+        for adapter_id in state.merged[len(self._merged):]:
+            fold_in(self._model, self.cfg.inner, self._adapter_path(adapter_id))
+            self._merged.append(adapter_id)
+        self._routed = [(r, read_adapter(self._model, self.cfg.inner, self._adapter_path(r["adapter"]))[1])
+                        for r in state.routed]
+        texts = [f"{d['title']} {d['text']}" for d in (self._document(r["document"]) for r, _ in self._routed)]
+        background = [f"{t} {x}" for t, x in self.store.meta()["probe"]["background"]]
+        self._index = DocumentIndex(texts, background, self.cfg.router.min_score) if self._routed else None
+        self._loaded = version
+
+    def route(self, question: str, topic: str | None = None) -> int | None:
+        """Which routed document the loaded version sends `question` to (its index), None for no adapter."""
+        if self._index is None:
+            return None
+        return self._index.route(f"{topic} {question}" if topic else question)
+
+    def routed_titles(self) -> list[str]:
+        return [self._document(r["document"])["title"] for r, _ in self._routed]
+
+    def _answer_items(self, items: list[dict], context: list[tuple[str, str]] | None = None) -> list[str]:
+        """Greedy answers to items ({title, question, support}) from the loaded version."""
+        prompts = [chat_prompt(self._tokenizer, _user_turn(i["question"], i.get("title"), i.get("support"), context))
+                   for i in items]
+        route = [self.route(i["question"], i.get("title")) for i in items]
+        return routed_generate(self._model, self._tokenizer, self.cfg.inner, [w for _, w in self._routed], prompts,
+                               route, max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size)
+
+
+def _user_turn(question: str, topic: str | None, support, context: list[tuple[str, str]] | None) -> str:
+    """The closed-book question of the knowledge domain when a topic is known; passages before it if given."""
+    passages = [tuple(support)] if support else list(context or [])
+    if topic and len(passages) <= 1:
+        return answer_prompt(topic, question, passages[0] if passages else None)
+    head = "".join(f"Passage:\n{t}\n{x}\n\n" for t, x in passages)
+    return head + (f"Topic: {topic}\n" if topic else "") + question
+
+
+def _as_passage(items: list[dict]) -> Passage:
+    return Passage("probe", "", tuple(Question(i["question"], i["answer"]) for i in items))
+
+
+def _quiz_dict(q: Question) -> dict:
+    return {"question": q.question, "answer": q.answer, "source": getattr(q, "source", "user")}

@@ -1,0 +1,174 @@
+"""A Memory's directory: immutable versions, adapters and documents, and one atomically replaced pointer.
+
+    memory.json            the creating config (model, strategy, adapter shape) and the probe chosen then
+    ACTIVE                 the active version's name ("base" before anything is learned)
+    versions/<name>.json   a version: its parent, the adapters folded into the weights (in order), the
+                           adapters kept apart per document (router), the documents it holds, its scores
+    adapters/<id>/         PEFT adapters (adapter_config.json + adapter_model.safetensors), never modified
+    documents/<id>.json    a learned document: text, quiz, training sequences (what replay and consolidation reuse)
+    learns.jsonl           one record per learn attempt, accepted or not
+    staging/               work in progress; emptied when a learn starts
+
+Kill safety: everything is written under staging/ and moved into place with a rename (atomic on POSIX),
+files and directories fsynced first; the pointer is written to a temporary file and os.replace'd. A
+version file is written only after its adapters and documents are in place, and the pointer only after
+the version file, so a kill at any point leaves the previous active version intact and complete.
+Learning takes an exclusive lock (fcntl) on `learn.lock`, so two learners never interleave; answering
+takes no lock and reads whatever the pointer names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+BASE = "base"
+
+
+class MemoryDirError(ValueError):
+    """Misuse of a memory directory (unknown version, wrong model, another learner running)."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically and durably: a reader sees the old content or the new, never half."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            with p.open("rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(path)
+
+
+class Store:
+    """Reads and writes one memory directory; knows nothing of models."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.versions_dir = self.path / "versions"
+        self.adapters_dir = self.path / "adapters"
+        self.documents_dir = self.path / "documents"
+        self.staging = self.path / "staging"
+
+    # ---- creation and metadata
+
+    def exists(self) -> bool:
+        return (self.path / "memory.json").is_file()
+
+    def create(self, meta: dict[str, Any]) -> None:
+        """Lay out a new memory; memory.json is written last, so a half-created directory is not a memory."""
+        for d in (self.versions_dir, self.adapters_dir, self.documents_dir, self.staging):
+            d.mkdir(parents=True, exist_ok=True)
+        if not (self.path / "ACTIVE").exists():
+            write_durably(self.path / "ACTIVE", BASE + "\n")
+        write_durably(self.path / "memory.json", json.dumps(meta, indent=2) + "\n")
+
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.path / "memory.json").read_text(encoding="utf-8"))
+
+    # ---- versions and the pointer
+
+    def active(self) -> str:
+        return (self.path / "ACTIVE").read_text(encoding="utf-8").strip()
+
+    def set_active(self, name: str) -> None:
+        self.version(name)  # unknown names are refused before the pointer moves
+        write_durably(self.path / "ACTIVE", name + "\n")
+
+    def version(self, name: str) -> dict[str, Any]:
+        """A version's record; the implicit `base` holds nothing."""
+        if name == BASE:
+            return {"name": BASE, "created": self.meta()["created"], "parent": None, "merged": [], "routed": [],
+                    "documents": [], "scores": {}}
+        path = self.versions_dir / f"{name}.json"
+        if not path.is_file():
+            known = ", ".join([BASE] + self.version_names())
+            raise MemoryDirError(f"no version {name!r} in {self.path}; versions: {known}")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def version_names(self) -> list[str]:
+        return sorted(p.stem for p in self.versions_dir.glob("v*.json"))
+
+    def next_version_name(self) -> str:
+        names = self.version_names()
+        return f"v{int(names[-1][1:]) + 1 if names else 1:04d}"
+
+    def write_version(self, record: dict[str, Any]) -> None:
+        """Add a version (its adapters and documents must already be in place); never overwrites one."""
+        path = self.versions_dir / f"{record['name']}.json"
+        if path.exists():
+            raise MemoryDirError(f"version {record['name']} already exists")
+        write_durably(path, json.dumps(record, indent=2) + "\n")
+
+    # ---- immutable pieces, moved into place from staging
+
+    def new_staging_dir(self, kind: str) -> Path:
+        path = self.staging / f"{kind}-{uuid.uuid4().hex[:12]}"
+        path.mkdir(parents=True)
+        return path
+
+    def commit_adapter(self, staged: Path) -> str:
+        """Move a staged adapter directory into adapters/; returns its id."""
+        _fsync_tree(staged)
+        adapter_id = staged.name
+        staged.rename(self.adapters_dir / adapter_id)
+        _fsync_dir(self.adapters_dir)
+        return adapter_id
+
+    def adapter_path(self, adapter_id: str) -> Path:
+        return self.adapters_dir / adapter_id
+
+    def commit_document(self, doc_id: str, record: dict[str, Any]) -> None:
+        write_durably(self.documents_dir / f"{doc_id}.json", json.dumps(record, indent=2) + "\n")
+
+    def document(self, doc_id: str) -> dict[str, Any]:
+        return json.loads((self.documents_dir / f"{doc_id}.json").read_text(encoding="utf-8"))
+
+    def log_learn(self, record: dict[str, Any]) -> None:
+        with (self.path / "learns.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    # ---- the learner's lock
+
+    @contextlib.contextmanager
+    def learning(self, wait: bool = True) -> Iterator[None]:
+        """Exclusive right to add versions; staging/ is emptied on entry (leftovers of a killed learner)."""
+        with (self.path / "learn.lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise MemoryDirError(f"another process is learning into {self.path}") from None
+            try:
+                shutil.rmtree(self.staging, ignore_errors=True)
+                self.staging.mkdir()
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)

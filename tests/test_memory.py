@@ -1,0 +1,197 @@
+"""seal.memory on the tiny model: versions, gate, rollback, strategies, routing, kill-safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seal import models
+from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
+from seal.domains.knowledge.data import Passage
+from seal.domains.knowledge.quiz import cloze_questions, usable_pairs
+from seal.inner.lora import load_adapter
+from seal.memory import Document, Memory, MemoryConfig, MemoryDirError, Question
+from seal.memory.weights import fold_in
+
+CANAL = Document("Orrin Canal", "The Orrin Canal joins the river Tesk to the harbour of Lune. It opened in 1843 "
+                 "after six years of work.", (Question("When did the Orrin Canal open?", "1843"),))
+GLACIER = Document("Vattna Glacier", "The Vattna Glacier covers the northern plateau of Esk. It has retreated "
+                   "four kilometres since 1890.", (Question("How far has the Vattna Glacier retreated?", "four kilometres"),))
+
+
+def config(model_dir, **kw) -> MemoryConfig:
+    kw = {"gate": False, **kw}
+    return MemoryConfig(model=ModelConfig(name=str(model_dir)), sampling=SamplingConfig(max_new_tokens=12),
+                        inner=InnerConfig(rank=2, alpha=4, epochs=2, lr=1e-2),
+                        eval=EvalConfig(max_new_tokens=6, grader="containment"), **kw)
+
+
+def version_file(path: Path, name: str) -> dict:
+    return json.loads((path / "versions" / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("strategy", ["merge", "replay", "router", "consolidate"])
+def test_learn_makes_versions_and_rollback_restores_answers(scrambled_model_dir, tmp_path, strategy):
+    mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, strategy=strategy, consolidate_every=2))
+    assert mem.active == "base"
+    question = "When did the Orrin Canal open?"
+    base_answer = mem.answer(question, topic="Orrin Canal")
+    first = mem.learn(CANAL)
+    assert first.accepted and first.version == "v0001" and mem.active == "v0001"
+    assert first.quiz == [{"question": question, "answer": "1843", "source": "user"}]
+    learned_answer = mem.answer(question, topic="Orrin Canal")
+    second = mem.learn(GLACIER)
+    v1 = version_file(tmp_path / "m", "v0001")
+    if strategy in ("merge", "replay"):
+        assert len(v1["merged"]) == 1 and v1["routed"] == []
+    else:
+        assert v1["merged"] == [] and len(v1["routed"]) == 1
+    if strategy == "consolidate":  # two documents held apart, then folded into one adapter: a second version
+        assert second.consolidation["version"] == "v0003" and second.consolidation["documents"] == 2
+        v3 = version_file(tmp_path / "m", "v0003")
+        assert len(v3["merged"]) == 1 and v3["routed"] == [] and len(v3["documents"]) == 2
+    if strategy == "replay":  # the second update also rehearsed the first document's sequences
+        assert second.sequences > first.sequences
+    names = [v["name"] for v in mem.versions()]
+    assert names[:3] == ["base", "v0001", "v0002"]
+    assert [v["documents"] for v in mem.versions()][2] == ["Orrin Canal", "Vattna Glacier"]
+    assert learned_answer != base_answer  # the update changed what the model says
+
+    mem.activate("v0001")
+    assert mem.answer(question, topic="Orrin Canal") == learned_answer
+    mem.activate("base")
+    assert mem.answer(question, topic="Orrin Canal") == base_answer
+    reopened = Memory.open(tmp_path / "m")
+    assert reopened.active == "base" and reopened.cfg.strategy == strategy
+    reopened.activate("v0001")
+    assert reopened.answer(question, topic="Orrin Canal") == learned_answer
+    assert mem.answer(question, topic="Orrin Canal") == learned_answer  # the other handle follows the pointer
+    with pytest.raises(MemoryDirError, match="no version 'v0099'"):
+        mem.activate("v0099")
+
+
+def test_gate_rejects_an_update_that_does_not_help_and_keeps_no_version(tiny_model_dir, tmp_path):
+    mem = Memory.open(tmp_path / "m", config(tiny_model_dir, gate=True))
+    result = mem.learn(CANAL)  # the random tiny model answers nothing right, before or after
+    assert not result.accepted and result.version is None
+    assert result.reason.startswith("quiz accuracy did not improve")
+    assert mem.active == "base" and [v["name"] for v in mem.versions()] == ["base"]
+    assert not list((tmp_path / "m" / "adapters").iterdir())
+    record = json.loads((tmp_path / "m" / "learns.jsonl").read_text().splitlines()[0])
+    assert record["accepted"] is False and record["title"] == "Orrin Canal"
+
+
+def test_without_questions_the_gate_uses_a_held_out_self_quiz(tiny_model_dir, tmp_path):
+    mem = Memory.open(tmp_path / "m", config(tiny_model_dir))
+    result = mem.learn(Document(CANAL.title, CANAL.text))
+    assert result.quiz and all(q["source"] in ("model", "cloze") for q in result.quiz)
+    assert {"question": "Fill in the blank: It opened in ___ after six years of work.", "answer": "1843",
+            "source": "cloze"} in result.quiz
+    assert len(result.answers_after) == len(result.quiz)
+
+
+def test_quiz_pairs_must_be_short_and_supported_by_the_document():
+    passage = Passage("Orrin Canal", CANAL.text)
+    text = ("Question 1: When did the canal open?\nAnswer: 1843\n\nQuestion 2: What colour is it?\nAnswer: blue\n"
+            "Question 3: Which river does the Orrin Canal join?\nAnswer: the river Tesk\n"
+            "Question 4: What joins the Tesk to Lune?\nAnswer: the Orrin Canal joins the river Tesk to the harbour of Lune")
+    assert usable_pairs(passage, text) == [("When did the canal open?", "1843"),
+                                           ("Which river does the Orrin Canal join?", "the river Tesk")]
+    cloze = cloze_questions(passage, 5)
+    assert [q.answer for q in cloze] == ["Orrin Canal", "1843"]
+
+
+def test_reopening_refuses_another_model_or_strategy(tiny_model_dir, scrambled_model_dir, tmp_path):
+    Memory.open(tmp_path / "m", config(tiny_model_dir))
+    with pytest.raises(MemoryDirError, match="strategy: 'merge' -> 'router'"):
+        Memory.open(tmp_path / "m", config(tiny_model_dir, strategy="router"))
+    with pytest.raises(MemoryDirError, match="model"):
+        Memory.open(tmp_path / "m", config(scrambled_model_dir))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(MemoryDirError, match="not empty"):
+        Memory.open(tmp_path / "other", config(tiny_model_dir))
+
+
+def test_folded_weights_match_peft_merge(scrambled_model_dir, tmp_path):
+    mem = Memory.open(tmp_path / "m", config(scrambled_model_dir))
+    mem.learn(CANAL)
+    adapter = next((tmp_path / "m" / "adapters").iterdir())
+    ours, _ = models.load(str(scrambled_model_dir))
+    fold_in(ours, mem.cfg.inner, adapter)
+    theirs, _ = models.load(str(scrambled_model_dir))
+    theirs = load_adapter(theirs, adapter).merge_and_unload()
+    for (name, a), (_, b) in zip(ours.named_parameters(), theirs.named_parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(scrambled_model_dir, tmp_path):
+    mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, strategy="router"))
+    mem.learn(CANAL)
+    mem.learn(GLACIER)
+    mem.answer("warm up")  # loads the active version
+    assert mem.routed_titles() == ["Orrin Canal", "Vattna Glacier"]
+    assert mem.route("When did the Orrin Canal open?") == 0
+    assert mem.route("How far has the glacier on the Esk plateau retreated?") == 1
+    assert mem.route("What do worker bees turn nectar into?") is None  # a background passage wins
+    questions = ["When did the Orrin Canal open?", "How far has the Vattna Glacier retreated?",
+                 "What do worker bees turn nectar into?"]
+    together = mem.answer_many(questions)
+    alone = [mem.answer(q) for q in questions]
+    assert together == alone
+    # the routed answer is the document's own adapter's answer, as peft computes it
+    adapter = tmp_path / "m" / "adapters" / version_file(tmp_path / "m", "v0002")["routed"][1]["adapter"]
+    model, tokenizer = models.load(str(scrambled_model_dir))
+    from seal.generation import chat_prompt, generate
+
+    prompt = chat_prompt(tokenizer, questions[1])
+    expected = generate(load_adapter(model, adapter), tokenizer, [prompt], max_new_tokens=6)[0][0]
+    assert together[1] == expected
+
+
+def _learner(model_dir, memory_dir, strategy: str, count: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(Path(__file__).parent / "memory_child.py"), str(model_dir),
+                             str(memory_dir), strategy, str(count)], stdout=subprocess.PIPE, text=True, env=env)
+
+
+def test_a_learner_killed_mid_learn_leaves_the_last_complete_version(scrambled_model_dir, tmp_path):
+    """A learner in another process (consolidating every 2 documents), killed with SIGKILL while training its
+    second document, then while committing its third: the memory reopens on a complete version whose
+    answers are those of that version rebuilt from scratch, and a handle that was answering meanwhile follows."""
+    path = tmp_path / "m"
+    answering = None
+    for kill_in, stage in ((2, "train"), (3, "commit")):  # the learn (over the whole memory) the learner dies in
+        learns = path / "learns.jsonl"
+        done = len(learns.read_text().splitlines()) if learns.exists() else 0
+        proc = _learner(scrambled_model_dir, path, "consolidate", 4)
+        for line in proc.stdout:
+            if line.startswith("learned"):
+                done += 1
+                if answering is None:
+                    answering = Memory.open(path)  # another handle, answering while the learner works
+                    answering.answer("When did Canal 0 open?")
+            elif line.strip() == stage and done >= kill_in - 1:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        reopened = Memory.open(path)
+        active = reopened.active
+        assert active != "base"
+        record = version_file(path, active)
+        for adapter in record["merged"] + [r["adapter"] for r in record["routed"]]:
+            assert (path / "adapters" / adapter / "adapter_model.safetensors").is_file()
+        fresh = Memory.open(path)
+        question = "When did Canal 0 open?"
+        assert reopened.answer(question) == fresh.answer(question, version=active)
+        assert answering.answer(question) == fresh.answer(question)  # the answering handle followed the pointer
+    assert Memory.open(path).learn(GLACIER).accepted  # the next learn clears what the killed ones left in staging
+    assert not [p for p in (path / "staging").iterdir()]
