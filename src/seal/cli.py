@@ -29,6 +29,12 @@ def config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. --set inner.lr=3e-4 (repeatable)")
 
 
+def workers_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1,
+                   help="Ray workers for the E-step's episodes, one thread each (default 1: no Ray)")
+    p.add_argument("--address", help="join this Ray cluster (`ray start --head`) instead of starting a local one")
+
+
 def _learn_config(args) -> LearnConfig:
     overrides = list(args.overrides)
     if getattr(args, "model", None):
@@ -144,7 +150,7 @@ def _train(args, config_cls, run, kind: str, flags: tuple[tuple[str, str], ...],
     overrides = list(args.overrides) + [f"{key}={getattr(args, flag)}" for flag, key in common + flags
                                         if getattr(args, flag) is not None]
     cfg = load_config(config_cls, args.config, overrides)
-    results = run(cfg, args.out or default_run_dir(kind))
+    results = run(cfg, args.out or default_run_dir(kind), workers=args.workers, address=args.address)
     for s in results["rounds"]:
         console.print(line(s))
     console.print(f"generators: {', '.join(results['generators'])}")
@@ -220,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, help="self-edits sampled per passage")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default: runs/train-knowledge-<time>); rerun the same --out to resume")
+    workers_args(p)
     config_args(p)
     p.set_defaults(func=cmd_train_knowledge)
 
@@ -233,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, help="self-edits sampled per task")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default: runs/train-arc-<time>); rerun the same --out to resume")
+    workers_args(p)
     config_args(p)
     p.set_defaults(func=cmd_train_arc)
 

@@ -28,20 +28,41 @@ class TrainKnowledgeConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path) -> dict:
+def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1, address: str | None = None) -> dict:
+    check_workers(workers)
     _, rest = split_eval(load_squad(cfg.data))
     contexts = [p for p in rest[cfg.offset:] if p.questions][: cfg.passages]
     if len(contexts) < cfg.passages:
         raise ValueError(f"only {len(contexts)} training passages with questions at offset {cfg.offset}")
     domain = KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval)
     run = Run(out, cfg)
-    rounds = restem(domain, contexts, cfg.restem, run, on_round=lambda r, s: run.log({"event": "round", **s}))
+    rounds = run_rounds(domain, contexts, cfg.restem, run, workers, address)
     results = {"generator": cfg.restem.generator.name, "learner": cfg.restem.learner or "generator",
                "rounds": rounds, "generators": [str(Path(out) / f"round-{s['round']}") for s in rounds]}
     plot_rounds(rounds, run.path / "plots" / "rounds.png")
     run.report(_report(results))
     run.finish(results)
     return results
+
+
+def check_workers(workers: int) -> None:
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
+
+
+def run_rounds(domain, contexts: list, cfg: RestEMConfig, run: Run, workers: int, address: str | None) -> list[dict]:
+    """ReST-EM's rounds, logging each round's summary; the E-step on `workers` Ray workers when asked
+    (`workers` > 1 or a cluster `address`), else in this process without Ray."""
+    on_round = lambda r, s: run.log({"event": "round", **s})  # noqa: E731
+    if workers == 1 and not address:
+        return restem(domain, contexts, cfg, run, on_round=on_round)
+    from seal.distributed.episodes import RayEpisodes
+
+    pool = RayEpisodes(domain, contexts, cfg, workers, address)
+    try:
+        return restem(domain, contexts, cfg, run, on_round=on_round, remote=pool)
+    finally:
+        pool.close()
 
 
 def _report(results: dict) -> str:
@@ -81,8 +102,9 @@ class TrainArcConfig:
     arc: ArcConfig = field(default_factory=ArcConfig)
 
 
-def train_arc(cfg: TrainArcConfig, out: str | Path) -> dict:
+def train_arc(cfg: TrainArcConfig, out: str | Path, workers: int = 1, address: str | None = None) -> dict:
     """ReST-EM on ARC training tasks: reward 1 for a self-edit whose TTT solves the task, clone the winners."""
+    check_workers(workers)
     from transformers import AutoTokenizer
 
     tasks = load_tasks(cfg.tasks, cfg.solutions)[: cfg.max_tasks]
@@ -91,7 +113,7 @@ def train_arc(cfg: TrainArcConfig, out: str | Path) -> dict:
     domain = ArcDomain(AutoTokenizer.from_pretrained(learner), cfg.arc, cfg.restem.inner.max_length,
                        cfg.restem.inner.batch_size)
     run = Run(out, cfg)
-    rounds = restem(domain, tasks, cfg.restem, run, on_round=lambda r, s: run.log({"event": "round", **s}))
+    rounds = run_rounds(domain, tasks, cfg.restem, run, workers, address)
     results = {"generator": cfg.restem.generator.name, "learner": cfg.restem.learner or "generator",
                "tasks": [t.id for t in tasks], "rounds": rounds,
                "generators": [str(Path(out) / f"round-{s['round']}") for s in rounds]}

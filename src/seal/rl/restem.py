@@ -17,12 +17,13 @@ baseline by default; a context whose self-edits all fail to help contributes not
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -122,21 +123,47 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
     os.replace(tmp, target)
 
 
+@dataclass
+class ContextJob:
+    """The E-step work left on one context of round `round`: its baseline (None: still to measure) and the
+    self-edit samples not yet scored."""
+
+    round: int
+    context: int
+    baseline: float | None
+    samples: list[int]
+
+
+# Runs a round's jobs and yields their records (baseline and episode) as they finish, each exactly once:
+# `local_episodes` in this process, or `seal.distributed.RayEpisodes` on workers that load the round's generator.
+Episodes = Callable[[list[ContextJob]], Iterator[dict]]
+RemoteEpisodes = Callable[[list[ContextJob], str], Iterator[dict]]  # (jobs, generator source) -> records
+
+
 def restem(
     domain: Domain,
     contexts: list[Any],
     cfg: RestEMConfig,
     run: Run,
     on_round: Callable[[int, dict], None] | None = None,
+    remote: RemoteEpisodes | None = None,
 ) -> list[dict]:
-    """Run (or resume) all rounds; returns one summary per round. Generators are saved as round-N/."""
+    """Run (or resume) all rounds; returns one summary per round. Generators are saved as round-N/.
+
+    With `remote`, the E-step's episodes run wherever it sends them (each worker holding its own models);
+    the records, the resume and the M-step are the same as in this process.
+    """
     summaries = []
-    student = models.load(dataclasses.replace(cfg.generator, name=cfg.learner)) if cfg.learner else None
+    student = models.load(dataclasses.replace(cfg.generator, name=cfg.learner)) if cfg.learner and not remote else None
     for r in range(1, cfg.rounds + 1):
         source = cfg.generator.name if r == 1 else str(round_dir(run, r - 1))
         model, tokenizer = models.load(dataclasses.replace(cfg.generator, name=source))
-        learner, learner_tok = student or (model, tokenizer)
-        summary = e_step(domain, contexts, cfg, run, r, model, tokenizer, learner, learner_tok)
+        if remote:
+            episodes = functools.partial(remote, source=source)
+        else:
+            learner, learner_tok = student or (model, tokenizer)
+            episodes = local_episodes(domain, contexts, cfg, model, tokenizer, learner, learner_tok)
+        summary = e_step(domain, contexts, cfg, run, r, episodes)
         target = round_dir(run, r)
         if not (target / "config.json").is_file():
             if not summary["training_examples"]:
@@ -155,45 +182,75 @@ def restem(
     return summaries
 
 
-def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, model, tokenizer, learner, learner_tok) -> dict:
+def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, episodes: Episodes) -> dict:
     """Sample, apply, score and reward k self-edits per context; resumes from the logged episodes."""
     done = {(e["context"], e["sample"]): e for e in run.records(event="episode", round=r)}
     baselines = {b["context"]: b["score"] for b in run.records(event="baseline", round=r)}
-    all_winners, rewards, scores, episodes = [], [], [], 0
+    jobs = [ContextJob(r, i, baselines.get(i), [j for j in range(cfg.k) if (i, j) not in done])
+            for i in range(len(contexts))]
+    jobs = [job for job in jobs if job.baseline is None or job.samples]
     with progress_bar() as bar:
         task = bar.add_task(f"round {r} E-step", total=len(contexts) * cfg.k, completed=len(done), status="")
-        for i, context in enumerate(contexts):
-            if i not in baselines:
-                baselines[i] = domain.evaluate(learner, learner_tok, context).value
-                run.log({"event": "baseline", "round": r, "context": i, "score": baselines[i]})
-            missing = [j for j in range(cfg.k) if (i, j) not in done]
-            if missing:
-                texts = sample_self_edits(model, tokenizer, domain, [context], cfg.sampling, cfg.k,
-                                          seed=cfg.seed + 100_003 * r + 1_009 * i)[0]
-                for start in range(0, len(missing), cfg.inner.parallel):  # logged chunk by chunk: resumable
-                    chunk = missing[start:start + cfg.inner.parallel]
-                    for record in score_self_edits(domain, context, {j: texts[j] for j in chunk}, cfg, learner,
-                                                   learner_tok, baselines[i], r, i):
-                        done[i, record["sample"]] = record
-                        run.log(record)
-                    bar.update(task, advance=len(chunk), status=f"context {i}")
-            eps = [done[i, j] for j in range(cfg.k)]
-            all_winners += winners(eps, baselines[i], cfg)
-            episodes += len(eps)
-            usable = [e for e in eps if e["score"] is not None]
-            rewards += [e["reward"] for e in usable]
-            scores += [e["score"] for e in usable]
+        for record in episodes(jobs):
+            run.log(record)
+            if record["event"] == "baseline":
+                baselines[record["context"]] = record["score"]
+            else:
+                done[record["context"], record["sample"]] = record
+                bar.update(task, advance=1, status=f"context {record['context']}")
+    missing = [(i, j) for i in range(len(contexts)) for j in range(cfg.k) if (i, j) not in done]
+    if missing or len(baselines) < len(contexts):
+        raise RuntimeError(f"round {r}: the E-step ended with {len(missing)} episodes unscored")
+    all_winners, rewards, scores, n_episodes = [], [], [], 0
+    for i in range(len(contexts)):
+        eps = [done[i, j] for j in range(cfg.k)]
+        all_winners += winners(eps, baselines[i], cfg)
+        n_episodes += len(eps)
+        usable = [e for e in eps if e["score"] is not None]
+        rewards += [e["reward"] for e in usable]
+        scores += [e["score"] for e in usable]
     return {
         "round": r,
         "contexts": len(contexts),
-        "episodes": episodes,
-        "failed": episodes - len(scores),  # episodes that could not run: in no mean below
+        "episodes": n_episodes,
+        "failed": n_episodes - len(scores),  # episodes that could not run: in no mean below
         "mean_baseline": sum(baselines.values()) / len(baselines),
         "mean_score": sum(scores) / len(scores) if scores else None,  # over the episodes that ran
         "mean_reward": sum(rewards) / len(rewards) if rewards else None,
         "training_examples": len(all_winners),
         "winners": all_winners,
     }
+
+
+def local_episodes(domain, contexts, cfg: RestEMConfig, model, tokenizer, learner, learner_tok) -> Episodes:
+    """The jobs run one after another in this process, on these models."""
+    def run(jobs: list[ContextJob]) -> Iterator[dict]:
+        for job in jobs:
+            yield from context_episodes(domain, contexts[job.context], job, cfg, model, tokenizer, learner, learner_tok)
+
+    return run
+
+
+def context_episodes(domain, context, job: ContextJob, cfg: RestEMConfig, model, tokenizer, learner,
+                     learner_tok) -> Iterator[dict]:
+    """One context's records: its baseline if not known yet, then its missing episodes chunk by chunk
+    (`cfg.inner.parallel` at a time, so that a kill loses at most one chunk). The k self-edits are sampled
+    with a seed of the round and context, so any worker writes the same ones."""
+    r, i = job.round, job.context
+    baseline = job.baseline
+    if baseline is None:
+        baseline = domain.evaluate(learner, learner_tok, context).value
+        yield {"event": "baseline", "round": r, "context": i, "score": baseline}
+    if not job.samples:
+        return
+    texts = sample_self_edits(model, tokenizer, domain, [context], cfg.sampling, cfg.k,
+                              seed=cfg.seed + 100_003 * r + 1_009 * i)[0]
+    for start in range(0, len(job.samples), cfg.inner.parallel):
+        chunk = job.samples[start:start + cfg.inner.parallel]
+        # a loop, not `yield from` a list: Ray's streaming generators send() into the generator they run
+        for record in score_self_edits(domain, context, {j: texts[j] for j in chunk}, cfg, learner, learner_tok,
+                                       baseline, r, i):
+            yield record
 
 
 def score_self_edits(domain, context, texts: dict[int, str], cfg: RestEMConfig, learner, tokenizer,

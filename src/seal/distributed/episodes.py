@@ -1,0 +1,133 @@
+"""ReST-EM's E-step on Ray actors: each worker holds its own models and runs context jobs exactly as the
+local path does (`seal.rl.restem.context_episodes`), so the same seed gives the same self-edits and rewards.
+
+A job's records stream back one by one as the worker produces them (a Ray streaming generator), and
+ReST-EM logs each as it arrives, as it does locally. When a worker dies mid-job (killed, out of memory,
+its node gone), what it already delivered is kept, a fresh worker takes its place, and only the rest of
+the job runs again: no episode is lost or counted twice.
+
+Without `address` a local Ray instance is started for the pool (num_cpus = workers x threads, at most
+the machine's cores; no dashboard) and shut down by `close()`; a Ray instance already initialised in this
+process (e.g. the tests' one) is used as it is. Ray's own ports cannot be restricted to loopback; Ray
+guards them with the token authentication it enables by default. With `address` (a cluster started with
+`ray start --head`), workers on other machines need the embedded models prepared in their own cache and
+the run directory on a shared filesystem (round N's generator is loaded from `round-N/`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import deque
+from typing import Any, Iterator
+
+from seal.rl.restem import ContextJob, RestEMConfig
+
+MAX_WORKER_DEATHS = 8  # per pool: beyond this the cause is not a passing fault, and the round stops with it
+
+
+class EpisodeWorker:
+    """A Ray actor (see `RayEpisodes`): loads a round's generator (and the fixed learner, if any) once and
+    runs context jobs on it."""
+
+    def __init__(self, domain, contexts: list[Any], cfg: RestEMConfig, threads: int):
+        import torch
+
+        from seal import models
+
+        torch.set_num_threads(threads)
+        self.domain, self.contexts, self.cfg = domain, contexts, cfg
+        self.source: str | None = None
+        self.student = models.load(dataclasses.replace(cfg.generator, name=cfg.learner)) if cfg.learner else None
+
+    def run(self, job: ContextJob, source: str) -> Iterator[dict]:
+        from seal import models
+        from seal.rl.restem import context_episodes
+
+        if self.source != source:
+            self.model, self.tokenizer = models.load(dataclasses.replace(self.cfg.generator, name=source))
+            self.source = source
+        learner, learner_tok = self.student or (self.model, self.tokenizer)
+        yield from context_episodes(self.domain, self.contexts[job.context], job, self.cfg, self.model,
+                                    self.tokenizer, learner, learner_tok)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayEpisodes:
+    """A pool of `workers` EpisodeWorker actors; `pool(jobs, source)` runs a round's jobs on them and
+    yields the records as they arrive (the `RemoteEpisodes` of `seal.rl.restem.restem`)."""
+
+    def __init__(self, domain, contexts: list[Any], cfg: RestEMConfig, workers: int, address: str | None = None,
+                 threads: int = 1):
+        import ray
+
+        if workers < 1 or threads < 1:
+            raise ValueError(f"workers and threads per worker must be at least 1 (got {workers}, {threads})")
+        self.owns_ray = not ray.is_initialized()
+        if self.owns_ray:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=min(workers * threads, os.cpu_count() or 1), include_dashboard=False,
+                         log_to_driver=False)
+        self.threads = threads
+        self.actor_class = ray.remote(num_cpus=threads)(EpisodeWorker)
+        self.init_args = (domain, ray.put(contexts), cfg, threads)
+        self.actors = [self._new_actor() for _ in range(workers)]
+        self.deaths = 0
+        self.retried: list[ContextJob] = []  # what was left of jobs whose worker died, run again elsewhere
+
+    def _new_actor(self):
+        return self.actor_class.remote(*self.init_args)
+
+    def __call__(self, jobs: list[ContextJob], source: str) -> Iterator[dict]:
+        import ray
+        from ray.exceptions import RayActorError
+
+        queue = deque(dataclasses.replace(job, samples=list(job.samples)) for job in jobs)
+        idle = list(self.actors)
+        running: dict[Any, tuple[Any, ContextJob]] = {}  # streaming generator -> (actor, what is left of its job)
+        while queue or running:
+            while queue and idle:
+                actor, job = idle.pop(), queue.popleft()
+                running[actor.run.remote(job, source)] = (actor, job)
+            (stream,), _ = ray.wait(list(running), num_returns=1)
+            actor, job = running[stream]
+            try:
+                record = ray.get(next(stream))
+            except StopIteration:
+                del running[stream]
+                idle.append(actor)
+                continue
+            except RayActorError:
+                del running[stream]
+                self._replace(actor, idle)
+                if job.baseline is None or job.samples:
+                    self.retried.append(dataclasses.replace(job, samples=list(job.samples)))
+                    queue.appendleft(job)
+                continue
+            if record["event"] == "baseline":
+                job.baseline = record["score"]
+            else:
+                job.samples.remove(record["sample"])
+            yield record
+
+    def _replace(self, dead, idle: list) -> None:
+        self.deaths += 1
+        if self.deaths > MAX_WORKER_DEATHS:
+            raise RuntimeError(f"{self.deaths} Ray workers died in this run; see the Ray logs for the cause")
+        self.actors.remove(dead)
+        fresh = self._new_actor()
+        self.actors.append(fresh)
+        idle.append(fresh)
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.owns_ray:
+            ray.shutdown()

@@ -1,0 +1,72 @@
+"""ReST-EM's E-step on Ray workers: the same records as the local path, and no episode lost or counted
+twice when a worker is killed mid-round. One local Ray instance serves the whole module (starting Ray
+takes seconds)."""
+
+from __future__ import annotations
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from seal import models  # noqa: E402
+from seal.cli import main  # noqa: E402
+from seal.distributed.episodes import RayEpisodes  # noqa: E402
+from seal.rl.restem import ContextJob, local_episodes, restem  # noqa: E402
+from seal.runs import Run  # noqa: E402
+from test_restem import PASSAGES, domain, episodes, small_config  # noqa: E402
+
+
+def config(model_dir):
+    return small_config(model_dir, k=4)  # one context: a baseline, then 4 episodes in one batched chunk
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_model_dir):
+    """Two workers on one local Ray instance, shared by the tests (each worker takes seconds to start)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    workers = RayEpisodes(domain(), PASSAGES, config(tiny_model_dir), workers=2)
+    yield workers
+    workers.close()
+    ray.shutdown()
+
+
+def comparable(records: list[dict]) -> list[tuple]:
+    """Records without their timings, in a fixed order (workers finish in any order)."""
+    return sorted((r["event"], r["context"], r.get("sample", -1), r.get("text"), r["score"], r.get("reward"))
+                  for r in records)
+
+
+def test_ray_rounds_equal_the_local_rounds(tiny_model_dir, tmp_path, pool):
+    cfg = config(tiny_model_dir)
+    local = Run(tmp_path / "local", cfg)
+    restem(domain(), PASSAGES, cfg, local)
+    remote = Run(tmp_path / "remote", cfg)
+    summaries = restem(domain(), PASSAGES, cfg, remote, remote=pool)
+    assert not pool.owns_ray  # it joined the running instance and leaves it running
+    assert [s["episodes"] for s in summaries] == [8, 8]
+    assert sorted(episodes(remote)) == sorted(episodes(local))  # round 2 ran on round 1's saved generator
+    for event in ("baseline", "episode"):
+        assert comparable(remote.records(event=event)) == comparable(local.records(event=event))
+
+
+def test_a_killed_worker_loses_no_episode_and_repeats_none(tiny_model_dir, pool):
+    cfg = config(tiny_model_dir)
+    jobs = [ContextJob(1, i, None, list(range(cfg.k))) for i in range(len(PASSAGES))]
+    model, tokenizer = models.load(str(tiny_model_dir))
+    expected = list(local_episodes(domain(), PASSAGES, cfg, model, tokenizer, model, tokenizer)(jobs))
+    records, victim = [], pool.actors[0]
+    for record in pool(jobs, str(tiny_model_dir)):
+        if not records:
+            ray.kill(victim)  # mid-round: both workers are busy with a context (its baseline, then 4 episodes)
+        records.append(record)
+    assert pool.deaths == 1 and victim not in pool.actors and len(pool.actors) == 2
+    assert pool.retried and all(job.samples or job.baseline is None for job in pool.retried)
+    keys = [(r["event"], r["context"], r.get("sample")) for r in records]
+    assert len(keys) == len(set(keys)) == len(PASSAGES) * (1 + cfg.k)  # every baseline and episode, once
+    assert comparable(records) == comparable(expected)  # the retried work gives what the local path gives
+
+
+def test_workers_must_be_positive(capsys, tmp_path):
+    assert main(["train", "knowledge", "--workers", "0", "--out", str(tmp_path / "run")]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
