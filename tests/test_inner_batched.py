@@ -14,15 +14,10 @@ from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.episode import adapt_and_evaluate
 from seal.generation import chat_prompt, generate
-from seal.inner.batched import (
-    MultiAdamW,
-    adapt_and_evaluate_many,
-    batched_adapters,
-    initial_adapter,
-    plan_microbatches,
-    sequence_logprobs,
-    target_names,
-)
+from seal.inner.batched import adapt_and_evaluate_many, batched_adapters
+from seal.inner.batched_eval import sequence_logprobs
+from seal.inner.batched_train import MultiAdamW, plan_microbatches
+from seal.inner.multi_lora import initial_adapter, target_names
 from seal.inner.lora import IGNORE, UpdateError, collate, fresh_adapter, load_adapter, train
 
 PASSAGE = Passage(
