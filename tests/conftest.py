@@ -60,6 +60,18 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _reference_backend():
+    """`backend: auto` means hf in tests, whichever engines this machine has, so that tests comparing
+    generation with torch forward passes stay exact; the fast backends' tests ask for theirs by name."""
+    from seal import backends
+
+    auto = backends.AUTO
+    backends.AUTO = ("hf",)
+    yield
+    backends.AUTO = auto
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))

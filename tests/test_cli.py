@@ -161,6 +161,8 @@ def _bad_inputs(tmp_path: Path, doc: bytes | None = None, quiz: str | None = Non
         (None, None, ["--set", "prompt=bogus"], "unknown self-edit prompt 'bogus'"),
         (None, None, ["--set", "eval.grader=bogus"], "unknown grader 'bogus'"),
         (None, None, ["--set", "model.dtype=float99"], "dtype"),
+        (None, None, ["--set", "model.backend=fast"], "model.backend"),
+        (None, None, ["--set", "model.backend=vllm"], "backend 'vllm'"),  # not installed, or no GPU here
         (None, None, ["--config", "/no/such/config.yaml"], "no config file /no/such/config.yaml"),
     ],
 )

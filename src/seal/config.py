@@ -36,6 +36,8 @@ class ModelConfig:
     name: str = "smollm2-135m-instruct"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "float32"  # fp32 trains ~25x faster than bf16 on CPU
+    # the engine that generates (seal.backends): auto = llamacpp when installed and the model is on the CPU, else hf
+    backend: Literal["auto", "hf", "llamacpp", "vllm"] = "auto"
 
 
 @dataclass

@@ -169,4 +169,17 @@ def load(config: ModelConfig | str):
         tokenizer.pad_token = tokenizer.eos_token
     model.to(pick_device(config.device)).eval()
     model.config.name_or_path = config.name
+    from seal import backends
+
+    backends.attach(model, config.backend, gguf=embedded_gguf(config.name))
     return model, tokenizer
+
+
+def embedded_gguf(name: str) -> Path | None:
+    """The GGUF file an embedded model was converted from (its weights exactly), if its package is installed."""
+    if name not in EMBEDDED or len(EMBEDDED[name].chunks) != 1:
+        return None  # a chunked model would have to be joined into a copy first
+    try:
+        return _chunk_paths(EMBEDDED[name])[0]
+    except ModelError:
+        return None

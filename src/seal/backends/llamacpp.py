@@ -1,0 +1,348 @@
+"""llama.cpp on the CPU through llama-cpp-python's low-level API: the fast backend.
+
+One llama.cpp model per torch model, memory-mapped: the embedded model's own GGUF file while the torch
+weights are still the ones loaded from it (its safetensors cache is that file dequantised), else a GGUF
+written from the current torch weights (`weight_type`, f16 by default). Every LoRA adapter is written
+once as a GGUF LoRA, loaded next to the model and switched on per context (`llama_set_adapters_lora`);
+rows of a call that use different adapters are decoded group by group. The high-level `Llama` class is
+not used: with `lora_path` it turns mmap off and it cannot switch adapters per call.
+
+Token ids come from the HF tokenizer and text is decoded by it, so prompts and answers are the same
+tokens as with the hf backend; llama.cpp only computes logits. Choosing the next token is done here
+(argmax, or temperature + top-p with a numpy generator seeded per completion from the caller's seed), as
+is filling in a template (choices scored on top of the KV cache, then removed from it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import random
+import tempfile
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from seal.backends import adapters as adapter_rows
+from seal.backends import to_gguf
+from seal.backends.base import BackendError, Slot, check_fill_in, check_generate, encode_pairs, stop_ids
+from seal.backends.hf import choose
+
+MAX_ADAPTERS = 16  # GGUF LoRAs kept loaded per model; older ones are freed
+_llama = None
+
+
+def _lib():
+    """llama_cpp, initialised once, with its log reduced to errors (it reports every tensor it loads)."""
+    global _llama
+    if _llama is None:
+        import llama_cpp
+
+        @llama_cpp.llama_log_callback
+        def only_errors(level, text, _):
+            if level >= 4:  # GGML_LOG_LEVEL_ERROR
+                print(text.decode(errors="replace"), end="", flush=True)
+
+        llama_cpp.llama_log_set(only_errors, ctypes.c_void_p())
+        llama_cpp.llama_backend_init()
+        llama_cpp._seal_log_callback = only_errors  # keep the callback alive as long as the library
+        _llama = llama_cpp
+    return _llama
+
+
+class Engine:
+    """One mmapped llama.cpp model with one context that grows to the largest call, and its adapters."""
+
+    def __init__(self, path: Path, n_vocab: int):
+        L = _lib()
+        params = L.llama_model_default_params()
+        params.use_mmap = True
+        self.model = L.llama_model_load_from_file(str(path).encode(), params)
+        if not self.model:
+            raise BackendError(f"llama.cpp cannot load {path}")
+        self.n_vocab = n_vocab
+        self.ctx = None
+        self.n_ctx = self.n_seq = 0
+        self.batch = None
+        self.adapters: OrderedDict[tuple, ctypes.c_void_p] = OrderedDict()
+        self.current: object = None
+
+    def close(self) -> None:
+        L = _lib()
+        if self.ctx:
+            L.llama_batch_free(self.batch)
+            L.llama_free(self.ctx)
+        L.llama_model_free(self.model)  # frees its adapters too
+        self.ctx = self.model = None
+
+    def reserve(self, n_ctx: int, n_seq: int) -> None:
+        """A context with room for `n_ctx` tokens in `n_seq` sequences, emptied, with the caller's threads."""
+        L = _lib()
+        if self.ctx is None or n_ctx > self.n_ctx or n_seq > self.n_seq:
+            if self.ctx:
+                L.llama_batch_free(self.batch)
+                L.llama_free(self.ctx)
+            params = L.llama_context_default_params()
+            params.n_ctx = self.n_ctx = -(-max(n_ctx, self.n_ctx) // 256) * 256
+            params.n_seq_max = self.n_seq = max(n_seq, self.n_seq)
+            params.n_batch = params.n_ubatch = min(self.n_ctx, 512)
+            params.kv_unified = True  # sequences share one cache: any mix of lengths fits
+            params.no_perf = True
+            self.ctx = L.llama_init_from_model(self.model, params)
+            if not self.ctx:
+                raise BackendError("llama.cpp cannot create a context")
+            self.batch = L.llama_batch_init(params.n_batch, 0, 1)
+            self.current = None
+        threads = torch.get_num_threads()
+        L.llama_set_n_threads(self.ctx, threads, threads)
+        L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+
+    def use(self, adapter, make_file) -> None:
+        """Switch the context to `adapter` (None: the bare model), loading its GGUF LoRA on first use."""
+        L = _lib()
+        key = None if adapter is None else adapter.key
+        if key == self.current:
+            return
+        if key is None:
+            L.llama_set_adapters_lora(self.ctx, None, 0, None)
+        else:
+            if key not in self.adapters:
+                if len(self.adapters) >= MAX_ADAPTERS:
+                    L.llama_set_adapters_lora(self.ctx, None, 0, None)
+                    L.llama_adapter_lora_free(self.adapters.popitem(last=False)[1])
+                pointer = L.llama_adapter_lora_init(self.model, str(make_file(adapter)).encode())
+                if not pointer:
+                    raise BackendError("llama.cpp cannot load a LoRA adapter written by seal")
+                self.adapters[key] = pointer
+            self.adapters.move_to_end(key)
+            handles = (L.llama_adapter_lora_p_ctypes * 1)(self.adapters[key])
+            L.llama_set_adapters_lora(self.ctx, handles, 1, (ctypes.c_float * 1)(1.0))
+        self.current = key
+
+    def decode(self, entries: list[tuple[int, int, int, bool]]) -> list[np.ndarray]:
+        """Run (token, position, sequence, wants logits) entries; the logits rows asked for, in order."""
+        L = _lib()
+        out, size = [], self.n_ctx if self.n_ctx < 512 else 512
+        for start in range(0, len(entries), size):
+            chunk = entries[start : start + size]
+            b = self.batch
+            b.n_tokens = len(chunk)
+            for i, (token, pos, seq, logits) in enumerate(chunk):
+                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, logits
+                b.seq_id[i][0] = seq
+            if L.llama_decode(self.ctx, b) != 0:
+                raise RuntimeError("llama.cpp failed to decode a batch (context full?)")
+            for i, (_, _, _, logits) in enumerate(chunk):
+                if logits:
+                    row = L.llama_get_logits_ith(self.ctx, i)
+                    out.append(np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy())
+        return out
+
+    def forget(self, seq: int, from_pos: int) -> None:
+        """Drop sequence `seq`'s cache from position `from_pos` on."""
+        L = _lib()
+        L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), seq, from_pos, -1)
+
+
+@dataclass
+class _State:
+    """What the backend keeps per torch model: the GGUF it came from, the engine of its current weights."""
+
+    gguf: Path | None
+    loaded: tuple
+    weight_type: str
+    engine: Engine | None = None
+    signature: tuple | None = None
+    files: tempfile.TemporaryDirectory = field(default_factory=lambda: tempfile.TemporaryDirectory(prefix="seal-gguf-"))
+    written: int = 0
+
+    def new_file(self, stem: str) -> Path:
+        self.written += 1
+        return Path(self.files.name) / f"{stem}-{self.written}.gguf"
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def _pick(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator | None) -> int:
+    """The next token: argmax when greedy, else a draw at `temperature` from the smallest set of tokens whose
+    probability reaches `top_p` (as transformers' temperature and top-p warpers do)."""
+    if rng is None:
+        return int(logits.argmax())
+    probs = np.exp(_log_softmax(logits / temperature))
+    order = np.argsort(-probs, kind="stable")
+    sorted_probs = probs[order]
+    keep = max(1, int(np.searchsorted(np.cumsum(sorted_probs), top_p) + 1)) if top_p < 1 else len(order)
+    kept = sorted_probs[:keep] / sorted_probs[:keep].sum()
+    return int(order[rng.choice(keep, p=kept)])
+
+
+class LlamaCppBackend:
+    name = "llamacpp"
+
+    def __init__(self):
+        self._states: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def supports(self, model) -> str | None:
+        config = getattr(model, "config", None)
+        if config is None:
+            return "it is not a transformers model"
+        if getattr(model, "device", torch.device("cpu")).type != "cpu":
+            return "the model is not on the CPU"
+        return to_gguf.unsupported(config)
+
+    def attach(self, model, gguf: Path | None = None, weight_type: str = "f16", **_) -> None:
+        if weight_type not in to_gguf.WEIGHT_TYPES:
+            raise BackendError(f"unknown llama.cpp weight type {weight_type!r}; choose from {to_gguf.WEIGHT_TYPES}")
+        known = self._states.get(model)
+        if known is None or (known.gguf, known.weight_type) != (gguf, weight_type):
+            self._states[model] = _State(gguf, to_gguf.signature(model), weight_type)
+
+    def _state(self, model) -> _State:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if base not in self._states:
+            self.attach(base)
+        return self._states[base]
+
+    def engine(self, model) -> Engine:
+        """The engine for the model's current base weights (rebuilt after any of them changed)."""
+        state = self._state(model)
+        signature = to_gguf.signature(model)
+        if state.engine is None or signature != state.signature:
+            if state.engine is not None:
+                state.engine.close()
+                state.engine = None
+            if state.gguf is not None and signature == state.loaded:
+                path = state.gguf  # the file the torch weights were converted from: the same weights
+            else:
+                path = to_gguf.write_model(model, state.new_file("model"), state.weight_type)
+            state.engine, state.signature = Engine(path, model.config.vocab_size), signature
+        return state.engine
+
+    def _lora_file(self, model, adapter) -> Path:
+        return to_gguf.write_lora(model.config, adapter.layers(), adapter.scaling, self._state(model).new_file("lora"))
+
+    def _groups(self, model, n: int) -> list[tuple[object, list[int]]]:
+        """Row indices grouped by the adapter they go through, in order of first appearance."""
+        groups: dict[object, tuple[object, list[int]]] = {}
+        for i, adapter in enumerate(adapter_rows.per_row(model, n)):
+            groups.setdefault(None if adapter is None else adapter.key, (adapter, []))[1].append(i)
+        return list(groups.values())
+
+    @torch.no_grad()
+    def generate(self, model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float = 0.0,
+                 top_p: float = 1.0, num_samples: int = 1, batch_size: int = 8, seed: int = 0) -> list[list[str]]:
+        check_generate(prompts, max_new_tokens, temperature, num_samples)
+        engine, stops = self.engine(model), stop_ids(model, tokenizer)
+        seeds = random.Random(seed)
+        jobs = [(i, tokenizer(p, add_special_tokens=False)["input_ids"],
+                 np.random.default_rng(seeds.getrandbits(63)) if temperature > 0 else None)
+                for i, p in enumerate(prompts) for _ in range(num_samples)]
+        texts: list[str] = [""] * len(jobs)
+        for adapter, rows in self._groups(model, len(prompts)):
+            mine = [j for j, job in enumerate(jobs) if job[0] in set(rows)]
+            for start in range(0, len(mine), batch_size):
+                chunk = mine[start : start + batch_size]
+                engine.reserve(sum(len(jobs[j][1]) + max_new_tokens for j in chunk), len(chunk))
+                engine.use(adapter, lambda a: self._lora_file(model, a))
+                for j, ids in zip(chunk, self._decode_many(engine, [jobs[j] for j in chunk], max_new_tokens,
+                                                           temperature, top_p, stops)):
+                    texts[j] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        outputs: list[list[str]] = [[] for _ in prompts]
+        for (i, _, _), text in zip(jobs, texts):
+            outputs[i].append(text)
+        return outputs
+
+    @staticmethod
+    def _decode_many(engine: Engine, jobs, max_new_tokens: int, temperature: float, top_p: float,
+                     stops: set[int]) -> list[list[int]]:
+        """New tokens of each job, all jobs decoded together as sequences 0..n-1 of one batch per step."""
+        entries = [(t, pos, s, pos == len(ids) - 1) for s, (_, ids, _) in enumerate(jobs) for pos, t in enumerate(ids)]
+        logits = engine.decode(entries)
+        new: list[list[int]] = [[] for _ in jobs]
+        active = list(range(len(jobs)))
+        while active:
+            step = []
+            for s, row in zip(active, logits):
+                token = _pick(row, temperature, top_p, jobs[s][2])
+                if token in stops:
+                    continue
+                new[s].append(token)
+                if len(new[s]) < max_new_tokens:
+                    step.append(s)
+            active = step
+            if active:
+                logits = engine.decode([(new[s][-1], len(jobs[s][1]) + len(new[s]) - 1, s, True) for s in active])
+        return new
+
+    @torch.no_grad()
+    def fill_in(self, model, tokenizer, prompts: list[str], template: list[Slot], *, temperature: float,
+                num_samples: int = 1, seed: int = 0) -> list[list[str]]:
+        check_fill_in(template, temperature, num_samples)
+        engine, rng = self.engine(model), random.Random(seed)
+        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        pieces = [encode(p) for p in prompts]
+        room = max(map(len, pieces), default=0) + sum(len(encode(f)) + max((len(encode(c)) for c in cs), default=0)
+                                                      for f, cs in template)
+        outputs: list[list[str]] = [[] for _ in prompts]
+        for adapter, rows in self._groups(model, len(prompts)):
+            for i in rows:
+                for _ in range(num_samples):
+                    engine.reserve(room, 1)
+                    engine.use(adapter, lambda a: self._lora_file(model, a))
+                    outputs[i].append(self._fill_one(engine, encode, pieces[i], template, temperature, rng))
+        return outputs
+
+    @staticmethod
+    def _fill_one(engine: Engine, encode, prompt_ids: list[int], template: list[Slot], temperature: float,
+                  rng: random.Random) -> str:
+        pos = 0
+
+        def advance(ids: list[int]) -> np.ndarray:
+            nonlocal pos
+            (last,) = engine.decode([(t, pos + n, 0, n == len(ids) - 1) for n, t in enumerate(ids)])
+            pos += len(ids)
+            return last
+
+        last, text = advance(prompt_ids), ""
+        for n, (fixed, choices) in enumerate(template):
+            text += fixed
+            if fixed and (choices or n + 1 < len(template)):
+                last = advance(encode(fixed))
+            if not choices:
+                continue
+            first, scores = _log_softmax(last), []
+            for choice in choices:
+                ids = encode(choice)
+                logprob = float(first[ids[0]])
+                if len(ids) > 1:
+                    rows = engine.decode([(t, pos + k, 0, True) for k, t in enumerate(ids[:-1])])
+                    engine.forget(0, pos)
+                    logprob += sum(float(_log_softmax(r)[t]) for r, t in zip(rows, ids[1:]))
+                scores.append(logprob)
+            pick = choose(scores, temperature, rng)
+            last = advance(encode(choices[pick]))
+            text += choices[pick]
+        return text
+
+    @torch.no_grad()
+    def loglik(self, model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> list[float]:
+        engine, encoded = self.engine(model), encode_pairs(tokenizer, pairs)
+        scores = [0.0] * len(encoded)
+        for adapter, rows in self._groups(model, len(encoded)):
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                engine.reserve(sum(len(p) + len(a) for p, a in (encoded[r] for r in chunk)), len(chunk))
+                engine.use(adapter, lambda a: self._lora_file(model, a))
+                entries = [(t, pos, s, pos >= len(p) - 1 and pos < len(p) + len(a) - 1)
+                           for s, (p, a) in enumerate(encoded[r] for r in chunk) for pos, t in enumerate(p + a)]
+                logits = iter(engine.decode(entries))
+                for r in chunk:
+                    scores[r] = sum(float(_log_softmax(next(logits))[t]) for t in encoded[r][1])
+        return scores
