@@ -154,8 +154,11 @@ def load(config: ModelConfig | str):
     """Load (model, tokenizer) ready for generation and training."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from seal import backends
+
     if isinstance(config, str):
         config = ModelConfig(name=config)
+    backends.require(config.backend)
     source = resolve(config.name)
     dtype = getattr(torch, config.dtype, None)
     if not isinstance(dtype, torch.dtype):
@@ -169,8 +172,6 @@ def load(config: ModelConfig | str):
         tokenizer.pad_token = tokenizer.eos_token
     model.to(pick_device(config.device)).eval()
     model.config.name_or_path = config.name
-    from seal import backends
-
     backends.attach(model, config.backend, gguf=embedded_gguf(config.name))
     return model, tokenizer
 

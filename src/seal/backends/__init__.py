@@ -48,17 +48,23 @@ def _create(name: str) -> Backend:
     return _instances[name]
 
 
-def resolve(name: str, model) -> str:
-    """The backend `name` stands for with this model; a named backend that cannot run raises BackendError."""
+def require(name: str) -> None:
+    """Raise BackendError for an unknown backend name or a named backend that is not installed (checked
+    before a model is loaded, so that the error comes first)."""
     if name not in CHOICES:
         raise BackendError(f"unknown backend {name!r}; choose from {', '.join(CHOICES)}")
+    if name != "auto" and not installed(name):
+        raise BackendError(f"backend {name!r} is selected but not installed; install it with: {_INSTALL[name]}")
+
+
+def resolve(name: str, model) -> str:
+    """The backend `name` stands for with this model; a named backend that cannot run raises BackendError."""
+    require(name)
     if name == "auto":
         for candidate in AUTO:
             if installed(candidate) and _create(candidate).supports(model) is None:
                 return candidate
         return "hf"
-    if not installed(name):
-        raise BackendError(f"backend {name!r} is selected but not installed; install it with: {_INSTALL[name]}")
     reason = _create(name).supports(model)
     if reason is not None:
         raise BackendError(f"backend {name!r} cannot run this model: {reason}")
@@ -83,4 +89,4 @@ def for_model(model) -> Backend:
     return _create("hf")
 
 
-__all__ = ["AUTO", "Backend", "BackendError", "CHOICES", "attach", "for_model", "installed", "resolve"]
+__all__ = ["AUTO", "Backend", "BackendError", "CHOICES", "attach", "for_model", "installed", "require", "resolve"]
