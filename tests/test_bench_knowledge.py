@@ -211,7 +211,15 @@ def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_d
     ran = sum("scores" in e for e in episodes if e["condition"] == "self-edit")  # the others failed: not paired
     assert (teacher["a"], teacher["units"]) == ("file:teacher", ran)
     assert summarise(episodes, cfg.conditions) != final["rows"]  # the third passage's episodes were left out
+    assert "(n=2, under 5: rough)" in printed  # every interval shows its n; under 5 passages it is flagged
     assert main(["bench", "status", str(tmp_path / "nowhere")]) == 2
+
+    capsys.readouterr()  # a damaged line before the last is corruption, not a kill: refused, naming file and line
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"event": "episode", "pass\n' + lines[-1] + "\n")
+    assert main(["bench", "status", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"metrics.jsonl:{first_of_last + 2}: not a JSON record" in err
 
 
 def test_status_pools_shards_run_at_different_offsets(tiny_model_dir, data, tmp_path, capsys):

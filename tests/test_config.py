@@ -134,7 +134,7 @@ def test_override_into_a_scalar_from_the_file_is_an_error(tmp_path):
     [
         ("- a\n- b\n", "mapping"),
         ("inner: [1, 2]\n", "config.inner"),
-        ("inner:\n  lr: [\n", "cannot read"),
+        ("inner:\n  lr: [\n", "c.yaml:3:1: invalid YAML"),
         ("inner:\n  bogus: 1\n", "bogus"),
     ],
 )

@@ -71,8 +71,15 @@ def test_non_utf8_document(tmp_path):
 def test_missing_file_and_directory(tmp_path):
     with pytest.raises(DataError, match="cannot read"):
         load_document(tmp_path / "nope.txt")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="is a directory; give a file"):
         load_document(tmp_path)
+
+
+def test_a_leading_byte_order_mark_is_dropped(tmp_path):
+    (tmp_path / "doc.txt").write_bytes(b"\xef\xbb\xbfThe canal opened in 1843.\n")
+    (tmp_path / "q.jsonl").write_bytes(b'\xef\xbb\xbf{"question": "When?", "answer": "1843"}\n')
+    assert load_document(tmp_path / "doc.txt").context == "The canal opened in 1843."
+    assert load_questions(tmp_path / "q.jsonl")[0].question == "When?"
 
 
 # ----------------------------------------------------------------------------------------------- questions

@@ -17,10 +17,15 @@ from pathlib import Path
 from seal.config import ConfigError, LearnConfig, load_config
 from seal.domains.base import UpdateError
 from seal.domains.knowledge.data import DataError
+from seal.domains.knowledge.grading import GradingError
 from seal.models import ModelError
 from seal.runs import RunExistsError
 
-USER_ERRORS = (ConfigError, DataError, ModelError, RunExistsError, ValueError, FileNotFoundError)
+# What a user can cause and fix, reported as one line and exit 2: bad configs, inputs and models (seal's own
+# checks raise ValueError subclasses), files and directories that cannot be read or written (OSError, incl.
+# a run directory in the way), and a grading endpoint that cannot be reached or misbehaves (GradingError).
+# Anything else (RuntimeError, TypeError, KeyError, ...) is a bug: a traceback and exit 1.
+USER_ERRORS = (ConfigError, DataError, ModelError, RunExistsError, GradingError, ValueError, OSError)
 
 
 def config_args(p: argparse.ArgumentParser) -> None:
@@ -74,22 +79,45 @@ def cmd_demo(args) -> int:
     return 0 if result["error"] is None else 1
 
 
+def adapter_meta(adapter: Path) -> dict:
+    """What `seal learn` recorded beside an adapter (its base model and document title); {} if nothing."""
+    from seal.learn import ADAPTER_META
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
+    path = adapter / ADAPTER_META
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not valid JSON ({e}); fix it, or delete it and pass --model and --title") from e
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k, ""), str) for k in ("model", "title")):
+        raise DataError(f"{path} must be a JSON object with string fields 'model' and 'title'")
+    return meta
+
+
 def cmd_ask(args) -> int:
     from seal import models
     from seal.domains.knowledge.prompts import answer_prompt
     from seal.generation import chat_prompt, generate
     from seal.inner.lora import load_adapter
-    from seal.learn import ADAPTER_META
 
-    meta = {}
+    meta = adapter_meta(Path(args.adapter)) if args.adapter else {}
+    trained_for = meta.get("model")
+    if args.model and trained_for and models.identity(args.model) != models.identity(trained_for):
+        raise ModelError(f"{args.adapter} was trained for model {trained_for!r} (its seal.json), not {args.model!r}; "
+                         "leave out --model to use the model it was trained for")
+    name = args.model or trained_for or models.DEFAULT_MODEL
+    model, tokenizer = models.load(name)
     if args.adapter:
-        meta_path = Path(args.adapter) / ADAPTER_META
-        if not (Path(args.adapter) / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{args.adapter} is not a PEFT adapter directory (no adapter_config.json)")
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    model, tokenizer = models.load(args.model or meta.get("model") or models.DEFAULT_MODEL)
-    if args.adapter:
-        model = load_adapter(model, args.adapter)
+        try:
+            model = load_adapter(model, args.adapter)
+        except RuntimeError as e:
+            if "size mismatch" not in str(e):
+                raise
+            raise ModelError(f"{args.adapter} does not fit model {name!r}: its weights have other shapes, so it was "
+                             "trained for another model; pass that model with --model") from None
     title = args.title if args.title is not None else meta.get("title")
     question = answer_prompt(title, args.question) if title else args.question
     (answer,) = generate(model, tokenizer, [chat_prompt(tokenizer, question)], max_new_tokens=args.max_new_tokens)[0]
@@ -98,17 +126,19 @@ def cmd_ask(args) -> int:
 
 
 def cmd_grade(args) -> int:
+    from seal.domains.knowledge.data import read_text
     from seal.domains.knowledge.domain import grader_for
 
     grader = grader_for(args.grader)
-    source = open(args.input, encoding="utf-8") if args.input != "-" else sys.stdin
-    with source:
+    if args.input == "-":
         try:
-            lines = source.read().splitlines()
+            text = sys.stdin.read()
         except UnicodeDecodeError as e:
-            raise DataError(f"{args.input} is not UTF-8 text (byte {e.start})") from e
+            raise DataError(f"standard input is not UTF-8 text (byte {e.start})") from e
+    else:
+        text = read_text(Path(args.input))
     records = []
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -118,8 +148,12 @@ def cmd_grade(args) -> int:
         if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in ("question", "gold", "prediction")):
             raise DataError(f"{args.input}:{n}: needs string fields 'question', 'gold' and 'prediction'")
         records.append(rec)
-    for rec in records:  # validate everything first: no partial output on a bad file
+    if not records:
+        raise DataError(f"{args.input} holds no records, so nothing was graded; give one JSON object "
+                        "{question, gold, prediction} per line")
+    for rec in records:  # everything read and graded before anything is printed: no partial output
         rec["correct"] = bool(grader(rec["question"], rec["gold"], rec["prediction"]))
+    for rec in records:
         print(json.dumps(rec, ensure_ascii=False))
     return 0
 
@@ -260,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     except UpdateError as e:  # the work could not be done (e.g. no self-edit earned a reward): said, not hidden
         print(f"seal {args.command}: failed: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # learn has removed what it wrote; train and bench resume when rerun
+        print(f"seal {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -230,6 +230,12 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
             raise ConfigError(f"no config file {path}; shipped configs: {', '.join(shipped_configs())}")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.MarkedYAMLError as e:
+            mark, context = e.problem_mark or e.context_mark, ""
+            if e.context and e.context_mark and e.problem_mark:  # e.g. where the unclosed bracket opened
+                context = f" ({e.context} from line {e.context_mark.line + 1}, column {e.context_mark.column + 1})"
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            raise ConfigError(f"{where}: invalid YAML: {e.problem or e.context}{context}") from e
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             raise ConfigError(f"cannot read config {path}: {e}") from e
         if loaded is not None and not isinstance(loaded, dict):

@@ -25,7 +25,8 @@ from seal.episode import adapt_and_evaluate
 from seal.generation import sample_self_edits
 from seal.plots import plot_learn
 from seal.progress import console, step_bar
-from seal.runs import Run, check_new
+from seal.inner.lora import check_target_modules
+from seal.runs import Run, check_new, check_writable
 
 ADAPTER_META = "seal.json"
 
@@ -41,23 +42,72 @@ def _answers_table(title: str, details: list[dict]) -> Table:
     return table
 
 
+LEARN_FILES = {"config.yaml", "metrics.jsonl", "plots", "candidates", "adapter", "report.md", ".report.md.tmp",
+               ".result.json.tmp"}  # everything a learn run writes into its directory
+
+
+def unfinished(out: Path) -> bool:
+    """Whether `out` holds a learn run that never finished (killed): its own files only, and no result.json."""
+    return ((out / "config.yaml").is_file() and not (out / "result.json").exists()
+            and {p.name for p in out.iterdir()} <= LEARN_FILES)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of `path` that does not exist yet (what a failed run must remove), if any."""
+    top = None
+    while not path.exists() and path != path.parent:
+        top, path = path, path.parent
+    return top
+
+
+def _discard(out: Path, made: Path | None) -> None:
+    """Remove what a failed learn run wrote: the directories it made, or the contents of the one it was given
+    (which was empty, or held an unfinished run)."""
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+    elif out.is_dir():
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
 def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, out: str | Path) -> dict:
     """Run the whole learn workflow; returns (and writes to `out/result.json`) the result record.
 
-    The output directory, the prompt kind, the grader and the model are all checked before anything is
-    written, so a user error leaves no half-made run directory behind.
+    The inputs and the output directory are checked before anything is written. A learn run is short, so it
+    restarts rather than resumes: a run that fails removes what it wrote, and a rerun into the directory of
+    one that was killed (its files only, no result.json) starts it again from scratch.
     """
     start = time.perf_counter()
     if not questions:
         raise ValueError("learn needs at least one question to check whether the update helped")
     if cfg.inner.method != "lora":
         raise ValueError("learn keeps its update as a PEFT adapter, so inner.method must be 'lora'")
-    check_new(out, results_name="result.json", resume=False)  # a learn run is short: it restarts, never resumes
+    out = Path(out)
+    restart = out.is_dir() and unfinished(out)
+    if restart:
+        check_writable(out)
+    else:
+        check_new(out, results_name="result.json", resume=False)
     passage = dataclasses.replace(passage, questions=tuple(questions))
     domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval)
-    with console.status(f"loading {cfg.model.name}"):
-        model, tokenizer = models.load(cfg.model)
-    run = Run(out, cfg, results_name="result.json", resume=False)
+    made = _first_missing(out)
+    try:
+        with console.status(f"loading {cfg.model.name}"):
+            model, tokenizer = models.load(cfg.model)
+        check_target_modules(model, cfg.inner)
+        if restart:
+            console.print(f"[yellow]{out} holds a learn run that did not finish: starting it again")
+            _discard(out, None)
+        run = Run(out, cfg, results_name="result.json", resume=False)
+        return _learn(run, model, tokenizer, domain, passage, cfg, start)
+    except BaseException:  # a user error, a bug or Ctrl-C: leave no half-written run behind
+        if not (out / "result.json").exists():
+            _discard(out, made)
+        raise
+
+
+def _learn(run: Run, model, tokenizer, domain: KnowledgeDomain, passage: Passage, cfg: LearnConfig,
+           start: float) -> dict:
     timings = {"load": time.perf_counter() - start}
 
     t = time.perf_counter()
@@ -103,7 +153,8 @@ def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, o
     if accepted:
         adapter_dir = run.path / "adapter"
         (candidates_dir / str(best[0])).rename(adapter_dir)
-        (adapter_dir / ADAPTER_META).write_text(json.dumps({"model": cfg.model.name, "title": passage.title}))
+        base = cfg.model.name if cfg.model.name in models.EMBEDDED else models.identity(cfg.model.name)  # from any cwd
+        (adapter_dir / ADAPTER_META).write_text(json.dumps({"model": base, "title": passage.title}))
     shutil.rmtree(candidates_dir, ignore_errors=True)
 
     result = {

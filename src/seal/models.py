@@ -144,15 +144,39 @@ def resolve(name: str) -> str:
     raise ModelError(f"unknown model {name!r}: not an embedded model ({', '.join(EMBEDDED)}), a directory, or a hub id")
 
 
+def identity(name: str) -> str:
+    """A name for comparing models without loading them: an embedded model's cache directory, a local
+    directory's absolute path, else the name (a hub id)."""
+    path = cache_root() / "models" / name if name in EMBEDDED else Path(name).expanduser()
+    return str(path.resolve()) if name in EMBEDDED or path.exists() else name
+
+
 def pick_device(device: str) -> torch.device:
+    """The torch device of `model.device` (auto | cpu | cuda | cuda:N | mps), checked to exist on this machine."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    hint = "; use auto, cpu, cuda, cuda:N or mps (--set model.device=...)"
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"model.device {device!r} is not a device{hint}") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"model.device {device!r}: this machine (or this torch build) has no CUDA device{hint}")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ModelError(f"model.device {device!r}: there are only {torch.cuda.device_count()} CUDA device(s){hint}")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"model.device {device!r}: MPS is not available here{hint}")
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"model.device {device!r} is not supported{hint}")
+    return chosen
 
 
 def load(config: ModelConfig | str):
     """Load (model, tokenizer) ready for generation and training."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # seal shows its own status while loading; a second bar garbles error output
 
     from seal import backends
 
@@ -160,6 +184,7 @@ def load(config: ModelConfig | str):
         config = ModelConfig(name=config)
     backends.require(config.backend)
     source = resolve(config.name)
+    device = pick_device(config.device)  # before the weights load, so a bad device costs nothing
     dtype = getattr(torch, config.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise ModelError(f"unknown dtype {config.dtype!r}")
@@ -170,7 +195,7 @@ def load(config: ModelConfig | str):
         raise ModelError(f"cannot load model {config.name!r} from {source}: {e}") from e
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(pick_device(config.device)).eval()
+    model.to(device).eval()
     model.config.name_or_path = config.name
     backends.attach(model, config.backend, gguf=embedded_gguf(config.name))
     return model, tokenizer

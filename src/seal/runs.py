@@ -45,9 +45,43 @@ def default_run_dir(kind: str, root: str | Path = "runs") -> Path:
             n += 1
 
 
+class RunPathError(ValueError):
+    """An output directory that cannot be a run directory: a file, under a file, or not writable."""
+
+
+def check_writable(path: Path) -> None:
+    """Raise RunPathError unless `path` is, or can be made, a directory this process can write into.
+
+    Checked by trying (and undoing): permissions, read-only file systems and files in the way all fail
+    the same way they would mid-run, but before any model is loaded. Leaves nothing behind.
+    """
+    hint = "choose another output directory"
+    if path.exists() and not path.is_dir():
+        raise RunPathError(f"{path} is a file, not a directory; {hint}")
+    missing = []
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunPathError(f"{path} lies under {existing}, which is a file; {hint}")
+    probe = path / ".seal-write-check"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise RunPathError(f"cannot write into {path} ({e.strerror}); {hint}") from e
+    finally:
+        for made in missing:  # deepest first
+            if made.is_dir():
+                made.rmdir()
+
+
 def check_new(path: str | Path, results_name: str = "results.json", resume: bool = True) -> None:
-    """Raise RunExistsError when `path` cannot take a new run (see `Run`); writes nothing."""
+    """Raise RunExistsError (or RunPathError) when `path` cannot take a new run (see `Run`); leaves nothing behind."""
     path = Path(path)
+    check_writable(path)
     if (path / results_name).exists():
         raise RunExistsError(f"{path} holds a finished run; choose another output directory")
     if path.exists() and any(path.iterdir()) and not resume:

@@ -11,8 +11,8 @@ def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...
     from seal.progress import console
 
     table = Table(title=title)
-    for col in columns:
-        table.add_column(col)
+    for i, col in enumerate(columns):
+        table.add_column(col, no_wrap=i > 0)  # figures stay whole (an interval with its n); names may wrap
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from seal.config import InnerConfig
+from seal.config import ConfigError, InnerConfig
 from seal.domains.base import Example, UpdateError, UpdatePlan
 
 IGNORE = -100
@@ -63,6 +63,19 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device) -> dic
         labels[i, : len(lab)] = torch.tensor(lab)
         attention[i, : len(ids)] = 1
     return {"input_ids": input_ids.to(device), "labels": labels.to(device), "attention_mask": attention.to(device)}
+
+
+def check_target_modules(model, cfg: InnerConfig) -> None:
+    """Raise ConfigError unless each of `inner.target_modules` names modules of `model` (PEFT matches a name
+    or the end of a dotted path), so that a typo fails before the baseline, not at the first update."""
+    if cfg.method != "lora":
+        return
+    names = [n for n, _ in model.named_modules()]
+    missing = [t for t in cfg.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(f"inner.target_modules: {model.config.name_or_path} has no module named "
+                          f"{', '.join(map(repr, missing))}; its linear layers are {', '.join(linear)}")
 
 
 def lora_config(cfg: InnerConfig) -> LoraConfig:

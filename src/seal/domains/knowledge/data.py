@@ -33,13 +33,15 @@ class Passage:
     questions: tuple[Question, ...] = field(default_factory=tuple)
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
+    except IsADirectoryError as e:
+        raise DataError(f"{path} is a directory; give a file") from e
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from e
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a byte-order mark at the start (some Windows editors write one) is dropped
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from e
 
@@ -67,7 +69,7 @@ def check_document(text: str, where: str) -> str:
 def load_document(path: str | Path, title: str | None = None) -> Passage:
     """A plain UTF-8 text file as a passage; the title defaults to the file name."""
     path = Path(path)
-    text = check_document(_read_text(path), str(path))
+    text = check_document(read_text(path), str(path))
     return Passage(title or path.stem.replace("_", " ").replace("-", " ").strip(), text)
 
 
@@ -75,7 +77,7 @@ def load_questions(path: str | Path) -> tuple[Question, ...]:
     """Questions from JSONL, one `{"question": ..., "answer": ...}` per line."""
     path = Path(path)
     questions = []
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -92,7 +94,7 @@ def load_squad(path: str | Path) -> list[Passage]:
     """Passages in SEAL's SQuAD layout: `[{title, context, questions: [{question, answer}]}]`."""
     path = Path(path)
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from e
     if not isinstance(data, list):

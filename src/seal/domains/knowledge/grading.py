@@ -275,7 +275,11 @@ class LLMJudge:
                     break
             except (OSError, http.client.HTTPException) as err:
                 failure = err
-        raise GradingError(f"judge request to {self.url} failed: {failure}") from failure
+                if isinstance(getattr(err, "reason", err), ConnectionRefusedError):
+                    break  # nothing listens there: waiting will not help
+        raise GradingError(f"judge request to {self.url} failed after {attempt + 1} attempt(s) ({failure}); point "
+                           "SEAL_JUDGE_BASE_URL (and SEAL_JUDGE_MODEL, SEAL_JUDGE_API_KEY) at a reachable "
+                           "OpenAI-compatible endpoint") from failure
 
     def _post(self, body: bytes, headers: dict[str, str]) -> str:
         request = urllib.request.Request(self.url, data=body, headers=headers)
