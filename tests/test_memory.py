@@ -137,7 +137,7 @@ def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(sc
     mem.learn(CANAL)
     mem.learn(GLACIER)
     mem.answer("warm up")  # loads the active version
-    assert mem.routed_titles() == ["Orrin Canal", "Vattna Glacier"]
+    assert [d["title"] for d in mem.routed_documents()] == ["Orrin Canal", "Vattna Glacier"]
     assert mem.route("When did the Orrin Canal open?") == 0
     assert mem.route("How far has the glacier on the Esk plateau retreated?") == 1
     assert mem.route("What do worker bees turn nectar into?") is None  # a background passage wins

@@ -136,6 +136,32 @@ def cmd_bench_arc_filter(args) -> int:
     return 0
 
 
+def cmd_bench_forgetting(args) -> int:
+    from seal.bench.forgetting import ForgettingBenchConfig, run_bench
+    from seal.bench.stats import percent
+    from seal.config import load_config
+    from seal.runs import default_run_dir
+
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"memory.model.name={args.model}")
+    overrides += [f"{key}={value}" for key, value in (("documents", args.documents), ("sequences", args.sequences))
+                  if value is not None]
+    if args.strategy:
+        overrides.append(f"strategies={','.join(args.strategy)}")
+    cfg = load_config(ForgettingBenchConfig, args.config, overrides)
+    out = args.out or default_run_dir("bench-forgetting")
+    results = run_bench(cfg, out)
+    _print_table(f"forgetting: {cfg.documents} documents in sequence ({cfg.memory.model.name}) -> {out}",
+                 ("strategy", "sequences", "ACC", "BWT", "retention", "right after own", "probe", "s/learn"),
+                 [(r["strategy"], str(r["sequences"]), percent(r["acc"]),
+                   "-" if r["bwt"] is None else f"{100 * r['bwt']:+.1f} pt",
+                   "-" if r["retention"] is None else f"{r['retention']:.2f}", percent(r["just_after"]),
+                   percent(r["probe_accuracy"]), "-" if r["seconds_per_learn"] is None else f"{r['seconds_per_learn']:.0f}")
+                  for r in results["strategies"]])
+    return 0
+
+
 def add_bench_parser(sub) -> None:
     from seal.cli import config_args
 
@@ -176,3 +202,14 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--out", help="run directory (default: runs/arc-filter-<time>); rerun the same --out to resume")
     config_args(p)
     p.set_defaults(func=cmd_bench_arc_filter)
+
+    p = bench.add_parser("forgetting", help="documents learned one after another into a Memory, per continual "
+                         "strategy: accuracy matrix, ACC / BWT / FWT / retention, general probe")
+    p.add_argument("--model")
+    p.add_argument("--documents", type=int, help="T: passages learned in sequence (default 8)")
+    p.add_argument("--sequences", type=int, help="S: independent sequences per strategy (default 4)")
+    p.add_argument("--strategy", action="append", choices=["merge", "replay", "router", "consolidate"],
+                   help="a strategy to run (repeatable; default all)")
+    p.add_argument("--out", help="run directory (default: runs/bench-forgetting-<time>); rerun the same --out to resume")
+    config_args(p)
+    p.set_defaults(func=cmd_bench_forgetting)

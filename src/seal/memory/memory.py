@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from seal import models
 from seal.config import from_dict, to_dict
-from seal.domains.base import Example, SelfEditError, UpdatePlan
+from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
 from seal.domains.knowledge.data import Passage, Question, check_document
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.prompts import answer_prompt
@@ -72,9 +72,11 @@ class LearnResult:
     self_edit_usable: bool
     sequences: int
     seconds: float
-    answers_before: list[dict] = field(default_factory=list)
-    answers_after: list[dict] = field(default_factory=list)
+    answers_before: list[dict] | None = field(default_factory=list)
+    answers_after: list[dict] | None = field(default_factory=list)
     consolidation: dict | None = None
+    check_before: float | None = None  # accuracy on `check_questions` (scored, never gated on)
+    check_after: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -169,11 +171,18 @@ class Memory:
     def disk_bytes(self) -> int:
         return self.store.disk_bytes()
 
+    def learn_records(self) -> list[dict]:
+        """Every learn attempt so far, oldest first (LearnResult.to_dict() without the answers)."""
+        return self.store.learn_records()
+
     # ---- learning
 
-    def learn(self, doc: Document, on_progress: Progress | None = None) -> LearnResult:
+    def learn(self, doc: Document, on_progress: Progress | None = None,
+              check_questions: tuple[Question, ...] = ()) -> LearnResult:
         """Learn `doc` into a new version, if the gate lets it; see the module docstring. Safe to run in
-        another process than the one answering; two learners wait for each other."""
+        another process than the one answering; two learners wait for each other. `check_questions` are
+        scored before and after like the quiz but never gated on (e.g. to see whether the self-quiz gate
+        agrees with a gate on human questions)."""
         progress = on_progress or (lambda stage, done, total: None)
         text = check_document(doc.text, f"document {doc.title!r}")
         start = time.perf_counter()
@@ -181,7 +190,7 @@ class Memory:
             parent = self.active
             self._materialize(parent)
             state = State.of(self.store.version(parent))
-            seed = self.cfg.seed + self._attempts()
+            seed = self.cfg.seed + len(self.learn_records())
             passage = Passage(doc.title, text)
             progress("self-edit", 0, 1)
             self_edit, plan, usable = self._self_edit(passage, seed)
@@ -189,6 +198,8 @@ class Memory:
             quiz = self._quiz(doc, passage, seed)
             quiz_passage = Passage(doc.title, text, tuple(quiz))
             before = self._quiz_score(quiz_passage)
+            check = Passage(doc.title, text, tuple(check_questions))
+            check_before = self._quiz_score(check).value if check_questions else None
             probe_before = self._probe_of(parent)
             earlier = self._sequences([d["id"] for d in state.documents])
             train_plan = self.strategy.training_plan(plan, earlier, random.Random(seed))
@@ -201,13 +212,15 @@ class Memory:
             progress("evaluate", 0, 1)
             self._materialize(None, candidate)
             after = self._quiz_score(quiz_passage)
+            check_after = self._quiz_score(check).value if check_questions else None
             probe_after = self._probe_score()
-            accepted, reason = self._gate(before.value, after.value, probe_before, probe_after)
+            accepted, reason = self._gate(before and before.value, after and after.value, probe_before, probe_after)
             result = LearnResult(accepted, reason, None, parent, doc.title, [_quiz_dict(q) for q in quiz],
-                                 before.value, after.value, probe_before, probe_after, self_edit, usable,
-                                 len(train_plan.examples), 0.0, before.details, after.details)
+                                 before and before.value, after and after.value, probe_before, probe_after,
+                                 self_edit, usable, len(train_plan.examples), 0.0, before and before.details,
+                                 after and after.details, check_before=check_before, check_after=check_after)
             if accepted:
-                scores = {"quiz_before": before.value, "quiz_after": after.value, "probe": probe_after}
+                scores = {"quiz_before": result.quiz_before, "quiz_after": result.quiz_after, "probe": probe_after}
                 result.version = self._commit(parent, candidate, [adapter], scores, progress)
                 if isinstance(self.strategy, Consolidate) and self.strategy.consolidation_due(candidate):
                     result.consolidation = self._consolidate(result.version, candidate, seed, progress)
@@ -221,9 +234,6 @@ class Memory:
 
     # ---- the steps of learn
 
-    def _attempts(self) -> int:
-        path = self.store.path / "learns.jsonl"
-        return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
 
     def _self_edit(self, passage: Passage, seed: int) -> tuple[str, UpdatePlan, bool]:
         """The first usable of the sampled self-edits and its plan; the document alone when none is usable."""
@@ -243,7 +253,10 @@ class Memory:
         return list(self_quiz(self._model, self._tokenizer, passage, q.questions, samples=q.samples,
                               temperature=q.temperature, max_new_tokens=q.max_new_tokens, seed=seed))
 
-    def _quiz_score(self, passage: Passage):
+    def _quiz_score(self, passage: Passage) -> Score | None:
+        """The domain's score of the loaded version on the passage's questions; None when it has none."""
+        if not passage.questions:
+            return None
         items = [{"title": passage.title, "question": q.question, "support": None} for q in passage.questions]
         return self.domain.score(passage, self._answer_items(items))
 
@@ -256,10 +269,12 @@ class Memory:
             save_adapter(updated, staged)
         return staged.name
 
-    def _gate(self, before: float, after: float, probe_before: dict, probe_after: dict) -> tuple[bool, str]:
+    def _gate(self, before: float | None, after: float | None, probe_before: dict, probe_after: dict) -> tuple[bool, str]:
         held, why = probes.holds(probe_before, probe_after, self.cfg.probe)
         if not self.cfg.gate:
             return True, "gate off: every update is kept" + (f" ({why})" if why else "")
+        if before is None or after is None:
+            return False, "no quiz: neither the user, the model nor a cloze of the document gave a question"
         if after <= before:
             return False, f"quiz accuracy did not improve ({before:.0%} -> {after:.0%})"
         if not held:
@@ -290,7 +305,7 @@ class Memory:
         routed_ids = set(covered)
         older = [d["id"] for d in state.documents if d["id"] not in routed_ids]
         plan = strategy.consolidation_plan(self._sequences(covered), self._sequences(older), random.Random(seed + 1))
-        quizzes = [self._quiz_passage(doc_id) for doc_id in covered]
+        quizzes = [p for p in (self._quiz_passage(doc_id) for doc_id in covered) if p.questions]
         before = [self._quiz_score(p).value for p in quizzes]
         probe_before = self._probe_of(version)
         adapter = self._train(plan, progress)
@@ -298,7 +313,7 @@ class Memory:
         self._materialize(None, folded)
         after = [self._quiz_score(p).value for p in quizzes]
         probe_after = self._probe_score()
-        mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+        mean_before, mean_after = (sum(before) / len(before), sum(after) / len(after)) if quizzes else (0.0, 0.0)
         held, why = probes.holds(probe_before, probe_after, self.cfg.probe)
         accepted = (mean_after >= mean_before and held) or not self.cfg.gate
         record = {"accepted": accepted, "documents": len(covered), "sequences": len(plan.examples),
@@ -376,8 +391,9 @@ class Memory:
             return None
         return self._index.route(f"{topic} {question}" if topic else question)
 
-    def routed_titles(self) -> list[str]:
-        return [self._document(r["document"])["title"] for r, _ in self._routed]
+    def routed_documents(self) -> list[dict]:
+        """The documents the loaded version keeps apart ({title, text}), in `route`'s index order."""
+        return [{k: self._document(r["document"])[k] for k in ("title", "text")} for r, _ in self._routed]
 
     def _answer_items(self, items: list[dict], context: list[tuple[str, str]] | None = None) -> list[str]:
         """Greedy answers to items ({title, question, support}) from the loaded version."""

@@ -148,10 +148,25 @@ class Store:
         return json.loads((self.documents_dir / f"{doc_id}.json").read_text(encoding="utf-8"))
 
     def log_learn(self, record: dict[str, Any]) -> None:
-        with (self.path / "learns.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        path = self.path / "learns.jsonl"
+        cut = path.exists() and path.stat().st_size and path.read_bytes()[-1:] != b"\n"
+        with path.open("a", encoding="utf-8") as f:
+            f.write(("\n" if cut else "") + json.dumps({"time": round(time.time(), 3), **record}) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def learn_records(self) -> list[dict[str, Any]]:
+        """The records of learns.jsonl; a last line cut by a kill is not a record."""
+        path = self.path / "learns.jsonl"
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:
+                    raise
+        return records
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())

@@ -29,6 +29,7 @@ _PAIR = re.compile(r"^Question: (?P<q>.+)\nAnswer: (?P<a>.+)$", re.S)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
 _NAME = re.compile(r"(?<=\s)[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
+_WORD = re.compile(r"[^\W\d_]{4,}")
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,15 @@ def usable_pairs(passage: Passage, text: str) -> list[tuple[str, str]]:
 
 def cloze_questions(passage: Passage, n: int) -> list[QuizQuestion]:
     """Up to n fill-in-the-blank questions from sentences spread over the document: a number, else a name
-    that does not open the sentence, blanked out."""
+    that does not open the sentence, else the sentence's longest word, blanked out."""
     sentences = [s for s in _SENTENCE.split(passage.context) if len(s.split()) >= 6]
     found = []
     for sentence in sentences:
         match = _NUMBER.search(sentence) or _NAME.search(sentence)
-        if match:
-            blanked = sentence[: match.start()] + "___" + sentence[match.end():]
-            found.append(QuizQuestion(f"Fill in the blank: {blanked}", match.group(0), "cloze"))
+        if match is None:
+            match = max(_WORD.finditer(sentence), key=lambda m: len(m.group(0)))
+        blanked = sentence[: match.start()] + "___" + sentence[match.end():]
+        found.append(QuizQuestion(f"Fill in the blank: {blanked}", match.group(0), "cloze"))
     if len(found) <= n:
         return found
     step = len(found) / n

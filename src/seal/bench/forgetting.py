@@ -1,0 +1,138 @@
+"""`seal bench forgetting`: documents learned one after another into a Memory, under each continual strategy.
+
+For every strategy and sequence of T evaluation passages, a fresh Memory learns the passages in order,
+as a user would: without their questions (the gate uses the model's own self-quiz), while SQuAD's
+human questions are kept aside to measure. After each step every passage of the sequence, learned or
+not, is asked closed-book through the memory's answer path (routing included) and graded by the
+knowledge domain: row i of the accuracy matrix R (seal.bench.transfer). Each step also records the
+general probe, seconds, disk usage, whether the gate kept the update and whether a gate on the human
+questions would have (their agreement), and for routing strategies where each question was routed.
+
+Every step is appended to metrics.jsonl and each memory lives in `memories/<strategy>-<sequence>/`,
+so a killed benchmark resumes where it stopped (a learn that finished but was not logged is not redone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seal.bench.forgetting_report import plot_forgetting, report, summarise
+from seal.domains.knowledge.data import Passage, load_squad, split_eval
+from seal.memory import Document, Memory, MemoryConfig
+from seal.memory.config import STRATEGIES, ProbeConfig
+from seal.progress import progress_bar
+from seal.runs import Run
+
+SQUAD = "../shared/data/squad/squad_val.json"
+
+
+@dataclass
+class ForgettingBenchConfig:
+    data: str = SQUAD
+    documents: int = 8  # T: passages learned in sequence
+    sequences: int = 4  # S: independent sequences (disjoint passages) per strategy
+    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    # learn as a user would (self-quiz gate) or gate on the passages' own questions (the paper's setting)
+    self_quiz: bool = True
+    memory: MemoryConfig = field(default_factory=lambda: MemoryConfig(probe=ProbeConfig(data=SQUAD)))
+    seed: int = 0
+
+
+def sequences(cfg: ForgettingBenchConfig) -> list[list[Passage]]:
+    """S disjoint sequences of T evaluation passages, drawn with the config's seed."""
+    evaluation, _ = split_eval(load_squad(cfg.data))
+    pool = list(evaluation)
+    random.Random(cfg.seed).shuffle(pool)
+    need = cfg.documents * cfg.sequences
+    if need > len(pool):
+        raise ValueError(f"{cfg.sequences} sequences of {cfg.documents} need {need} passages; "
+                         f"the evaluation split has {len(pool)}")
+    return [pool[s * cfg.documents:(s + 1) * cfg.documents] for s in range(cfg.sequences)]
+
+
+def check(cfg: ForgettingBenchConfig) -> None:
+    bad = [s for s in cfg.strategies if s not in STRATEGIES]
+    if bad or not cfg.strategies:
+        raise ValueError(f"unknown strategy {bad}; choose among {', '.join(STRATEGIES)}")
+    if cfg.documents < 1 or cfg.sequences < 1:
+        raise ValueError("documents and sequences must be at least 1")
+
+
+def evaluate_row(memory: Memory, passages: list[Passage]) -> tuple[list[float], list[dict]]:
+    """Accuracy on every passage (closed book, through the memory's routing), graded by the knowledge domain,
+    with the answers and, for routing versions, which learned document each question went to."""
+    questions = [(p, q) for p in passages for q in p.questions]
+    answers = memory.answer_many([q.question for _, q in questions], [p.title for p, _ in questions])
+    routed = [d["text"] for d in memory.routed_documents()]
+    row, details, start = [], [], 0
+    for p in passages:
+        score = memory.domain.score(p, answers[start:start + len(p.questions)])
+        row.append(score.value)
+        for d in score.details:  # True: its own document's adapter, False: another's, None: no adapter
+            target = memory.route(d["question"], p.title)
+            d["routed_to"] = None if target is None else routed[target] == p.context
+        details.append({"title": p.title, "held_apart": p.context in routed, "answers": score.details})
+        start += len(p.questions)
+    return row, details
+
+
+def run_step(memory: Memory, passages: list[Passage], step: int, self_quiz: bool) -> dict:
+    """Learn passage `step - 1` (unless a killed run already did) and measure; step 0 measures the base."""
+    start = time.perf_counter()
+    learn = None
+    if step > 0:
+        attempts = memory.learn_records()
+        if len(attempts) >= step:
+            learn = attempts[step - 1]
+        else:
+            p = passages[step - 1]
+            doc = Document(p.title, p.context, None if self_quiz else p.questions)
+            learn = memory.learn(doc, check_questions=p.questions).to_dict()
+    row, details = evaluate_row(memory, passages)
+    version = memory.store.version(memory.active)
+    return {"row": row, "answers": details, "version": memory.active, "learn": _learn_summary(learn),
+            "probe": version["scores"].get("probe") or memory.store.meta()["probe"]["base"],
+            "disk_bytes": memory.disk_bytes(), "seconds": time.perf_counter() - start}
+
+
+def _learn_summary(learn: dict | None) -> dict | None:
+    if learn is None:
+        return None
+    keep = ("accepted", "reason", "version", "quiz", "quiz_before", "quiz_after", "probe_after", "self_edit",
+            "self_edit_usable", "sequences", "seconds", "check_before", "check_after", "consolidation")
+    return {k: learn.get(k) for k in keep}
+
+
+def run_bench(cfg: ForgettingBenchConfig, out: str | Path) -> dict:
+    check(cfg)
+    seqs = sequences(cfg)
+    run = Run(out, cfg)
+    done = {(r["strategy"], r["sequence"], r["step"]): r for r in run.records(event="step")}
+    total = len(cfg.strategies) * len(seqs) * (cfg.documents + 1)
+    with progress_bar() as bar:
+        task = bar.add_task("forgetting steps", total=total, completed=len(done), status="")
+        for strategy in cfg.strategies:
+            for s, passages in enumerate(seqs):
+                if all((strategy, s, i) in done for i in range(cfg.documents + 1)):
+                    continue
+                mem_cfg = dataclasses.replace(cfg.memory, strategy=strategy, seed=cfg.memory.seed + s)
+                memory = Memory.open(run.path / "memories" / f"{strategy}-{s}", mem_cfg)
+                for step in range(cfg.documents + 1):
+                    if (strategy, s, step) in done:
+                        continue
+                    bar.update(task, status=f"{strategy} sequence {s + 1} step {step}")
+                    record = {"event": "step", "strategy": strategy, "sequence": s, "step": step,
+                              **run_step(memory, passages, step, cfg.self_quiz)}
+                    run.log(record)
+                    done[strategy, s, step] = record
+                    bar.update(task, advance=1)
+    results = summarise(list(done.values()), cfg)
+    plot_forgetting(results, run.path / "plots")
+    run.report(report(results, cfg))
+    run.finish(results)
+    return results
+

@@ -1,0 +1,109 @@
+"""`seal bench forgetting` on the tiny model: matrix arithmetic, the run directory, resume, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from seal.bench import transfer
+from seal.bench.forgetting import ForgettingBenchConfig, run_bench, sequences
+from seal.cli import main
+from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
+from seal.memory import MemoryConfig
+from seal.memory.config import ProbeConfig
+
+PASSAGES = [
+    {"title": "Harrow Mill", "context": "Harrow Mill grinds barley for the village of Penn. It was rebuilt in 1902 after a fire.",
+     "questions": [{"question": "When was Harrow Mill rebuilt?", "answer": "1902"}]},
+    {"title": "Penn", "context": "Penn is a hill village whose weavers sell wool at the autumn fair.",
+     "questions": [{"question": "What do the weavers of Penn sell?", "answer": "wool"},
+                   {"question": "When is the fair?", "answer": "autumn"}]},
+    {"title": "Corr Lake", "context": "Corr Lake is a deep lake where trout are caught each spring by the villagers.",
+     "questions": [{"question": "What fish are caught in Corr Lake?", "answer": "trout"}]},
+    {"title": "Vattna Glacier", "context": "The Vattna Glacier covers the northern plateau of Esk. It has retreated "
+     "four kilometres since 1890.", "questions": [{"question": "Since when has the glacier retreated?", "answer": "1890"}]},
+]
+
+
+def test_matrix_measures_by_hand():
+    R = [[0.2, 0.1, 0.0],   # untouched
+         [0.8, 0.3, 0.0],   # after passage 1
+         [0.6, 0.9, 0.4],   # after passage 2
+         [0.4, 0.6, 1.0]]   # after passage 3
+    assert transfer.acc(R) == pytest.approx((0.4 + 0.6 + 1.0) / 3)
+    assert transfer.bwt(R) == pytest.approx(((0.4 - 0.8) + (0.6 - 0.9)) / 2)
+    assert transfer.fwt(R) == pytest.approx(((0.3 - 0.1) + (0.4 - 0.0)) / 2)
+    assert transfer.just_after(R) == pytest.approx((0.8 + 0.9 + 1.0) / 3)
+    assert transfer.retention(R) == pytest.approx((0.4 / 0.8 + 0.6 / 0.9) / 2)
+    assert transfer.summary(R)["first_column"] == [0.2, 0.8, 0.6, 0.4]
+    assert transfer.bwt([[0.0], [1.0]]) is None and transfer.acc([[0.0], [1.0]]) == 1.0
+    assert transfer.retention([[0.0, 0.0], [0.0, 0.0], [0.0, 1.0]]) is None  # nothing known to retain
+    with pytest.raises(ValueError, match="T \\+ 1 rows"):
+        transfer.acc([[0.1, 0.2], [0.3, 0.4]])
+
+
+@pytest.fixture
+def squad(tmp_path):
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(PASSAGES))
+    return path
+
+
+def config(model_dir, squad, **kw) -> ForgettingBenchConfig:
+    memory = MemoryConfig(model=ModelConfig(name=str(model_dir)), sampling=SamplingConfig(max_new_tokens=12),
+                          inner=InnerConfig(rank=2, alpha=4, epochs=2, lr=1e-2), gate=False,
+                          eval=EvalConfig(max_new_tokens=6, grader="containment"), probe=ProbeConfig(data=""),
+                          consolidate_every=2)
+    return ForgettingBenchConfig(**{"data": str(squad), "documents": 2, "sequences": 2, "memory": memory, **kw})
+
+
+def test_sequences_are_disjoint_and_reproducible(tiny_model_dir, squad):
+    cfg = config(tiny_model_dir, squad)
+    first, again = sequences(cfg), sequences(cfg)
+    assert [[p.title for p in s] for s in first] == [[p.title for p in s] for s in again]
+    titles = [p.title for s in first for p in s]
+    assert len(titles) == len(set(titles)) == 4
+    with pytest.raises(ValueError, match="need 6 passages"):
+        sequences(config(tiny_model_dir, squad, documents=3))
+
+
+def test_bench_writes_matrix_report_plots_and_resumes(scrambled_model_dir, squad, tmp_path):
+    cfg = config(scrambled_model_dir, squad, strategies=["merge", "router"])
+    out = tmp_path / "run"
+    results = run_bench(cfg, out)
+    rows = {r["strategy"]: r for r in results["strategies"]}
+    assert list(rows) == ["merge", "router"]
+    for r in rows.values():
+        assert r["sequences"] == 2 and r["learns"] == 4 and r["accepted"] == 1.0
+        assert len(r["R"]) == 3 and all(len(row) == 2 for row in r["R"])
+        assert 0.0 <= r["acc"] <= 1.0 and r["disk_mb"] > 0
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(steps) == 2 * 2 * 3
+    # the matrix in results is the mean of the logged rows
+    merge_final = [s["row"] for s in steps if s["strategy"] == "merge" and s["step"] == 2]
+    assert rows["merge"]["R"][2] == pytest.approx([sum(c) / 2 for c in zip(*merge_final)])
+    # router: every learned document is held apart, and questions about the not-yet-learned one go nowhere
+    router_step1 = [s for s in steps if s["strategy"] == "router" and s["step"] == 1]
+    assert all([p["held_apart"] for p in s["answers"]] == [True, False] for s in router_step1)
+    assert rows["router"]["routing"]["questions_held"] > 0 and rows["merge"]["routing"] is None
+    report = (out / "report.md").read_text()
+    assert "| reference (SEAL, Qwen2.5-7B, merge) | 64 | 24.7% |" in report and "| router | 2 |" in report
+    for name in ("config.yaml", "results.json", "plots/heatmaps.png", "plots/curves.png"):
+        assert (out / name).is_file()
+
+    # killed after the last learn but before its step was logged: the rerun measures, never learns again
+    (out / "results.json").unlink()
+    (out / "metrics.jsonl").write_text("\n".join(json.dumps(s) for s in steps[:-1]) + "\n")
+    learns = (out / "memories" / "router-1" / "learns.jsonl").read_text()
+    again = run_bench(cfg, out)
+    assert (out / "memories" / "router-1" / "learns.jsonl").read_text() == learns
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == len(steps)
+    assert again["strategies"][1]["R"] == rows["router"]["R"]
+
+
+def test_cli_refuses_a_bad_strategy_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "forgetting", "--strategy", "forget-nothing", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
+    assert not (tmp_path / "x").exists()
