@@ -106,6 +106,9 @@ def test_quiz_pairs_must_be_short_and_supported_by_the_document():
                                            ("Which river does the Orrin Canal join?", "the river Tesk")]
     cloze = cloze_questions(passage, 5)
     assert [q.answer for q in cloze] == ["Orrin Canal", "1843"]
+    # a blank the rest of the sentence gives away is not asked: the next candidate is
+    repeated = Passage("Shah", "The Shah's army was split by feuds and by the Shah's decision to divide it.")
+    assert [q.answer for q in cloze_questions(repeated, 1)] == ["decision"]
 
 
 def test_reopening_refuses_another_model_or_strategy(tiny_model_dir, scrambled_model_dir, tmp_path):

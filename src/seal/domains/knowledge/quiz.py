@@ -61,15 +61,19 @@ def usable_pairs(passage: Passage, text: str) -> list[tuple[str, str]]:
 
 def cloze_questions(passage: Passage, n: int) -> list[QuizQuestion]:
     """Up to n fill-in-the-blank questions from sentences spread over the document: a number, else a name
-    that does not open the sentence, else the sentence's longest word, blanked out."""
+    that does not open the sentence, else the sentence's longest word, blanked out; never a word that the
+    rest of the sentence repeats (a recited sentence would then contain the answer whatever it filled in)."""
     sentences = [s for s in _SENTENCE.split(passage.context) if len(s.split()) >= 6]
     found = []
     for sentence in sentences:
-        match = _NUMBER.search(sentence) or _NAME.search(sentence)
-        if match is None:
-            match = max(_WORD.finditer(sentence), key=lambda m: len(m.group(0)))
-        blanked = sentence[: match.start()] + "___" + sentence[match.end():]
-        found.append(QuizQuestion(f"Fill in the blank: {blanked}", match.group(0), "cloze"))
+        candidates = [*_NUMBER.finditer(sentence), *_NAME.finditer(sentence),
+                      *sorted(_WORD.finditer(sentence), key=lambda m: -len(m.group(0)))]
+        for match in candidates:
+            blanked = sentence[: match.start()] + "___" + sentence[match.end():]
+            rest = re.findall(r"\w+", blanked.lower())
+            if not any(word.startswith(a) for a in re.findall(r"\w+", match.group(0).lower()) for word in rest):
+                found.append(QuizQuestion(f"Fill in the blank: {blanked}", match.group(0), "cloze"))
+                break
     if len(found) <= n:
         return found
     step = len(found) / n
