@@ -70,3 +70,14 @@ def test_workers_must_be_positive(capsys, tmp_path):
     assert main(["train", "knowledge", "--workers", "0", "--out", str(tmp_path / "run")]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_workers_reserve_a_gpu_each_only_on_cuda():
+    from seal.distributed.episodes import gpus_per_worker
+
+    assert gpus_per_worker("cpu", cluster_gpus=8, workers=2) == 0
+    assert gpus_per_worker("auto", cluster_gpus=0, workers=2) == 0  # a CPU cluster: auto means the CPU
+    assert gpus_per_worker("auto", cluster_gpus=2, workers=2) == 1
+    assert gpus_per_worker("cuda:1", cluster_gpus=4, workers=3) == 1
+    with pytest.raises(ValueError, match="need 3 GPUs; the Ray cluster has 2"):
+        gpus_per_worker("cuda", cluster_gpus=2, workers=3)

@@ -291,3 +291,26 @@ def test_long_training_of_uneven_candidates_stays_equal_to_training_alone(tiny):
     together, alone = losses(plans), losses(plans[:1])
     assert len(together) == len(alone) == 111
     assert together == pytest.approx(alone, abs=1e-5)
+
+
+def test_half_precision_base_trains_fp32_adapters_like_peft(tiny_model_dir):
+    """A bf16 base (the GPU path's dtype) keeps its LoRA adapters in fp32, as peft does, and the batched
+    loop still follows peft's run (to bf16 tolerance)."""
+    from seal import models
+    from seal.config import ModelConfig
+
+    model, tokenizer = models.load(ModelConfig(name=str(tiny_model_dir), dtype="bfloat16"))
+    domain = KnowledgeDomain(eval=EvalConfig(max_new_tokens=4))
+    plans = _plans(domain)[:2]
+    cfgs = [replace(CFG, seed=0), replace(CFG, seed=1)]
+    alone = []
+    for plan, cfg in zip(plans, cfgs):
+        with fresh_adapter(model, cfg) as peft_model:
+            alone.append(train(peft_model, tokenizer, plan, cfg).losses)
+    with batched_adapters(model, cfgs) as multi:
+        assert multi.flat.dtype == torch.float32 and model.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+        together = [r.losses for r in multi.train(tokenizer, plans)]
+        multi.generate(tokenizer, [["Lune"], ["Tesk"]], max_new_tokens=2)
+    for a, b in zip(alone, together):
+        assert b == pytest.approx(a, rel=2e-2)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())  # the base is left as it was

@@ -236,3 +236,14 @@ def test_load_local_directory(tiny_model_dir):
 def test_bad_dtype(tiny_model_dir):
     with pytest.raises(ModelError, match="dtype"):
         models.load(ModelConfig(name=str(tiny_model_dir), dtype="float99"))
+
+
+def test_auto_dtype_is_bf16_on_a_cuda_device_with_bf16_and_fp32_elsewhere(tiny_model_dir, monkeypatch):
+    assert models.pick_dtype("auto", torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert models.pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert models.pick_dtype("auto", torch.device("cuda:0")) == torch.float32  # e.g. a V100: fp32, not fp16
+    assert models.pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    model, _ = models.load(ModelConfig(name=str(tiny_model_dir), dtype="auto", device="cpu"))
+    assert model.dtype == torch.float32

@@ -35,7 +35,7 @@ class ModelConfig:
 
     name: str = "smollm2-135m-instruct"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "float32"  # fp32 trains ~25x faster than bf16 on CPU
+    dtype: str = "float32"  # fp32 trains ~25x faster than bf16 on CPU; auto: bfloat16 on a CUDA device, fp32 elsewhere
     # the engine that generates (seal.backends): auto = llamacpp when installed and the model is on the CPU, else hf
     backend: Literal["auto", "hf", "llamacpp", "vllm"] = "auto"
 

@@ -171,6 +171,18 @@ def pick_device(device: str) -> torch.device:
     return chosen
 
 
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto`: bfloat16 on a CUDA device that supports it (half the memory and traffic, tensor cores),
+    float32 elsewhere (on CPU bf16 trains ~25x slower than fp32); else the torch dtype of that name.
+    LoRA adapters over a half-precision base stay fp32 (seal.inner)."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    value = getattr(torch, dtype, None)
+    if not isinstance(value, torch.dtype):
+        raise ModelError(f"unknown dtype {dtype!r}; use auto or a torch dtype name (float32, bfloat16, ...)")
+    return value
+
+
 def load(config: ModelConfig | str):
     """Load (model, tokenizer) ready for generation and training."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -185,9 +197,7 @@ def load(config: ModelConfig | str):
     backends.require(config.backend)
     source = resolve(config.name)
     device = pick_device(config.device)  # before the weights load, so a bad device costs nothing
-    dtype = getattr(torch, config.dtype, None)
-    if not isinstance(dtype, torch.dtype):
-        raise ModelError(f"unknown dtype {config.dtype!r}")
+    dtype = pick_dtype(config.dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)

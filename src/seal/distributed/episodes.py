@@ -26,6 +26,16 @@ from seal.rl.restem import ContextJob, RestEMConfig
 MAX_WORKER_DEATHS = 8  # per pool: beyond this the cause is not a passing fault, and the round stops with it
 
 
+def gpus_per_worker(device: str, cluster_gpus: float, workers: int) -> int:
+    """GPUs each worker reserves: one when the models run on CUDA (device `cuda[:N]`, or `auto` on a
+    cluster that has GPUs; Ray then shows each worker its own GPU as cuda:0), none on CPU."""
+    if not (device.startswith("cuda") or (device == "auto" and cluster_gpus > 0)):
+        return 0
+    if workers > cluster_gpus:
+        raise ValueError(f"{workers} workers on CUDA need {workers} GPUs; the Ray cluster has {cluster_gpus:g}")
+    return 1
+
+
 class EpisodeWorker:
     """A Ray actor (see `RayEpisodes`): loads a round's generator (and the fixed learner, if any) once and
     runs context jobs on it."""
@@ -73,7 +83,10 @@ class RayEpisodes:
                 ray.init(num_cpus=min(workers * threads, os.cpu_count() or 1), include_dashboard=False,
                          log_to_driver=False)
         self.threads = threads
-        self.actor_class = ray.remote(num_cpus=threads)(EpisodeWorker)
+        gpus = gpus_per_worker(cfg.generator.device, ray.cluster_resources().get("GPU", 0), workers)
+        if gpus:  # each worker sees its own GPU only, as cuda:0
+            cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, device="cuda"))
+        self.actor_class = ray.remote(num_cpus=threads, num_gpus=gpus)(EpisodeWorker)
         self.init_args = (domain, ray.put(contexts), cfg, threads)
         self.actors = [self._new_actor() for _ in range(workers)]
         self.deaths = 0

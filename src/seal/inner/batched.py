@@ -35,7 +35,7 @@ from seal.domains.base import UpdateError, UpdatePlan
 from seal.inner.batched_eval import evaluator_for, generate_all, gold_loglik
 from seal.inner.batched_train import TrainStats, train_candidates
 from seal.inner.lora import TrainReport, lora_config
-from seal.inner.multi_lora import MultiLoraLinear, Routing, initial_adapter, target_names
+from seal.inner.multi_lora import MultiLoraLinear, Routing, adapter_dtype, initial_adapter, target_names
 
 
 class MultiAdapter:
@@ -53,7 +53,7 @@ class MultiAdapter:
         sizes = [(m.in_features * r, r * m.out_features) for m in base]
         total = sum(a + b for a, b in sizes)
         ref = base[0].weight
-        self.flat = torch.empty(self.k, total, device=ref.device, dtype=ref.dtype)
+        self.flat = torch.empty(self.k, total, device=ref.device, dtype=adapter_dtype(ref.dtype))
         self._slices: list[tuple[int, int, int]] = []  # (offset of A, offset of B, end) per target
         offset = 0
         self.layers: list[MultiLoraLinear] = []

@@ -202,6 +202,7 @@ def _train_loop(multi: MultiAdapter, optimizer: MultiAdamW, tokenizer, cands, re
         if on_step:
             on_step(step + 1, total, [losses[k] if k in active else None for k in range(multi.k)])
 
+
 def _train_step(multi: MultiAdapter, optimizer: MultiAdamW, batch_rows, active, pad_id, device) -> dict[int, float]:
     """Forward/backward of one step: sum over candidates of their mean token loss."""
     optimizer.zero_grad()
@@ -216,21 +217,35 @@ def _train_step(multi: MultiAdapter, optimizer: MultiAdamW, batch_rows, active, 
         labels = batch.pop("labels")
         adapters = [k for k, _, _ in mb]
         multi.stats.microbatches.append([len(ids) for _, ids, _ in mb])
-        with multi.rows(adapters):
-            logits = multi.model(**batch, use_cache=False).logits
-        # token_loss per candidate would slice the logits once per candidate, and every slice's
-        # backward writes a zero-filled copy of the whole logits; one weighted cross-entropy over
-        # the micro-batch, labels shifted instead of logits, is the same sum without copies.
+        # One weighted cross-entropy over the micro-batch's labelled tokens (weight 1 / labelled tokens of
+        # the row's candidate): the sum of every candidate's mean token loss, with no per-candidate logits
+        # slices (each of whose backward would write a zero-filled copy of the whole logits).
         targets = torch.full_like(labels, IGNORE)
         targets[:, :-1] = labels[:, 1:]
-        token_losses = nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none"
-        ).view(labels.shape)
+        rows, cols = (targets != IGNORE).nonzero(as_tuple=True)
+        with multi.rows(adapters):
+            logits = labelled_logits(multi.model, batch, rows, cols)
+        token_losses = nn.functional.cross_entropy(logits.float(), targets[rows, cols], reduction="none")
         weights = torch.tensor([1.0 / labelled[k] for k in adapters], device=device)
-        row_losses = token_losses.sum(1) * weights  # candidate k: sum of its mean-token-loss shares
+        row_losses = torch.zeros(len(mb), device=device).index_add(0, rows, token_losses) * weights
         loss = row_losses.sum()
         for k, value in zip(adapters, row_losses.tolist()):
             sums[k] += value
-        multi.stats.labelled += int((targets != IGNORE).sum())
+        multi.stats.labelled += len(rows)
         loss.backward()
     return sums
+
+
+def labelled_logits(model: nn.Module, inputs: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The logits at positions (rows[i], cols[i]) only, [n, vocab]: the LM head (a fifth of SmolLM2's
+    FLOPs) and the softmax then skip padding and unlabelled prompts (most of an ARC row). A model whose
+    head is more than a linear map of the last hidden state (logit scaling, soft-capping) computes its
+    full logits, of which the same positions are taken."""
+    head = model.get_output_embeddings()
+    plain = isinstance(head, nn.Linear) and model.base_model is not model and not any(
+        getattr(model.config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+    if not plain:
+        return model(**inputs, use_cache=False).logits[rows, cols]
+    hidden = model.base_model(**inputs, use_cache=False).last_hidden_state
+    return head(hidden[rows, cols])
+

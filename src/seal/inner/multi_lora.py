@@ -91,6 +91,14 @@ class MultiLoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
+        if x.dtype == self.lora_A.dtype:
+            return self._add_lora(x, out)
+        # a half-precision base with fp32 adapters (as peft keeps them): the adapters see fp32 inputs
+        delta = self._add_lora(x.to(self.lora_A.dtype), torch.zeros_like(out, dtype=self.lora_A.dtype))
+        return out + delta.to(out.dtype)
+
+    def _add_lora(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out + scaling * (x @ A[k]) @ B[k], row by row as the routing says."""
         rt = self.routing
         shape = out.shape
         rows = shape[0] if x.dim() > 1 else 1
@@ -112,6 +120,16 @@ class MultiLoraLinear(nn.Module):
         h = torch.bmm(x.reshape(rows, -1, self.in_features), self.lora_A[rt.idx])
         return torch.baddbmm(out.reshape(rows, -1, self.out_features), h, self.lora_B[rt.idx],
                              alpha=self.scaling).view(shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# Initialisation: exactly what seal.inner.lora.fresh_adapter(model, cfg) starts from
+
+
+def adapter_dtype(base: torch.dtype) -> torch.dtype:
+    """The adapters' dtype over a base of dtype `base`: float32 over half precision (bf16 / fp16 bases
+    train their LoRA in fp32, as peft's `autocast_adapter_dtype` does), the base's own otherwise."""
+    return torch.float32 if base in (torch.bfloat16, torch.float16) else base
 
 
 def target_names(model: nn.Module, cfg: InnerConfig) -> list[str]:
@@ -147,8 +165,8 @@ def _replayed_init(model: nn.Module, cfg: InnerConfig, names: list[str]) -> list
         nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=gen)  # nn.Linear(in, r) construction
         nn.init.kaiming_uniform_(b, a=math.sqrt(5), generator=gen)  # nn.Linear(r, out) construction
         nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=gen)  # peft's reset_lora_parameters
-        out.append((a.to(base.weight.device, base.weight.dtype),
-                    torch.zeros_like(b, device=base.weight.device, dtype=base.weight.dtype)))
+        dtype = adapter_dtype(base.weight.dtype)
+        out.append((a.to(base.weight.device, dtype), torch.zeros_like(b, device=base.weight.device, dtype=dtype)))
     return out
 
 
