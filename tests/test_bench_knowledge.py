@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from seal import models
-from seal.bench.knowledge import (KnowledgeBenchConfig, comparisons, merged_plan, multi_passage_updates, report, run_bench,
-                                  run_episode, select_passages, summarise)
+from seal.bench.knowledge import (KnowledgeBenchConfig, comparisons, conditions_of, merged_plan, multi_passage_updates,
+                                  report, run_bench, run_episode, select_passages, summarise)
 from seal.bench.stats import format_ci, mean_ci, paired_difference
 from seal.cli import main
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
@@ -54,14 +54,14 @@ def test_bench_writes_table_and_resumes(tiny_model_dir, data, tmp_path, setting)
     cfg = config(tiny_model_dir, *data, setting=setting)
     results = run_bench(cfg, tmp_path / "run")
     rows = {r["condition"]: r for r in results["rows"]}
-    assert list(rows) == cfg.conditions
+    assert list(rows) == ["recitation", *cfg.conditions]  # the no-model control is always there
     expected = 3 if setting == "single" else 1
     assert all(r["episodes"] == expected for r in rows.values())
     if setting == "single":  # one episode per passage: each passage is scored, or its episode failed
         assert all(r["passages"] + r["failed"] == 3 for r in rows.values())
     assert all((r["ci_low"] is None) == (r["passages"] < 2) for r in rows.values())
     assert all(0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0 for r in rows.values() if r["ci_low"] is not None)
-    for name in ("config.yaml", "metrics.jsonl", "results.json", "report.md", "plots/conditions.png"):
+    for name in ("config.yaml", "metrics.jsonl", "results.json", "report.md", "answers.md", "plots/conditions.png"):
         assert (tmp_path / "run" / name).is_file()
     assert "| file:teacher |" in (tmp_path / "run" / "report.md").read_text()
     episodes = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -75,7 +75,7 @@ def test_bench_writes_table_and_resumes(tiny_model_dir, data, tmp_path, setting)
     again = run_bench(cfg, tmp_path / "run")
     after = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(after) == len(lines)
-    assert [r["condition"] for r in again["rows"]] == cfg.conditions
+    assert [r["condition"] for r in again["rows"]] == ["recitation", *cfg.conditions]
 
 
 def test_multi_passage_updates_trained_together_score_as_one_at_a_time(tiny_model_dir, data):
@@ -110,19 +110,23 @@ def test_multi_passage_full_finetuning_runs_one_update_at_a_time_and_leaves_the_
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
 
+def scores(accuracy: float, f1: float) -> list[dict]:
+    return [{"accuracy": accuracy, "f1": f1, "em": 0.0, "recitation": 0.0, "identical": 0.0}]
+
+
 def test_summarise_counts_failed_episodes_apart_from_the_mean():
     eps = [
-        {"passages": [0], "condition": "base", "sample": 0, "scores": [{"accuracy": 0.5, "f1": 0.4}], "seconds": 1},
+        {"passages": [0], "condition": "base", "sample": 0, "scores": scores(0.5, 0.4), "seconds": 1},
         {"passages": [0], "condition": "self-edit", "sample": 0, "error": "no statements", "seconds": 2},
-        {"passages": [1], "condition": "base", "sample": 0, "scores": [{"accuracy": 0.0, "f1": 0.0}], "seconds": 1},
-        {"passages": [1], "condition": "self-edit", "sample": 0, "scores": [{"accuracy": 1.0, "f1": 1.0}], "seconds": 4},
+        {"passages": [1], "condition": "base", "sample": 0, "scores": scores(0.0, 0.0), "seconds": 1},
+        {"passages": [1], "condition": "self-edit", "sample": 0, "scores": scores(1.0, 1.0), "seconds": 4},
     ]
     row = summarise(eps, ["self-edit"])[0]
     assert (row["failed"], row["passages"], row["accuracy"], row["seconds_per_episode"]) == (1, 1, 1.0, 3)
     assert row["ci_low"] is None  # one passage: no interval
     failed = summarise(eps[1:2], ["self-edit"])[0]
     assert failed["accuracy"] is None and failed["failed"] == 1 and failed["passages"] == 0
-    assert "| self-edit | - | none (n=0) | - | 1 |" in report({"setting": "single", "model": "m", "passages": 1,
+    assert "| self-edit | - | none (n=0) | - | - | - | - | 1 |" in report({"setting": "single", "model": "m", "passages": 1,
                                                                  "split": "eval", "k": 1, "rows": [failed]})
 
 
@@ -169,16 +173,16 @@ def test_generator_rounds_get_a_row_and_a_plot_per_round(tiny_model_dir, data, t
     cfg.conditions = ["passage", "self-edit", f"generator:{round_1}"]
     results = run_bench(cfg, tmp_path / "run")
     rows = {r["condition"]: r for r in results["rows"]}
-    assert [r["round"] for r in results["rows"]] == [None, 0, 1]
+    assert [r["round"] for r in results["rows"]] == [None, None, 0, 1]  # recitation control, passage, rounds
     assert rows[f"generator:{round_1}"]["accuracy"] == rows["self-edit"]["accuracy"]
     logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     texts = {r["condition"]: r["texts"] for r in logged if r.get("event") == "self_edits" and r["passage"] == 0}
     assert texts["self-edit"] == texts[f"generator:{round_1}"]
     assert (tmp_path / "run" / "plots" / "rounds.png").stat().st_size > 0
-    [same] = results["comparisons"]
+    same = {(c["a"], c["b"]): c for c in results["comparisons"]}[f"generator:{round_1}", "self-edit"]
     ran = rows["self-edit"]["passages"]  # passages whose self-edit could be used: paired over those only
     assert ran + rows["self-edit"]["failed"] == 3
-    assert (same["a"], same["b"], same["difference"], same["units"]) == (f"generator:{round_1}", "self-edit", 0.0, ran)
+    assert (same["difference"], same["units"]) == (0.0, ran)
     assert f"| generator:{round_1} − self-edit | +0.0% |" in (tmp_path / "run" / "report.md").read_text()
 
 
@@ -206,11 +210,11 @@ def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_d
     from seal.bench.knowledge import interim
 
     episodes = [json.loads(x) for x in lines if '"event": "episode"' in x and '"passages": [2]' not in x]
-    assert interim(tmp_path / "run")["rows"] == summarise(episodes, cfg.conditions)
-    [teacher] = interim(tmp_path / "run")["comparisons"]
+    assert interim(tmp_path / "run")["rows"] == summarise(episodes, conditions_of(cfg))
+    pairs = {(c["a"], c["b"]): c["units"] for c in interim(tmp_path / "run")["comparisons"]}
     ran = sum("scores" in e for e in episodes if e["condition"] == "self-edit")  # the others failed: not paired
-    assert (teacher["a"], teacher["units"]) == ("file:teacher", ran)
-    assert summarise(episodes, cfg.conditions) != final["rows"]  # the third passage's episodes were left out
+    assert pairs == {("self-edit", "passage"): ran, ("file:teacher", "passage"): 2, ("file:teacher", "self-edit"): ran}
+    assert summarise(episodes, conditions_of(cfg)) != final["rows"]  # the third passage's episodes were left out
     assert "(n=2, under 5: rough)" in printed  # every interval shows its n; under 5 passages it is flagged
     assert main(["bench", "status", str(tmp_path / "nowhere")]) == 2
 
@@ -261,13 +265,13 @@ def test_paired_difference_keeps_its_sign_and_counts_wins():
 def test_comparisons_pair_rounds_and_files_over_shared_passages():
     def ep(condition, passage, accuracy):
         return {"passages": [passage], "condition": condition, "sample": 0, "seconds": 1,
-                "scores": [{"accuracy": accuracy, "f1": accuracy}]}
+                "scores": scores(accuracy, accuracy)}
 
     r2 = "generator:runs/t/round-2"
     eps = [ep("self-edit", 0, 0.0), ep("self-edit", 1, 0.5), ep(r2, 0, 1.0), ep(r2, 1, 0.5),
            ep("file:gpt4_1", 0, 1.0), ep("file:gpt4_1", 1, 1.0), ep("file:gpt4_1", 2, 1.0), ep("passage", 0, 1.0)]
     got = {(c["a"], c["b"]): (c["difference"], c["units"]) for c in
            comparisons(eps, ["passage", "self-edit", r2, "file:gpt4_1"])}
-    assert got == {(r2, "self-edit"): (0.5, 2), ("file:gpt4_1", "self-edit"): (0.75, 2),
-                   ("file:gpt4_1", r2): (0.25, 2)}
-    assert comparisons(eps, ["passage", "file:gpt4_1"]) == []  # no rounds: nothing the paper claims
+    assert got == {("self-edit", "passage"): (-1.0, 1), (r2, "passage"): (0.0, 1), ("file:gpt4_1", "passage"): (0.0, 1),
+                   (r2, "self-edit"): (0.5, 2), ("file:gpt4_1", "self-edit"): (0.75, 2), ("file:gpt4_1", r2): (0.25, 2)}
+    assert comparisons(eps, ["base", "file:gpt4_1"]) == []  # neither the passage nor a round to compare with

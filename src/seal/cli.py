@@ -197,7 +197,8 @@ def cmd_train_knowledge(args) -> int:
 
     return _train(args, TrainKnowledgeConfig, train_knowledge, "train-knowledge", (("passages", "passages"),),
                   lambda s: f"round {s['round']}: baseline {s['mean_baseline']:.1%}, after self-edit "
-                            f"{percent(s['mean_score'])} over {s['episodes'] - s['failed']} episodes that ran, "
+                            f"{percent(s['mean_score'])} over {s['episodes'] - s['failed']} episodes that ran "
+                            f"(recited {percent(s.get('mean_recitation'))}, identical {percent(s.get('mean_identical'))}), "
                             f"{s['failed']} failed, reward {'-' if s['mean_reward'] is None else format(s['mean_reward'], '.3f')}, "
                             f"{s['training_examples']} self-edits cloned")
 

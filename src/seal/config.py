@@ -92,9 +92,10 @@ class InnerConfig:
 
 @dataclass
 class EvalConfig:
-    """Closed-book question answering after (or without) an update."""
+    """Closed-book question answering after (or without) an update. Only an answer's first sentence (at
+    most 24 words) is graded, so 32 new tokens hold it."""
 
-    max_new_tokens: int = bounded(48, ge=1)
+    max_new_tokens: int = bounded(32, ge=1)
     batch_size: int = bounded(16, ge=1)
     grader: str = "default"
 

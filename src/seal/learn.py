@@ -31,14 +31,18 @@ from seal.runs import Run, check_new, check_writable
 ADAPTER_META = "seal.json"
 
 
-def _answers_table(title: str, details: list[dict]) -> Table:
-    table = Table(title=title, show_lines=False)
+def _answers_table(title: str, score) -> Table:
+    """The graded answers (first sentence of each generation), with recitation (R) and repetition (=) marked."""
+    m = score.metrics
+    table = Table(title=f"{title}: closed-book accuracy {m['accuracy']:.0%}, F1 {m['f1']:.2f}, "
+                        f"recited {m['recitation']:.0%}, identical {m['identical']:.0%}", show_lines=False)
     table.add_column("question")
     table.add_column("gold")
     table.add_column("answer")
     table.add_column("", justify="center")
-    for d in details:
-        table.add_row(d["question"], d["gold"], d["prediction"] or "[dim](empty)", "✓" if d["correct"] else "✗")
+    for d in score.details:
+        marks = ("✓" if d["correct"] else "✗") + (" R" if d["recites"] else "") + (" =" if d["identical"] else "")
+        table.add_row(d["question"], d["gold"], d["answer"] or "[dim](empty)", marks)
     return table
 
 
@@ -68,6 +72,11 @@ def _discard(out: Path, made: Path | None) -> None:
     elif out.is_dir():
         for child in out.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def _rank(score) -> tuple[float, float]:
+    """Candidates compare by credited accuracy, then by how little they recite."""
+    return score.value, -score.metrics["recitation"]
 
 
 def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, out: str | Path) -> dict:
@@ -113,8 +122,8 @@ def _learn(run: Run, model, tokenizer, domain: KnowledgeDomain, passage: Passage
     t = time.perf_counter()
     baseline = domain.evaluate(model, tokenizer, passage)
     timings["baseline_eval"] = time.perf_counter() - t
-    run.log({"event": "baseline", "accuracy": baseline.value})
-    console.print(_answers_table(f"Before: closed-book accuracy {baseline.value:.0%}", baseline.details))
+    run.log({"event": "baseline", **baseline.metrics})
+    console.print(_answers_table("Before", baseline))
 
     t = time.perf_counter()
     s = cfg.sampling
@@ -138,9 +147,9 @@ def _learn(run: Run, model, tokenizer, domain: KnowledgeDomain, passage: Passage
             console.print(f"[red]self-edit {i + 1} could not be used: {e}")
         else:
             record.update(items=plan.notes["items"], sequences=len(plan.examples),
-                          adapted_accuracy=outcome.score.value, answers=outcome.score.details,
-                          train=dataclasses.asdict(outcome.report))
-            if best is None or outcome.score.value > best[1].score.value:
+                          adapted_accuracy=outcome.score.value, metrics=outcome.score.metrics,
+                          answers=outcome.score.details, train=dataclasses.asdict(outcome.report))
+            if best is None or _rank(outcome.score) > _rank(best[1].score):
                 best = (i, outcome)
         run.log({"event": "self_edit", **{k: v for k, v in record.items() if k != "answers"}})
         self_edits.append(record)
@@ -148,7 +157,7 @@ def _learn(run: Run, model, tokenizer, domain: KnowledgeDomain, passage: Passage
 
     adapted = best[1].score if best else None
     if adapted is not None:
-        console.print(_answers_table(f"After: closed-book accuracy {adapted.value:.0%}", adapted.details))
+        console.print(_answers_table("After", adapted))
     accepted = adapted is not None and (adapted.value > baseline.value or not cfg.gate)
     if accepted:
         adapter_dir = run.path / "adapter"
@@ -162,6 +171,8 @@ def _learn(run: Run, model, tokenizer, domain: KnowledgeDomain, passage: Passage
         "title": passage.title,
         "baseline_accuracy": baseline.value,
         "adapted_accuracy": adapted.value if adapted else None,
+        "baseline_metrics": baseline.metrics,
+        "adapted_metrics": adapted.metrics if adapted else None,
         "accepted": accepted,
         "gate": cfg.gate,
         "chosen_self_edit": best[0] if best else None,
@@ -188,8 +199,8 @@ def _report(r: dict) -> str:
         f"# seal learn: {r['title']}",
         "",
         f"- model: `{r['model']}`",
-        f"- baseline accuracy: {r['baseline_accuracy']:.1%}",
-        f"- adapted accuracy: {'n/a' if r['adapted_accuracy'] is None else format(r['adapted_accuracy'], '.1%')}",
+        f"- baseline: {_metrics_line(r['baseline_metrics'])}",
+        f"- adapted: {'n/a' if r['adapted_metrics'] is None else _metrics_line(r['adapted_metrics'])}",
         f"- decision: {'accepted (adapter/ saved)' if r['accepted'] else 'discarded'}",
         f"- total time: {r['seconds']:.1f} s "
         + "(" + ", ".join(f"{k} {v:.1f} s" for k, v in r["timings"].items()) + ")",
@@ -197,6 +208,15 @@ def _report(r: dict) -> str:
         "## Self-edits",
     ]
     for s in r["self_edits"]:
-        status = s.get("error") or f"{s['items']} items, adapted accuracy {s['adapted_accuracy']:.1%}"
+        status = s.get("error") or f"{s['items']} items; {_metrics_line(s['metrics'])}"
         lines += ["", f"### {s['index'] + 1}: {status}", "", "```", s["text"], "```"]
+        if "answers" in s:
+            lines += ["", "| question | gold | answer | credited |", "|---|---|---|---|"]
+            lines += [f"| {d['question']} | {d['gold']} | {d['answer']} | {'yes' if d['correct'] else 'no'} |"
+                      for d in s["answers"]]
     return "\n".join(lines) + "\n"
+
+
+def _metrics_line(m: dict) -> str:
+    return (f"accuracy {m['accuracy']:.1%}, F1 {m['f1']:.2f}, exact {m['em']:.1%}, recited {m['recitation']:.1%}, "
+            f"identical {m['identical']:.1%}")

@@ -67,14 +67,17 @@ def run_rounds(domain, contexts: list, cfg: RestEMConfig, run: Run, workers: int
 
 def _report(results: dict) -> str:
     lines = [f"# ReST-EM on knowledge incorporation: {results['generator']} (learner: {results['learner']})", "",
+             "Accuracy under the closed-book answer protocol (first sentence graded; generic answers not credited). "
              "Means after the update are over the episodes that ran; `failed` ones (unusable self-edit, impossible "
              "update) are in no mean.", "",
-             "| round | contexts | episodes | failed | mean baseline | mean adapted | mean reward | cloned self-edits |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| round | contexts | episodes | failed | mean baseline | mean adapted | F1 | recited | identical "
+             "| mean reward | cloned self-edits |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in results["rounds"]:
         lines.append(f"| {s['round']} | {s['contexts']} | {s['episodes']} | {s['failed']} | {s['mean_baseline']:.1%} | "
-                     f"{percent(s['mean_score'])} | {'-' if s['mean_reward'] is None else format(s['mean_reward'], '.3f')} | "
-                     f"{s['training_examples']} |")
+                     f"{percent(s['mean_score'])} | {'-' if s.get('mean_f1') is None else format(s['mean_f1'], '.3f')} | "
+                     f"{percent(s.get('mean_recitation'))} | {percent(s.get('mean_identical'))} | "
+                     f"{'-' if s['mean_reward'] is None else format(s['mean_reward'], '.3f')} | {s['training_examples']} |")
     lines += ["", "Generators: " + ", ".join(f"`{g}`" for g in results["generators"])]
     return "\n".join(lines) + "\n"
 

@@ -8,6 +8,8 @@ Conditions (each an update, or none, followed by closed-book QA unless stated):
 - `file:NAME`: passage + self-edits read from `<synthetic_dir>/NAME_val.json` (e.g. gpt4_1, base).
 - `generator:PATH`: passage + self-edits sampled from another generator (e.g. a ReST-EM round's model).
 - `open-book`: no update, the passage is in the prompt (the ceiling the weights are chasing).
+- `recitation`: no model at all: every answer is the passage's opening, as many tokens as an answer may
+  have. The floor an update must clear; every benchmark carries it, listed or not.
 - `retrieval`: no update, each question retrieves (BM25) one passage out of all N and sees it.
 
 Settings: `single` trains one adapter per passage (the paper's single-passage table); `multi` trains
@@ -29,6 +31,7 @@ from seal import models
 from seal.bench.stats import format_ci, mean_ci, paired_difference, percent
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, load_config
 from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
+from seal.domains.knowledge.answers import METRICS
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.retrieval import Retriever
@@ -38,9 +41,9 @@ from seal.inner.batched import batchable, batched_adapters, evaluator_for
 from seal.inner.lora import fresh_update, train
 from seal.plots import plot_accuracy_per_round, plot_conditions
 from seal.progress import console, progress_bar
-from seal.runs import Run, read_records
+from seal.runs import Run, atomic_write, read_records
 
-NO_UPDATE = ("base", "open-book", "retrieval")
+NO_UPDATE = ("base", "open-book", "retrieval", "recitation")
 
 
 @dataclass
@@ -111,7 +114,7 @@ def sampled_self_edits(cfg, run: Run, condition: str, model, tokenizer, domain, 
 
 def collect_self_edits(cfg, run, model, tokenizer, domain, passages) -> dict[str, list[list[str]]]:
     out = {}
-    for c in cfg.conditions:
+    for c in conditions_of(cfg):
         if c == "self-edit":
             out[c] = sampled_self_edits(cfg, run, c, model, tokenizer, domain, passages)
         elif c.startswith("file:"):
@@ -121,6 +124,11 @@ def collect_self_edits(cfg, run, model, tokenizer, domain, passages) -> dict[str
             out[c] = sampled_self_edits(cfg, run, c, gen_model, gen_tok, domain, passages)
             del gen_model
     return out
+
+
+def conditions_of(cfg: KnowledgeBenchConfig) -> list[str]:
+    """The configured conditions, with the recitation control first whenever it is not listed."""
+    return cfg.conditions if "recitation" in cfg.conditions else ["recitation", *cfg.conditions]
 
 
 def samples(cfg: KnowledgeBenchConfig, condition: str) -> int:
@@ -137,6 +145,10 @@ def answer_all(domain, model, tokenizer, passages, condition, retriever) -> list
     out = []
     for p in passages:
         supports = None
+        if condition == "recitation":
+            out.append(score_record(domain.score(p, [opening(tokenizer, p, domain.eval.max_new_tokens)]
+                                                 * len(p.questions))))
+            continue
         if condition == "open-book":
             supports = [(p.title, p.context)] * len(p.questions)
         elif condition == "retrieval":
@@ -145,9 +157,13 @@ def answer_all(domain, model, tokenizer, passages, condition, retriever) -> list
     return out
 
 
+def opening(tokenizer, passage: Passage, tokens: int) -> str:
+    """The passage's first `tokens` tokens: the recitation control's answer to every question."""
+    return tokenizer.decode(tokenizer(passage.context, add_special_tokens=False)["input_ids"][:tokens])
+
+
 def score_record(score) -> dict:
-    return {"accuracy": score.value, "f1": sum(d["f1"] for d in score.details) / len(score.details),
-            "answers": score.details}
+    return {**score.metrics, "answers": score.details}
 
 
 def run_episode(domain, model, tokenizer, passages, condition, plan, inner, retriever, on_step=None) -> list[dict]:
@@ -200,9 +216,9 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     retriever = Retriever(passages)
 
     if cfg.setting == "single":
-        jobs = [((i,), c, j) for i in range(len(passages)) for c in cfg.conditions for j in range(samples(cfg, c))]
+        jobs = [((i,), c, j) for i in range(len(passages)) for c in conditions_of(cfg) for j in range(samples(cfg, c))]
     else:
-        jobs = [(tuple(range(len(passages))), c, 0) for c in cfg.conditions]
+        jobs = [(tuple(range(len(passages))), c, 0) for c in conditions_of(cfg)]
     done = {(tuple(r["passages"]), r["condition"], r["sample"]) for r in run.records(event="episode")}
     pending: dict[tuple, list] = {}
     for key in jobs:
@@ -262,7 +278,7 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
                 bar.update(task, advance=len(batched), status=f"passage {idx[0]}" if len(idx) == 1 else "")
 
     episodes = run.records(event="episode")
-    rows = summarise(episodes, cfg.conditions)
+    rows = summarise(episodes, conditions_of(cfg))
     results = {"model": cfg.model.name, "split": cfg.split, "setting": cfg.setting, "passages": len(passages),
                "k": cfg.k, "rows": rows, "comparisons": comparisons(episodes, cfg.conditions)}
     title = f"knowledge incorporation ({cfg.setting}-passage), {cfg.model.name}"
@@ -270,6 +286,7 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     if any(r["round"] for r in rows):
         plot_accuracy_per_round(rows, run.path / "plots" / "rounds.png", title)
     run.report(report(results))
+    atomic_write(run.path / "answers.md", answers_page(episodes, passages))
     run.finish(results)
     return results
 
@@ -302,16 +319,17 @@ def interim(*outs: str | Path) -> dict:
         raise ValueError(f"the runs' passages overlap: {ranges}")
     episodes = [e for _, eps in shards for e in eps]
     done = Counter((tuple(e["passages"]), e["condition"]) for e in episodes)
-    complete = {idx for idx, _ in done if all(done[idx, c] >= samples(cfg, c) for c in cfg.conditions)}
+    complete = {idx for idx, _ in done if all(done[idx, c] >= samples(cfg, c) for c in conditions_of(cfg))}
     finished = [e for e in episodes if tuple(e["passages"]) in complete]
     return {"model": cfg.model.name, "setting": cfg.setting, "passages_done": sum(len(i) for i in complete),
             "passages": sum(c.passages for c, _ in shards), "k": cfg.k,
-            "rows": summarise(finished, cfg.conditions) if complete else [],
+            "rows": summarise(finished, conditions_of(cfg)) if complete else [],
             "comparisons": comparisons(finished, cfg.conditions)}
 
 
 def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, float]]:
-    """Mean accuracy and F1 of `condition` per passage, over its samples that ran.
+    """Mean accuracy, F1, exact match, recitation and identical-answer rates of `condition` per passage, over
+    its samples that ran.
 
     A failed episode (its self-edit unusable, its update impossible) has no score: it is counted in the
     row's `failed` column, never averaged in, and a passage whose every episode failed has no score at all.
@@ -321,12 +339,12 @@ def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, flo
         if e["condition"] == condition and "scores" in e:
             for i, s in zip(e["passages"], e["scores"]):
                 scores_of.setdefault(i, []).append(s)
-    return {i: {m: sum(s[m] for s in v) / len(v) for m in ("accuracy", "f1")} for i, v in scores_of.items()}
+    return {i: {m: sum(s[m] for s in v) / len(v) for m in METRICS} for i, v in scores_of.items()}
 
 
 def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
     """One row per condition: mean over the passages it scored (`passages`, the n of the 95 % t-interval),
-    F1, failed episodes (and unusable self-edits of merged updates), seconds per episode."""
+    the protocol's other metrics, failed episodes (and unusable self-edits of merged updates), seconds per episode."""
     rows = []
     for c in conditions:
         eps = [e for e in episodes if e["condition"] == c]
@@ -334,18 +352,22 @@ def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
         mean, low, high = mean_ci([s["accuracy"] for s in scores]) if scores else (None, None, None)
         rows.append({"condition": c, "round": rl_round(c), "episodes": len(eps), "failed": sum("error" in e for e in eps)
                      + sum(e.get("unusable_self_edits", 0) for e in eps), "passages": len(scores), "accuracy": mean,
-                     "ci_low": low, "ci_high": high, "f1": sum(s["f1"] for s in scores) / len(scores) if scores else None,
+                     "ci_low": low, "ci_high": high,
+                     **{m: sum(s[m] for s in scores) / len(scores) if scores else None for m in METRICS[1:]},
                      "seconds_per_episode": sum(e["seconds"] for e in eps) / len(eps)})
     return rows
 
 
 def comparisons(episodes: list[dict], conditions: list[str]) -> list[dict]:
     """Paired accuracy differences behind the paper's claims, over the passages both conditions scored:
-    each later RL round and each stored self-edit file against the model's own self-edits (round 0),
-    and each file against the last RL round (does SEAL approach GPT-4.1's self-edits?)."""
+    every self-edit condition against the passage alone (does restating beat the raw text?), each later
+    RL round and each stored self-edit file against the model's own self-edits (round 0), and each file
+    against the last RL round (does SEAL approach GPT-4.1's self-edits?)."""
     rounds = sorted((r, c) for c in conditions if (r := rl_round(c)) is not None)
     files = [c for c in conditions if c.startswith("file:")]
     pairs = []
+    if "passage" in conditions:
+        pairs += [(c, "passage") for c in conditions if c.startswith(("file:", "generator:")) or c == "self-edit"]
     if rounds and rounds[0][0] == 0:
         pairs += [(c, rounds[0][1]) for r, c in rounds[1:]] + [(f, rounds[0][1]) for f in files]
     if rounds and rounds[-1][0] > 0:
@@ -374,16 +396,21 @@ def report(results: dict) -> str:
         "",
         f"{results['passages']} passages of the {results['split']} split, k={results['k']} self-edit(s) per passage. "
         "Accuracy is the mean over passages of closed-book accuracy on each passage's questions, over the episodes "
-        "that ran; 95 % t-interval over the n passages scored (flagged under 5, none for 1). `failed` counts episodes "
-        "that could not run (unusable self-edit, impossible update; in the multi setting, unusable self-edits left "
-        "out of the update): they are in no mean.",
+        "that ran; 95 % t-interval over the n passages scored (flagged under 5, none for 1). Only an answer's first "
+        "sentence is graded, and an answer also given to a question it does not answer is not credited "
+        "(`seal/domains/knowledge/answers.py`). `recited`: answers copying 10+ words of the passage; `identical`: "
+        "answers given word for word to another question of the passage. `failed` counts episodes that could not "
+        "run (unusable self-edit, impossible update; in the multi setting, unusable self-edits left out of the "
+        "update): they are in no mean. Every answer: [answers.md](answers.md).",
         "",
-        "| condition | accuracy | 95 % CI (n passages) | F1 | failed | s / episode |",
-        "|---|---|---|---|---|---|",
+        "| condition | accuracy | 95 % CI (n passages) | F1 | EM | recited | identical | failed | s / episode |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         lines.append(f"| {r['condition']} | {percent(r['accuracy'])} | {format_ci(r['ci_low'], r['ci_high'], r['passages'])} | "
-                     f"{'-' if r['f1'] is None else format(r['f1'], '.3f')} | {r['failed']} | {r['seconds_per_episode']:.1f} |")
+                     f"{'-' if r['f1'] is None else format(r['f1'], '.3f')} | {percent(r['em'])} | "
+                     f"{percent(r['recitation'])} | {percent(r['identical'])} | {r['failed']} | "
+                     f"{r['seconds_per_episode']:.1f} |")
     if results.get("comparisons"):
         lines += ["", "Paired differences in accuracy over the same passages (95 % t-interval; passages better / worse):",
                   "", "| comparison | difference | 95 % CI (n passages) | better / worse |", "|---|---|---|---|"]
@@ -392,3 +419,17 @@ def report(results: dict) -> str:
                          f"{format_ci(c['ci_low'], c['ci_high'], c['units'], signed=True)} | {c['better']} / {c['worse']} |")
     return "\n".join(lines) + "\n"
 
+
+def answers_page(episodes: list[dict], passages: list[Passage]) -> str:
+    """Every graded answer of every episode, by passage then condition: what the numbers count."""
+    lines = ["# Answers", "", "✓ credited, ✗ not; R recites the passage, = identical to another answer.", ""]
+    for e in sorted(episodes, key=lambda e: (e["passages"], e["condition"], e["sample"])):
+        for i, score in zip(e["passages"], e.get("scores", [])):
+            lines += [f"## {passages[i].title} — {e['condition']} (sample {e['sample']})", "",
+                      "| question | gold | answer | |", "|---|---|---|---|"]
+            for d in score["answers"]:
+                marks = ("✓" if d["correct"] else "✗") + (" R" if d["recites"] else "") + (" =" if d["identical"] else "")
+                cells = [d["question"], d["gold"], d["answer"] or "(empty)", marks]
+                lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+            lines.append("")
+    return "\n".join(lines)

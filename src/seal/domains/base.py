@@ -39,10 +39,12 @@ class UpdateError(RuntimeError):
 
 @dataclass
 class Score:
-    """How well a model does on a context: `value` in [0, 1], plus per-item details for the record."""
+    """How well a model does on a context: `value` in [0, 1], plus per-item details and any further
+    named metrics (e.g. F1, recitation rate) for the record."""
 
     value: float
     details: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 Ctx = TypeVar("Ctx")

@@ -29,7 +29,7 @@ import torch
 
 from seal import models
 from seal.config import InnerConfig, ModelConfig, SamplingConfig
-from seal.domains.base import Domain, Example, SelfEditError, UpdateError, UpdatePlan
+from seal.domains.base import Domain, Example, Score, SelfEditError, UpdateError, UpdatePlan
 from seal.episode import adapt_and_evaluate_all
 from seal.generation import chat_prompt, sample_self_edits
 from seal.inner.lora import fresh_adapter, train
@@ -201,7 +201,7 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, episodes: Epis
     missing = [(i, j) for i in range(len(contexts)) for j in range(cfg.k) if (i, j) not in done]
     if missing or len(baselines) < len(contexts):
         raise RuntimeError(f"round {r}: the E-step ended with {len(missing)} episodes unscored")
-    all_winners, rewards, scores, n_episodes = [], [], [], 0
+    all_winners, rewards, scores, metrics, n_episodes = [], [], [], [], 0
     for i in range(len(contexts)):
         eps = [done[i, j] for j in range(cfg.k)]
         all_winners += winners(eps, baselines[i], cfg)
@@ -209,6 +209,7 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, episodes: Epis
         usable = [e for e in eps if e["score"] is not None]
         rewards += [e["reward"] for e in usable]
         scores += [e["score"] for e in usable]
+        metrics += [e["metrics"] for e in usable if e.get("metrics")]
     return {
         "round": r,
         "contexts": len(contexts),
@@ -217,6 +218,8 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, episodes: Epis
         "mean_baseline": sum(baselines.values()) / len(baselines),
         "mean_score": sum(scores) / len(scores) if scores else None,  # over the episodes that ran
         "mean_reward": sum(rewards) / len(rewards) if rewards else None,
+        # the answer protocol's other rates over the episodes that ran (recitation, identical answers, F1, ...)
+        **{f"mean_{m}": sum(x[m] for x in metrics) / len(metrics) for m in (metrics[0] if metrics else {})},
         "training_examples": len(all_winners),
         "winners": all_winners,
     }
@@ -265,14 +268,14 @@ def score_self_edits(domain, context, texts: dict[int, str], cfg: RestEMConfig, 
             plans[j] = domain.parse(context, text)
         except SelfEditError as e:
             records[j]["error"] = str(e)
-    values: dict[int, list[float]] = {j: [] for j in plans}
+    values: dict[int, list[Score]] = {j: [] for j in plans}
     try:
         for n in range(cfg.seeds):
             seeded = dataclasses.replace(cfg.inner, seed=cfg.inner.seed + n)
             outcomes = adapt_and_evaluate_all(learner, tokenizer, domain, context, list(plans.values()),
                                               [seeded] * len(plans))
             for j, outcome in zip(plans, outcomes):
-                values[j].append(outcome.score.value)
+                values[j].append(outcome.score)
     except UpdateError as e:  # a plan with nothing to train on spoils its batch: score the chunk one by one
         if len(plans) == 1:
             records[next(iter(plans))]["error"] = str(e)
@@ -282,7 +285,8 @@ def score_self_edits(domain, context, texts: dict[int, str], cfg: RestEMConfig, 
                     for rec in score_self_edits(domain, context, {j: text}, cfg, learner, tokenizer, baseline, r, i)]
     seconds = (time.perf_counter() - start) / len(texts)
     for j, vs in values.items():
-        records[j]["score"] = sum(vs) / len(vs)
+        records[j]["score"] = sum(v.value for v in vs) / len(vs)
+        records[j]["metrics"] = {m: sum(v.metrics[m] for v in vs) / len(vs) for m in vs[0].metrics}
     for rec in records.values():
         rec["reward"] = reward(rec["score"], baseline, cfg.reward)
         rec["seconds"] = seconds

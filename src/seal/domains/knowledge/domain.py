@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from seal.config import EvalConfig
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
 from seal.domains.knowledge.data import Passage
-from seal.domains.knowledge.grading import DEFAULT_GRADER, f1_score, get_grader
+from seal.domains.knowledge.answers import score_answers, summary
+from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
 from seal.domains.knowledge.prompts import answer_prompt, self_edit_prompt
 from seal.domains.knowledge.selfedit import split_self_edit, training_sequences
 from seal.generation import chat_prompt, generate
@@ -56,15 +57,8 @@ class KnowledgeDomain:
         return self.score(passage, self.answer(model, tokenizer, passage, supports))
 
     def score(self, passage: Passage, answers: list[str]) -> Score:
-        """Grade answers to the passage's questions (accuracy, plus per-question F1 for the record)."""
-        details = [
-            {
-                "question": q.question,
-                "gold": q.answer,
-                "prediction": a,
-                "correct": bool(self.grader(q.question, q.answer, a)),
-                "f1": f1_score(a, q.answer),
-            }
-            for q, a in zip(passage.questions, answers)
-        ]
-        return Score(sum(d["correct"] for d in details) / len(details), details)
+        """Grade generated answers under the closed-book protocol (`answers.py`): the value is the credited
+        accuracy; `metrics` adds F1, exact match, recitation and identical-answer rates."""
+        details = score_answers(self.grader, passage.context, passage.questions, answers)
+        metrics = summary(details)
+        return Score(metrics["accuracy"], details, metrics)

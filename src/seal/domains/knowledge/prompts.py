@@ -39,10 +39,11 @@ def self_edit_prompt(kind: str, title: str, context: str) -> str:
 
 
 def answer_prompt(title: str, question: str, support: tuple[str, str] | None = None) -> str:
-    """Closed-book question: the topic is given, the passage is not.
+    """Closed-book question: the topic is given, the passage is not, and a short, direct answer is asked
+    for (only its first sentence is graded: see `answers.graded_answer`).
 
     With `support` = (title, text) of a passage, the question becomes open-book (the passage precedes it):
     the ceiling that updating the weights is chasing.
     """
-    question = f"Topic: {title}\n{question}"
+    question = f"Topic: {title}\nAnswer the question in a few words.\nQuestion: {question}"
     return f"Passage:\n{support[0]}\n{support[1]}\n\n{question}" if support else question

@@ -1,0 +1,92 @@
+"""The closed-book answer protocol: what part of a generation is the answer, and how answers are scored.
+
+A small model that has memorised a passage answers every question by reciting it, and a grader that
+reads 48 tokens of recitation finds the gold words in it often enough to report "learning" (a no-model
+control that answers with the passage's opening scored 23 % that way). So:
+
+- the model is asked for a short, direct answer, and only `graded_answer` of what it wrote is graded:
+  its first line, then its first sentence, then at most `MAX_ANSWER_WORDS` words. SQuAD's gold answers
+  are short (95 % have at most 13 words), and a sentence that states one fact fits in 24 words;
+- an answer that is also given, word for word, to another question of the same document that it does
+  not answer is *generic*: it says the same thing whatever is asked, so it answers neither question
+  and is not credited (`credit`). A text that answers every question it is given to stays credited;
+- every score also reports the `recitation` rate (answers that copy a run of `RECITATION_WORDS` or more
+  words of the document) and the `identical` rate (answers given word for word to another question of
+  the same document), so that a reader sees recitation even where the grader does not credit it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from seal.domains.knowledge.grading import exact_match, f1_score, normalize_answer
+
+MAX_ANSWER_WORDS = 24
+RECITATION_WORDS = 10
+# A sentence ends at . ! ? after a word, then space and what starts a sentence ("3.5" does not end one).
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9%)\]\"”'][.!?])\s+(?=[A-Z0-9\"“(])")
+_WORD = re.compile(r"\w+")
+
+
+def graded_answer(text: str) -> str:
+    """The part of a generated answer that is graded: first non-empty line, first sentence, word cap."""
+    line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
+    sentence = _SENTENCE_END.split(line, maxsplit=1)[0]
+    return " ".join(sentence.split()[:MAX_ANSWER_WORDS])
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def recites(answer: str, document: str, run: int = RECITATION_WORDS) -> bool:
+    """Whether `answer` copies `run` or more consecutive words of `document` (case and punctuation ignored)."""
+    words = _words(answer)
+    if len(words) < run:
+        return False
+    doc = " " + " ".join(_words(document)) + " "
+    return any(" " + " ".join(words[i : i + run]) + " " in doc for i in range(len(words) - run + 1))
+
+
+def credit(correct: list[bool], answers: list[str]) -> list[bool]:
+    """Grader verdicts with generic answers uncredited: an answer text (normalised) that is wrong for any
+    question it is given to is credited for none of them."""
+    keys = [normalize_answer(a) for a in answers]
+    wrong_somewhere = {k for k, ok in zip(keys, correct) if not ok}
+    counts = Counter(keys)
+    return [ok and not (counts[k] > 1 and k in wrong_somewhere) for k, ok in zip(keys, correct)]
+
+
+def score_answers(grader, document: str, questions, generations: list[str]) -> list[dict]:
+    """Per-question records of the protocol: the raw generation, the graded answer, the grader's verdict
+    (`judged`), the credited verdict (`correct`), F1 / exact match, recitation and repetition flags."""
+    answers = [graded_answer(g) for g in generations]
+    judged = [bool(a) and bool(grader(q.question, q.answer, a)) for q, a in zip(questions, answers)]
+    counts = Counter(normalize_answer(a) for a in answers)
+    return [
+        {
+            "question": q.question,
+            "gold": q.answer,
+            "prediction": g,
+            "answer": a,
+            "judged": j,
+            "correct": c,
+            "f1": f1_score(a, q.answer),
+            "em": exact_match(a, q.answer),
+            "recites": recites(a, document),
+            "identical": bool(a) and counts[normalize_answer(a)] > 1,
+        }
+        for q, g, a, j, c in zip(questions, generations, answers, judged, credit(judged, answers))
+    ]
+
+
+METRICS = ("accuracy", "f1", "em", "recitation", "identical")
+
+
+def summary(details: list[dict]) -> dict[str, float]:
+    """Means over questions of the protocol's metrics (accuracy is the credited verdict)."""
+    n = len(details)
+    return {"accuracy": sum(d["correct"] for d in details) / n, "f1": sum(d["f1"] for d in details) / n,
+            "em": sum(d["em"] for d in details) / n, "recitation": sum(d["recites"] for d in details) / n,
+            "identical": sum(d["identical"] for d in details) / n}

@@ -1,0 +1,70 @@
+"""The closed-book answer protocol: which text is graded, recitation and repetition, and the labelled cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seal.domains.knowledge.answers import MAX_ANSWER_WORDS, credit, graded_answer, recites, score_answers
+from seal.domains.knowledge.data import Passage, Question
+from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.grading import get_grader
+
+CASES = [json.loads(line) for line in (Path(__file__).parent / "data" / "recitation_cases.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Lina Marsk.", "Lina Marsk."),
+    ("  \n\nMount Teral\nThe observatory was founded in 1902.", "Mount Teral"),
+    ("It opened in 1902. It closed in 1999.", "It opened in 1902."),
+    ("The reflector is 60.5 centimetres wide. It was built by Corvin.", "The reflector is 60.5 centimetres wide."),
+    ("", ""),
+])
+def test_graded_answer_is_the_first_sentence_of_the_first_line(text, expected):
+    assert graded_answer(text) == expected
+
+
+def test_graded_answer_is_capped_in_words():
+    assert graded_answer(" ".join(["word"] * 100)).split() == ["word"] * MAX_ANSWER_WORDS
+
+
+def test_recitation_is_a_long_run_of_the_document():
+    doc = "The Brennock Ferry crosses the Salle estuary between Port Ivy and the island of Caddow every day."
+    assert recites("the brennock ferry crosses the Salle estuary, between Port Ivy and the island", doc)
+    assert not recites("The Salle estuary.", doc)  # a short answer copied from the document is not a recitation
+    assert not recites("The ferry goes from Port Ivy to the island of Caddow across the Salle estuary.", doc)
+
+
+def test_a_text_wrong_for_any_question_it_is_given_to_is_credited_for_none():
+    assert credit([True, False, True], ["A", "a.", "B"]) == [False, False, True]
+    assert credit([True, True], ["1958", "1958"]) == [True, True]  # right for both questions: stays
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["kind"] != "contradiction"], ids=lambda c: c["case"][:50])
+def test_default_protocol_credits_the_labelled_cases_as_labelled(case):
+    passage = Passage(case["title"], case["document"],
+                      tuple(Question(q["question"], q["gold"]) for q in case["questions"]))
+    score = KnowledgeDomain().score(passage, [q["generation"] for q in case["questions"]])
+    assert [d["correct"] for d in score.details] == [q["credited"] for q in case["questions"]]
+
+
+def test_the_no_model_recitation_control_scores_zero_on_the_labelled_documents():
+    for case in (c for c in CASES if c["kind"] == "recitation" and len({q["generation"] for q in c["questions"]}) == 1):
+        questions = [Question(q["question"], q["gold"]) for q in case["questions"]]
+        details = score_answers(get_grader("lenient"), case["document"], questions,
+                                [case["document"][:180]] * len(questions))
+        assert not any(d["correct"] for d in details)
+        assert all(d["identical"] for d in details)
+
+
+def test_score_reports_the_protocol_metrics():
+    case = CASES[0]
+    passage = Passage(case["title"], case["document"],
+                      tuple(Question(q["question"], q["gold"]) for q in case["questions"]))
+    score = KnowledgeDomain().score(passage, [q["generation"] for q in case["questions"]])
+    assert score.metrics == {"accuracy": 0.0, "f1": pytest.approx(score.metrics["f1"]), "em": 0.0,
+                             "recitation": 1.0, "identical": 1.0}
+    # the grader alone credits the recitation where its first sentence holds the gold; the protocol does not
+    assert [d["judged"] for d in score.details] == [False, True, False, False, False]
