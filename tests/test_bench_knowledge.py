@@ -195,7 +195,8 @@ def test_rl_round_of_a_condition(condition, expected):
     assert rl_round(condition) == expected
 
 
-def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_dir, data, tmp_path, capsys):
+def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_dir, data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "240")  # the table's cells must not wrap for the checks on the printed text
     cfg = config(tiny_model_dir, *data, setting="single")
     final = run_bench(cfg, tmp_path / "run")
     (tmp_path / "run" / "results.json").unlink()
