@@ -140,7 +140,8 @@ def test_task_sources_and_missing_answers(tmp_path):
         require_answers([], "empty.json")
 
 
-def test_status_pools_runs_that_split_the_conditions_and_tasks(tiny_model_dir, tmp_path, arc_env, capsys):
+def test_status_pools_runs_that_split_the_conditions_and_tasks(tiny_model_dir, tmp_path, arc_env, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "240")  # the table's cells must not wrap for the checks on the printed text
     source, solutions = arc_env
     cfg = ArcBenchConfig(model=ModelConfig(name=str(tiny_model_dir)), tasks=str(source), solutions=str(solutions),
                          sampling=FREE,
