@@ -21,6 +21,7 @@ point leaves the last complete version active (see seal.memory.store).
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import time
 import uuid
@@ -44,6 +45,7 @@ from seal.memory.strategies import Consolidate, DocumentIndex, State, get_strate
 from seal.memory.weights import fold_in, read_adapter, routed_generate
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+_CHOSEN_PROBES: dict[str, dict] = {}  # see Memory._choose_probe
 FIXED = ("model", "strategy", "inner.rank", "inner.alpha", "inner.target_modules")
 
 
@@ -122,14 +124,8 @@ class Memory:
         if Path(path).exists() and any(Path(path).iterdir()):
             raise MemoryDirError(f"{path} is not empty and holds no memory")
         memory = cls(store, cfg)
-        model, tokenizer = memory._load_base()
-        items, text = probes.candidates(cfg.probe)
-        answers = memory._answer_items(items)
-        kept = [item for item, d in zip(items, memory.domain.score(_as_passage(items), answers).details) if d["correct"]]
-        base_probe = {"accuracy": 1.0 if kept else None, "perplexity": probes.perplexity(model, tokenizer, text)}
         store.create({"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": to_dict(cfg),
-                      "probe": {"items": kept, "background": probes.probe_passages(items), "text": text,
-                                "tried": len(items), "base": base_probe}})
+                      "probe": memory._choose_probe()})
         return memory
 
     # ---- reading
@@ -339,6 +335,20 @@ class Memory:
     def _quiz_passage(self, doc_id: str) -> Passage:
         d = self._document(doc_id)
         return Passage(d["title"], d["text"], tuple(Question(q["question"], q["answer"]) for q in d["quiz"]))
+
+    def _choose_probe(self) -> dict:
+        """The probe of a new memory: the candidates the untouched model answers right, the perplexity text.
+        The same model and settings always choose the same probe, so it is chosen once per process."""
+        key = json.dumps([to_dict(self.cfg.model), to_dict(self.cfg.probe), to_dict(self.cfg.eval)], sort_keys=True)
+        if key not in _CHOSEN_PROBES:
+            model, tokenizer = self._load_base()
+            items, text = probes.candidates(self.cfg.probe)
+            details = self.domain.score(_as_passage(items), self._answer_items(items)).details
+            kept = [item for item, d in zip(items, details) if d["correct"]]
+            _CHOSEN_PROBES[key] = {"items": kept, "background": probes.probe_passages(items), "text": text,
+                                   "tried": len(items), "base": {"accuracy": 1.0 if kept else None,
+                                                                 "perplexity": probes.perplexity(model, tokenizer, text)}}
+        return _CHOSEN_PROBES[key]
 
     def _probe_of(self, version: str) -> dict:
         if version == BASE:
