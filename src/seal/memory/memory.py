@@ -27,22 +27,20 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from seal import models
 from seal.config import from_dict, to_dict
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
 from seal.domains.knowledge.data import Passage, Question, check_document
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.domains.knowledge.prompts import answer_prompt
 from seal.domains.knowledge.quiz import QuizQuestion, self_quiz
-from seal.generation import chat_prompt, sample_self_edits
+from seal.generation import sample_self_edits
 from seal.inner.lora import fresh_update, save_adapter, train
 from seal.memory import probe as probes
 from seal.memory.config import MemoryConfig
 from seal.memory.store import BASE, MemoryDirError, Store
-from seal.memory.strategies import Consolidate, DocumentIndex, State, get_strategy
-from seal.memory.weights import fold_in, read_adapter, routed_generate
+from seal.memory.loaded import LoadedVersion
+from seal.memory.strategies import Consolidate, State, get_strategy
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 _CHOSEN_PROBES: dict[str, dict] = {}  # see Memory._choose_probe
@@ -90,17 +88,14 @@ def _fixed(cfg: dict) -> dict:
 
 
 class Memory:
-    """A memory directory over one base model; see the module docstring."""
+    """A memory directory over one base model; see the module docstring. One object holds one version in RAM
+    and is not thread-safe: threads that share it take turns (a lock), processes each open their own."""
 
     def __init__(self, store: Store, cfg: MemoryConfig):
         self.store, self.cfg = store, cfg
         self.strategy = get_strategy(cfg.strategy, cfg.replay_ratio, cfg.consolidate_every)
         self.domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval)
-        self._model = self._tokenizer = None
-        self._merged: list[str] = []  # adapter ids folded into the loaded weights
-        self._loaded: str | None = None  # the version the loaded state is, None: none or a candidate
-        self._routed: list[tuple[dict, Any]] = []  # (routed entry, adapter weights)
-        self._index: DocumentIndex | None = None
+        self._loaded = LoadedVersion(cfg)
         self._pending: dict[str, dict] = {}  # documents of the learn in progress, not yet committed
 
     # ---- opening
@@ -162,7 +157,7 @@ class Memory:
         self._materialize(version or self.active)
         topics = topics or [None] * len(questions)
         items = [{"title": t, "question": q, "support": None} for q, t in zip(questions, topics)]
-        return self._answer_items(items, context)
+        return self._loaded.answer(items, context)
 
     def disk_bytes(self) -> int:
         return self.store.disk_bytes()
@@ -183,46 +178,12 @@ class Memory:
         text = check_document(doc.text, f"document {doc.title!r}")
         start = time.perf_counter()
         with self.store.learning():
-            parent = self.active
-            self._materialize(parent)
-            state = State.of(self.store.version(parent))
-            seed = self.cfg.seed + len(self.learn_records())
-            passage = Passage(doc.title, text)
-            progress("self-edit", 0, 1)
-            self_edit, plan, usable = self._self_edit(passage, seed)
-            progress("quiz", 0, 1)
-            quiz = self._quiz(doc, passage, seed)
-            quiz_passage = Passage(doc.title, text, tuple(quiz))
-            before = self._quiz_score(quiz_passage)
-            check = Passage(doc.title, text, tuple(check_questions))
-            check_before = self._quiz_score(check).value if check_questions else None
-            probe_before = self._probe_of(parent)
-            earlier = self._sequences([d["id"] for d in state.documents])
-            train_plan = self.strategy.training_plan(plan, earlier, random.Random(seed))
-            adapter = self._train(train_plan, progress)
-            document = {"id": f"doc-{uuid.uuid4().hex[:12]}", "title": doc.title}
-            self._pending[document["id"]] = {"title": doc.title, "text": text, "self_edit": self_edit,
-                                             "quiz": [_quiz_dict(q) for q in quiz],
-                                             "sequences": [[e.prompt, e.completion] for e in plan.examples]}
-            candidate = self.strategy.place(state, adapter, document)
-            progress("evaluate", 0, 1)
-            self._materialize(None, candidate)
-            after = self._quiz_score(quiz_passage)
-            check_after = self._quiz_score(check).value if check_questions else None
-            probe_after = self._probe_score()
-            accepted, reason = self._gate(before and before.value, after and after.value, probe_before, probe_after)
-            result = LearnResult(accepted, reason, None, parent, doc.title, [_quiz_dict(q) for q in quiz],
-                                 before and before.value, after and after.value, probe_before, probe_after,
-                                 self_edit, usable, len(train_plan.examples), 0.0, before and before.details,
-                                 after and after.details, check_before=check_before, check_after=check_after)
-            if accepted:
-                scores = {"quiz_before": result.quiz_before, "quiz_after": result.quiz_after, "probe": probe_after}
-                result.version = self._commit(parent, candidate, [adapter], scores, progress)
-                if isinstance(self.strategy, Consolidate) and self.strategy.consolidation_due(candidate):
-                    result.consolidation = self._consolidate(result.version, candidate, seed, progress)
-            else:
-                self._materialize(parent)
-            self._pending.clear()
+            try:
+                result = self._learn_locked(doc, text, progress, check_questions)
+            except BaseException:
+                self._pending.clear()
+                self._loaded.name = None  # it may hold a candidate: the next use rebuilds the version it needs
+                raise
             result.seconds = time.perf_counter() - start
             self.store.log_learn({k: v for k, v in result.to_dict().items() if not k.startswith("answers")})
         progress("done", 1, 1)
@@ -230,11 +191,54 @@ class Memory:
 
     # ---- the steps of learn
 
+    def _learn_locked(self, doc: Document, text: str, progress: Progress,
+                      check_questions: tuple[Question, ...]) -> LearnResult:
+        parent = self.active
+        self._materialize(parent)
+        state = State.of(self.store.version(parent))
+        seed = self.cfg.seed + len(self.learn_records())
+        passage = Passage(doc.title, text)
+        progress("self-edit", 0, 1)
+        self_edit, plan, usable = self._self_edit(passage, seed)
+        progress("quiz", 0, 1)
+        quiz = self._quiz(doc, passage, seed)
+        quiz_passage = Passage(doc.title, text, tuple(quiz))
+        before = self._quiz_score(quiz_passage)
+        check = Passage(doc.title, text, tuple(check_questions))
+        check_before = self._quiz_score(check).value if check_questions else None
+        probe_before = self._probe_of(parent)
+        earlier = self._sequences([d["id"] for d in state.documents])
+        train_plan = self.strategy.training_plan(plan, earlier, random.Random(seed))
+        adapter = self._train(train_plan, progress)
+        document = {"id": f"doc-{uuid.uuid4().hex[:12]}", "title": doc.title}
+        self._pending[document["id"]] = {"title": doc.title, "text": text, "self_edit": self_edit,
+                                         "quiz": [_quiz_dict(q) for q in quiz],
+                                         "sequences": [[e.prompt, e.completion] for e in plan.examples]}
+        candidate = self.strategy.place(state, adapter, document)
+        progress("evaluate", 0, 1)
+        self._materialize(None, candidate)
+        after = self._quiz_score(quiz_passage)
+        check_after = self._quiz_score(check).value if check_questions else None
+        probe_after = self._probe_score()
+        accepted, reason = self._gate(before and before.value, after and after.value, probe_before, probe_after)
+        result = LearnResult(accepted, reason, None, parent, doc.title, [_quiz_dict(q) for q in quiz],
+                             before and before.value, after and after.value, probe_before, probe_after,
+                             self_edit, usable, len(train_plan.examples), 0.0, before and before.details,
+                             after and after.details, check_before=check_before, check_after=check_after)
+        if accepted:
+            scores = {"quiz_before": result.quiz_before, "quiz_after": result.quiz_after, "probe": probe_after}
+            result.version = self._commit(parent, candidate, [adapter], scores, progress)
+            if isinstance(self.strategy, Consolidate) and self.strategy.consolidation_due(candidate):
+                result.consolidation = self._consolidate(result.version, candidate, seed, progress)
+        else:
+            self._materialize(parent)
+        self._pending.clear()
+        return result
 
     def _self_edit(self, passage: Passage, seed: int) -> tuple[str, UpdatePlan, bool]:
         """The first usable of the sampled self-edits and its plan; the document alone when none is usable."""
         s = self.cfg.sampling
-        texts = sample_self_edits(self._model, self._tokenizer, self.domain, [passage], s, s.num_samples, seed)[0]
+        texts = sample_self_edits(self._loaded.model, self._loaded.tokenizer, self.domain, [passage], s, s.num_samples, seed)[0]
         for text in texts:
             try:
                 return text, self.domain.parse(passage, text), True
@@ -246,7 +250,7 @@ class Memory:
         if doc.questions:
             return [QuizQuestion(q.question, q.answer, "user") for q in doc.questions]
         q = self.cfg.quiz
-        return list(self_quiz(self._model, self._tokenizer, passage, q.questions, samples=q.samples,
+        return list(self_quiz(self._loaded.model, self._loaded.tokenizer, passage, q.questions, samples=q.samples,
                               temperature=q.temperature, max_new_tokens=q.max_new_tokens, seed=seed))
 
     def _quiz_score(self, passage: Passage) -> Score | None:
@@ -254,13 +258,13 @@ class Memory:
         if not passage.questions:
             return None
         items = [{"title": passage.title, "question": q.question, "support": None} for q in passage.questions]
-        return self.domain.score(passage, self._answer_items(items))
+        return self.domain.score(passage, self._loaded.answer(items))
 
     def _train(self, plan: UpdatePlan, progress: Progress) -> str:
         """Train a fresh adapter on top of the loaded (folded-in) weights; returns its staged id."""
         staged = self.store.new_staging_dir("adapter")
-        with fresh_update(self._model, self.cfg.inner) as updated:
-            train(updated, self._tokenizer, plan, self.cfg.inner,
+        with fresh_update(self._loaded.model, self.cfg.inner) as updated:
+            train(updated, self._loaded.tokenizer, plan, self.cfg.inner,
                   on_step=lambda step, total, loss: progress("train", step, total))
             save_adapter(updated, staged)
         return staged.name
@@ -290,7 +294,7 @@ class Memory:
                                   "parent": parent, "strategy": self.cfg.strategy, **state.to_dict(),
                                   "scores": scores})
         self.store.set_active(name)
-        self._loaded = name
+        self._loaded.name = name
         return name
 
     def _consolidate(self, version: str, state: State, seed: int, progress: Progress) -> dict:
@@ -341,13 +345,13 @@ class Memory:
         The same model and settings always choose the same probe, so it is chosen once per process."""
         key = json.dumps([to_dict(self.cfg.model), to_dict(self.cfg.probe), to_dict(self.cfg.eval)], sort_keys=True)
         if key not in _CHOSEN_PROBES:
-            model, tokenizer = self._load_base()
+            self._loaded.load_base()
             items, text = probes.candidates(self.cfg.probe)
-            details = self.domain.score(_as_passage(items), self._answer_items(items)).details
+            details = self.domain.score(_as_passage(items), self._loaded.answer(items)).details
             kept = [item for item, d in zip(items, details) if d["correct"]]
             _CHOSEN_PROBES[key] = {"items": kept, "background": probes.probe_passages(items), "text": text,
                                    "tried": len(items), "base": {"accuracy": 1.0 if kept else None,
-                                                                 "perplexity": probes.perplexity(model, tokenizer, text)}}
+                                                                 "perplexity": self._loaded.perplexity(text)}}
         return _CHOSEN_PROBES[key]
 
     def _probe_of(self, version: str) -> dict:
@@ -359,68 +363,30 @@ class Memory:
         probe = self.store.meta()["probe"]
         accuracy = None
         if probe["items"]:
-            answers = self._answer_items(probe["items"])
+            answers = self._loaded.answer(probe["items"])
             accuracy = self.domain.score(_as_passage(probe["items"]), answers).value
-        return {"accuracy": accuracy, "perplexity": probes.perplexity(self._model, self._tokenizer, probe["text"])}
+        return {"accuracy": accuracy, "perplexity": self._loaded.perplexity(probe["text"])}
 
-    # ---- weights and answers
-
-    def _load_base(self):
-        if self._model is None:
-            self._model, self._tokenizer = models.load(self.cfg.model)
-            self._merged, self._loaded = [], None
-        return self._model, self._tokenizer
+    # ---- weights
 
     def _adapter_path(self, adapter_id: str) -> Path:
         committed = self.store.adapter_path(adapter_id)
         return committed if committed.exists() else self.store.staging / adapter_id
 
     def _materialize(self, version: str | None, state: State | None = None) -> None:
-        """Make the loaded model `version` (or the candidate `state`): fold in the adapters it lacks, reloading
-        the base first when it holds adapters the target does not; load the routed adapters and index."""
-        if version is not None and version == self._loaded:
+        """Hold `version` (or, with version None, the candidate `state`) in RAM, unless it already is."""
+        if version is not None and version == self._loaded.name:
             return
-        state = state or State.of(self.store.version(version))
-        self._load_base()
-        if self._merged != state.merged[: len(self._merged)]:
-            self._model = None
-            self._load_base()
-        for adapter_id in state.merged[len(self._merged):]:
-            fold_in(self._model, self.cfg.inner, self._adapter_path(adapter_id))
-            self._merged.append(adapter_id)
-        self._routed = [(r, read_adapter(self._model, self.cfg.inner, self._adapter_path(r["adapter"]))[1])
-                        for r in state.routed]
-        texts = [f"{d['title']} {d['text']}" for d in (self._document(r["document"]) for r, _ in self._routed)]
-        background = [f"{t} {x}" for t, x in self.store.meta()["probe"]["background"]]
-        self._index = DocumentIndex(texts, background, self.cfg.router.min_score) if self._routed else None
-        self._loaded = version
+        self._loaded.become(version, state or State.of(self.store.version(version)), self._adapter_path,
+                            self._document, self.store.meta()["probe"]["background"])
 
     def route(self, question: str, topic: str | None = None) -> int | None:
-        """Which routed document the loaded version sends `question` to (its index), None for no adapter."""
-        if self._index is None:
-            return None
-        return self._index.route(f"{topic} {question}" if topic else question)
+        """Which document of `routed_documents()` the held version sends `question` to; None: no adapter."""
+        return self._loaded.route(question, topic)
 
     def routed_documents(self) -> list[dict]:
-        """The documents the loaded version keeps apart ({title, text}), in `route`'s index order."""
-        return [{k: self._document(r["document"])[k] for k in ("title", "text")} for r, _ in self._routed]
-
-    def _answer_items(self, items: list[dict], context: list[tuple[str, str]] | None = None) -> list[str]:
-        """Greedy answers to items ({title, question, support}) from the loaded version."""
-        prompts = [chat_prompt(self._tokenizer, _user_turn(i["question"], i.get("title"), i.get("support"), context))
-                   for i in items]
-        route = [self.route(i["question"], i.get("title")) for i in items]
-        return routed_generate(self._model, self._tokenizer, self.cfg.inner, [w for _, w in self._routed], prompts,
-                               route, max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size)
-
-
-def _user_turn(question: str, topic: str | None, support, context: list[tuple[str, str]] | None) -> str:
-    """The closed-book question of the knowledge domain when a topic is known; passages before it if given."""
-    passages = [tuple(support)] if support else list(context or [])
-    if topic and len(passages) <= 1:
-        return answer_prompt(topic, question, passages[0] if passages else None)
-    head = "".join(f"Passage:\n{t}\n{x}\n\n" for t, x in passages)
-    return head + (f"Topic: {topic}\n" if topic else "") + question
+        """The documents the held version keeps apart ({title, text}), in `route`'s index order."""
+        return [d for d, _ in self._loaded.routed]
 
 
 def _as_passage(items: list[dict]) -> Passage:

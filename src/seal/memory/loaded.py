@@ -1,0 +1,77 @@
+"""The version a Memory process holds in RAM: the base model with the version's adapters folded in, and the
+adapters it keeps apart with the index that routes questions to them. It answers, and it becomes another
+version (or a learn's candidate) by folding in only what it lacks, reloading the base when it must unfold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from seal import models
+from seal.domains.knowledge.prompts import answer_prompt
+from seal.generation import chat_prompt
+from seal.memory import probe as probes
+from seal.memory.config import MemoryConfig
+from seal.memory.strategies import DocumentIndex, State
+from seal.memory.weights import fold_in, read_adapter, routed_generate
+
+
+class LoadedVersion:
+    def __init__(self, cfg: MemoryConfig):
+        self.cfg = cfg
+        self.model = self.tokenizer = None
+        self.name: str | None = None  # the version held; None: nothing yet, or a learn's candidate
+        self.merged: list[str] = []  # adapter ids folded into the weights
+        self.routed: list[tuple[dict, Any]] = []  # ({title, text} of the document, its adapter's weights)
+        self.index: DocumentIndex | None = None
+
+    def load_base(self):
+        if self.model is None:
+            self.model, self.tokenizer = models.load(self.cfg.model)
+            self.merged, self.name = [], None
+        return self.model, self.tokenizer
+
+    def become(self, name: str | None, state: State, adapter_path: Callable[[str], Path],
+               document: Callable[[str], dict], background: list[tuple[str, str]]) -> None:
+        """Hold `state` (version `name`, or None for a candidate): fold in the adapters it lacks, reloading the
+        base first when it holds adapters the state does not; load the routed adapters and their index."""
+        self.load_base()
+        if self.merged != state.merged[: len(self.merged)]:
+            self.model = None
+            self.load_base()
+        for adapter_id in state.merged[len(self.merged):]:
+            fold_in(self.model, self.cfg.inner, adapter_path(adapter_id))
+            self.merged.append(adapter_id)
+        self.routed = [({k: document(r["document"])[k] for k in ("title", "text")},
+                        read_adapter(self.model, self.cfg.inner, adapter_path(r["adapter"]))[1]) for r in state.routed]
+        texts = [f"{d['title']} {d['text']}" for d, _ in self.routed]
+        self.index = (DocumentIndex(texts, [f"{t} {x}" for t, x in background], self.cfg.router.min_score)
+                      if self.routed else None)
+        self.name = name
+
+    def route(self, question: str, topic: str | None = None) -> int | None:
+        """Which routed document `question` goes to (its index in `routed`), None for no adapter."""
+        if self.index is None:
+            return None
+        return self.index.route(f"{topic} {question}" if topic else question)
+
+    def answer(self, items: list[dict], context: list[tuple[str, str]] | None = None) -> list[str]:
+        """Greedy answers to items ({title, question, support}), each through the adapter it routes to."""
+        prompts = [chat_prompt(self.tokenizer, user_turn(i["question"], i.get("title"), i.get("support"), context))
+                   for i in items]
+        route = [self.route(i["question"], i.get("title")) for i in items]
+        return routed_generate(self.model, self.tokenizer, self.cfg.inner, [w for _, w in self.routed], prompts,
+                               route, max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size)
+
+    def perplexity(self, text: str) -> float:
+        """Perplexity of the folded-in weights (routed adapters apply to routed questions only)."""
+        return probes.perplexity(self.model, self.tokenizer, text)
+
+
+def user_turn(question: str, topic: str | None, support, context: list[tuple[str, str]] | None) -> str:
+    """The closed-book question of the knowledge domain when a topic is known; passages before it if given."""
+    passages = [tuple(support)] if support else list(context or [])
+    if topic and len(passages) <= 1:
+        return answer_prompt(topic, question, passages[0] if passages else None)
+    head = "".join(f"Passage:\n{t}\n{x}\n\n" for t, x in passages)
+    return head + (f"Topic: {topic}\n" if topic else "") + question
