@@ -189,3 +189,12 @@ def test_a_file_in_the_working_directory_wins_over_a_shipped_name(tmp_path, monk
     (tmp_path / "qwen2.5-coder-0.5b-instruct").write_text("seed: 7\n", encoding="utf-8")
     cfg = load_config(LearnConfig, "qwen2.5-coder-0.5b-instruct")
     assert cfg.seed == 7 and cfg.model.name == LearnConfig().model.name
+
+
+def test_a_partial_override_of_a_nested_config_keeps_the_parents_own_defaults():
+    from seal.bench.forgetting import SQUAD, ForgettingBenchConfig
+
+    cfg = load_config(ForgettingBenchConfig, None, ["memory.probe.candidates=20", "memory.model.name=tiny"])
+    assert cfg.memory.probe.data == SQUAD  # the benchmark's default probe source survives a sibling override
+    assert cfg.memory.probe.candidates == 20 and cfg.memory.model.name == "tiny"
+    assert load_config(ForgettingBenchConfig, None, ["memory.probe.data="]).memory.probe.data == ""

@@ -170,6 +170,23 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _deep_update(base: dict, data: dict) -> dict:
+    out = dict(base)
+    for key, value in data.items():
+        out[key] = _deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _on_field_default(f: dataclasses.Field, value: Any) -> Any:
+    """A partial mapping for a nested config whose parent gives it its own defaults (a default_factory, e.g.
+    a benchmark's memory settings) applies on top of those defaults, not on the nested class's."""
+    if isinstance(value, dict) and f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+        if dataclasses.is_dataclass(default):
+            return _deep_update(to_dict(default), value)
+    return value
+
+
 def from_dict(cls: type[C], data: dict, where: str = "config") -> C:
     """Build a config dataclass from a (partial) mapping; missing keys keep their defaults."""
     hints = typing.get_type_hints(cls)
@@ -177,7 +194,8 @@ def from_dict(cls: type[C], data: dict, where: str = "config") -> C:
     unknown = set(data) - names
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {k: _coerce(_on_field_default(fields[k], v), hints[k], f"{where}.{k}") for k, v in data.items()}
     for f in dataclasses.fields(cls):
         for name, bound in f.metadata.get("bounds", {}).items():
             ok, op = _BOUNDS[name]
