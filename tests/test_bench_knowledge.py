@@ -16,6 +16,7 @@ from seal.cli import main
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.knowledge.data import split_eval, load_squad
 from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.grading import describe, get_grader
 from seal.domains.knowledge.retrieval import Retriever
 
 PASSAGES = [
@@ -55,6 +56,7 @@ def test_bench_writes_table_and_resumes(tiny_model_dir, data, tmp_path, setting)
     results = run_bench(cfg, tmp_path / "run")
     rows = {r["condition"]: r for r in results["rows"]}
     assert list(rows) == ["recitation", *cfg.conditions]  # the no-model control is always there
+    assert results["grader"] == describe(get_grader("containment"))
     expected = 3 if setting == "single" else 1
     assert all(r["episodes"] == expected for r in rows.values())
     if setting == "single":  # one episode per passage: each passage is scored, or its episode failed

@@ -13,6 +13,7 @@ from seal.cli import main
 from seal.config import EvalConfig, LearnConfig, load_config
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain, grader_for
+from seal.domains.knowledge.grading import describe, get_grader
 from seal.domains.knowledge.prompts import answer_prompt
 from seal.generation import chat_prompt, generate
 from seal.inner.lora import load_adapter
@@ -76,6 +77,7 @@ def test_learn_writes_a_complete_run_directory(gated_run, model_dir):
     for key in ("baseline_accuracy", "adapted_accuracy", "accepted", "self_edits", "seconds"):
         assert key in result
     assert result["error"] is None and result["title"] == "orrin canal" and result["gate"] is True
+    assert result["grader"] == describe(get_grader())
     assert 0 <= result["baseline_accuracy"] <= 1 and 0 <= result["adapted_accuracy"] <= 1
     assert result["accepted"] == (result["adapted_accuracy"] > result["baseline_accuracy"])
     assert (out / "adapter").is_dir() == result["accepted"]

@@ -16,7 +16,7 @@ from seal.domains.knowledge.grading import (
     normalize_answer,
 )
 
-OFFLINE = [name for name in GRADER_NAMES if name != "llm-judge"]
+OFFLINE = [name for name in GRADER_NAMES if name not in ("llm-judge", "local-judge")]
 
 
 @pytest.mark.parametrize(
@@ -83,8 +83,9 @@ def test_empty_prediction_is_wrong_for_every_offline_grader(name, prediction):
         ("What colour is the flag?", "green", "The flag is blue.", False),
     ],
 )
-def test_default_grader_on_our_examples(question, gold, prediction, expected):
-    assert get_grader()(question, gold, prediction) is expected
+@pytest.mark.parametrize("name", sorted({DEFAULT_GRADER, "lenient", "learned"}))
+def test_main_graders_on_our_examples(name, question, gold, prediction, expected):
+    assert get_grader(name)(question, gold, prediction) is expected
 
 
 def test_registry():

@@ -21,6 +21,7 @@ from seal.config import LearnConfig
 from seal.domains.base import SelfEditError, UpdateError
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.grading import describe
 from seal.episode import adapt_and_evaluate
 from seal.generation import sample_self_edits
 from seal.plots import plot_learn
@@ -169,6 +170,7 @@ def _learn(run: Run, model, tokenizer, domain: KnowledgeDomain, passage: Passage
     result = {
         "model": cfg.model.name,
         "title": passage.title,
+        "grader": describe(domain.grader),
         "baseline_accuracy": baseline.value,
         "adapted_accuracy": adapted.value if adapted else None,
         "baseline_metrics": baseline.metrics,

@@ -13,6 +13,7 @@ from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
 from seal.domains.arc.tasks import load_tasks, require_answers
 from seal.domains.knowledge.data import load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.grading import describe
 from seal.plots import plot_rounds
 from seal.rl.restem import RestEMConfig, SFTConfig, restem
 from seal.runs import Run
@@ -38,6 +39,7 @@ def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1
     run = Run(out, cfg)
     rounds = run_rounds(domain, contexts, cfg.restem, run, workers, address)
     results = {"generator": cfg.restem.generator.name, "learner": cfg.restem.learner or "generator",
+               "grader": describe(domain.grader),
                "rounds": rounds, "generators": [str(Path(out) / f"round-{s['round']}") for s in rounds]}
     plot_rounds(rounds, run.path / "plots" / "rounds.png")
     run.report(_report(results))

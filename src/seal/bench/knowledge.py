@@ -34,6 +34,7 @@ from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.answers import METRICS
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.grading import describe
 from seal.domains.knowledge.retrieval import Retriever
 from seal.episode import adapt_and_evaluate_all
 from seal.generation import sample_self_edits
@@ -279,8 +280,9 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
 
     episodes = run.records(event="episode")
     rows = summarise(episodes, conditions_of(cfg))
-    results = {"model": cfg.model.name, "split": cfg.split, "setting": cfg.setting, "passages": len(passages),
-               "k": cfg.k, "rows": rows, "comparisons": comparisons(episodes, cfg.conditions)}
+    results = {"model": cfg.model.name, "grader": describe(domain.grader), "split": cfg.split,
+               "setting": cfg.setting, "passages": len(passages), "k": cfg.k, "rows": rows,
+               "comparisons": comparisons(episodes, cfg.conditions)}
     title = f"knowledge incorporation ({cfg.setting}-passage), {cfg.model.name}"
     plot_conditions(rows, run.path / "plots" / "conditions.png", title)
     if any(r["round"] for r in rows):

@@ -12,6 +12,7 @@ separately, so a grader never has to guess what an empty answer means.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -31,6 +32,7 @@ class GradingError(RuntimeError):
 
 class Grader(Protocol):
     name: str
+    version: str  # what else decides its grades (threshold, model); recorded beside the name in results
 
     def __call__(self, question: str, gold: str, prediction: str) -> bool: ...
 
@@ -92,6 +94,7 @@ _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3})")
 _PARENTHESISED = re.compile(r"(.+?)\s*\((.+)\)\W*")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # graders stem the same few thousand words again and again
 def _stem(word: str) -> str:
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
@@ -161,6 +164,7 @@ LENIENT_THRESHOLD = 0.6
 @dataclass(frozen=True)
 class ExactGrader:
     name = "exact"
+    version = "1"
 
     def __call__(self, question: str, gold: str, prediction: str) -> bool:
         return bool(normalize_answer(prediction)) and exact_match(prediction, gold)
@@ -171,6 +175,7 @@ class ContainmentGrader:
     """The normalised gold occurs in the normalised prediction as whole words."""
 
     name = "containment"
+    version = "1"
 
     def __call__(self, question: str, gold: str, prediction: str) -> bool:
         pred, ref = normalize_answer(prediction), normalize_answer(gold)
@@ -181,6 +186,10 @@ class ContainmentGrader:
 class F1Grader:
     threshold: float = F1_THRESHOLD
     name = "f1"
+
+    @property
+    def version(self) -> str:
+        return f"threshold {self.threshold:g}"
 
     def __call__(self, question: str, gold: str, prediction: str) -> bool:
         return bool(normalize_answer(prediction)) and f1_score(prediction, gold) >= self.threshold
@@ -196,6 +205,10 @@ class LenientGrader:
 
     threshold: float = LENIENT_THRESHOLD
     name = "lenient"
+
+    @property
+    def version(self) -> str:
+        return f"threshold {self.threshold:g}"
 
     def __call__(self, question: str, gold: str, prediction: str) -> bool:
         return any(
@@ -242,6 +255,7 @@ class LLMJudge:
         base_url = base_url or os.environ.get("SEAL_JUDGE_BASE_URL", "https://api.openai.com/v1")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model or os.environ.get("SEAL_JUDGE_MODEL", "gpt-4.1")
+        self.version = self.model
         self.api_key = api_key or os.environ.get("SEAL_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
         self.timeout = timeout
         self.retries = retries
@@ -294,15 +308,34 @@ class LLMJudge:
         return content
 
 
+def _learned(**options) -> Grader:
+    from seal.domains.knowledge.learned_grader import LearnedGrader  # its features build on this module
+
+    return LearnedGrader(**options)
+
+
+def _local_judge(**options) -> Grader:
+    from seal.domains.knowledge.local_judge import LocalJudge  # loads a language model: only on request
+
+    return LocalJudge(**options)
+
+
 _GRADERS = {
     "lenient": LenientGrader,
     "containment": ContainmentGrader,
     "exact": ExactGrader,
     "f1": F1Grader,
     "llm-judge": LLMJudge,
+    "learned": _learned,
+    "local-judge": _local_judge,
 }
 GRADER_NAMES: tuple[str, ...] = tuple(_GRADERS)
 DEFAULT_GRADER = "lenient"
+
+
+def describe(grader: Grader) -> dict[str, str]:
+    """What every run records about the grader behind its numbers."""
+    return {"name": grader.name, "version": grader.version}
 
 
 def get_grader(name: str = DEFAULT_GRADER, **options) -> Grader:
