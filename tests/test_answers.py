@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from seal.domains.knowledge.answers import MAX_ANSWER_WORDS, credit, graded_answer, recites, score_answers
+from seal.config import EvalConfig
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.domains.knowledge.grading import get_grader
+from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
 
 CASES = [json.loads(line) for line in (Path(__file__).parent / "data" / "recitation_cases.jsonl").read_text().splitlines()]
 
@@ -42,11 +43,12 @@ def test_a_text_wrong_for_any_question_it_is_given_to_is_credited_for_none():
     assert credit([True, True], ["1958", "1958"]) == [True, True]  # right for both questions: stays
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c["kind"] != "contradiction"], ids=lambda c: c["case"][:50])
-def test_default_protocol_credits_the_labelled_cases_as_labelled(case):
+@pytest.mark.parametrize("grader", sorted({DEFAULT_GRADER, "lenient", "learned"}))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["case"][:50])
+def test_protocol_credits_the_labelled_cases_as_labelled(case, grader):
     passage = Passage(case["title"], case["document"],
                       tuple(Question(q["question"], q["gold"]) for q in case["questions"]))
-    score = KnowledgeDomain().score(passage, [q["generation"] for q in case["questions"]])
+    score = KnowledgeDomain(eval=EvalConfig(grader=grader)).score(passage, [q["generation"] for q in case["questions"]])
     assert [d["correct"] for d in score.details] == [q["credited"] for q in case["questions"]]
 
 

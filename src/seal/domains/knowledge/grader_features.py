@@ -17,6 +17,7 @@ from seal.domains.knowledge.grading import (
     _found,
     _gold_variants,
     _is_number,
+    _negation_positions,
     _stem,
     _words,
     f1_score,
@@ -24,7 +25,6 @@ from seal.domains.knowledge.grading import (
     normalize_answer,
 )
 
-_NEGATIONS = frozenset("not no never none nor neither without cannot".split())
 _HEDGES = re.compile(
     r"\b(not (?:mentioned|specified|stated|known|clear|provided|given)|(?:do|does|did)n'?t (?:know|say|mention)|"
     r"no (?:information|mention|specific)|unclear|unknown|cannot (?:be )?determine|is not possible to)\b"
@@ -60,12 +60,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "yes_no_question",
     "answers_yes_or_no",
 )
-
-
-def _negation_positions(text: str) -> list[int]:
-    """Word indices of "not", "never", "didn't", ... in `text`."""
-    words = re.findall(r"[\w']+", text.lower())
-    return [i for i, w in enumerate(words) if w in _NEGATIONS or w.endswith("n't")]
 
 
 def _first_sentence(text: str) -> str:

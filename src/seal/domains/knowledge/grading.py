@@ -102,9 +102,9 @@ def _stem(word: str) -> str:
     return word
 
 
-def _words(text: str) -> list[str]:
+def _words(text: str, pattern: str = r"\w+") -> list[str]:
     """Lower-cased words; punctuation splits words, "10,000" -> "10000", "two" -> "2"."""
-    words = re.findall(r"\w+", _THOUSANDS_COMMA.sub("", text.lower()))
+    words = re.findall(pattern, _THOUSANDS_COMMA.sub("", text.lower()))
     return [_NUMBER_WORDS.get(w, w) for w in words]
 
 
@@ -146,6 +146,40 @@ def gold_recall(question: str, gold: str, prediction: str) -> float:
     if any(_is_number(t) and not hit for t, hit in zip(gold_tokens, found)):
         return 0.0
     return sum(found) / len(found)
+
+
+_NEGATIONS = frozenset("not no never none nor neither without cannot".split())
+# Words that may stand between a negation and what it denies: "not the Marigold", "not even in 2016".
+_BRIDGES = frozenset("a an the even in on at of by for to".split())
+_WORD_WITH_APOSTROPHE = r"[\w']+"  # keeps "didn't" whole
+
+
+def _is_negation(word: str) -> bool:
+    return word in _NEGATIONS or word.endswith("n't")
+
+
+def _negation_positions(text: str) -> list[int]:
+    """Word indices of "not", "never", "didn't", ... in `text`."""
+    return [i for i, w in enumerate(_words(text, _WORD_WITH_APOSTROPHE)) if _is_negation(w)]
+
+
+def denies_gold(question: str, gold: str, prediction: str) -> bool:
+    """Whether every mention of the gold in the prediction is denied ("It was not the Marigold"), while
+    neither the question nor the gold is itself negative. GPT-4.1's verdicts hold too few such answers
+    to learn this from, and the judge's rule is explicit: an answer that contradicts the key is wrong."""
+    if _negation_positions(question) or _negation_positions(gold):
+        return False
+    gold_tokens = set(_content_words(gold))
+    words = _words(prediction, _WORD_WITH_APOSTROPHE)
+    mentions = [i for i, w in enumerate(words) if _found(_stem(w), gold_tokens)]
+
+    def denied(i: int) -> bool:
+        i -= 1
+        while i >= 0 and words[i] in _BRIDGES:
+            i -= 1
+        return i >= 0 and _is_negation(words[i])
+
+    return bool(mentions) and all(denied(i) for i in mentions)
 
 
 def _gold_variants(gold: str) -> list[str]:
@@ -200,7 +234,7 @@ class LenientGrader:
     """Enough of the gold's content words (all of its numbers) appear in the prediction.
 
     Tolerates inflection, number formats, extra detail and partial multi-word
-    golds; see ``gold_recall``.
+    golds; see ``gold_recall``. An answer that denies the gold is wrong (``denies_gold``).
     """
 
     threshold: float = LENIENT_THRESHOLD
@@ -208,10 +242,10 @@ class LenientGrader:
 
     @property
     def version(self) -> str:
-        return f"threshold {self.threshold:g}"
+        return f"2, threshold {self.threshold:g}"  # 2: an answer that denies the gold is wrong
 
     def __call__(self, question: str, gold: str, prediction: str) -> bool:
-        return any(
+        return not denies_gold(question, gold, prediction) and any(
             gold_recall(question, variant, prediction) >= self.threshold
             for variant in _gold_variants(gold)
         )

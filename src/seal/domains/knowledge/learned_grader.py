@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from seal.domains.knowledge.grader_features import FEATURE_NAMES, features
+from seal.domains.knowledge.grading import denies_gold
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "learned_grader.json"
 _FIELDS = ("features", "mean", "scale", "coef", "intercept", "threshold")
@@ -26,7 +27,8 @@ def model_version(model: dict) -> str:
 
 
 class LearnedGrader:
-    """Correct when the model's probability that GPT-4.1 says "correct" reaches its threshold."""
+    """Correct when the model's probability that GPT-4.1 says "correct" reaches its threshold and the
+    answer does not deny the gold (``denies_gold``: too rare in the verdicts to be learned)."""
 
     name = "learned"
 
@@ -53,6 +55,6 @@ class LearnedGrader:
         return 1.0 / (1.0 + math.exp(-max(min(logit, 60.0), -60.0)))
 
     def __call__(self, question: str, gold: str, prediction: str) -> bool:
-        if not prediction.strip():
+        if not prediction.strip() or denies_gold(question, gold, prediction):
             return False
         return self.probability(question, gold, prediction) >= self._threshold
