@@ -218,3 +218,28 @@ def test_training_sequences_cap_counts_the_passage(cap, count):
 def test_training_sequences_reject_a_cap_below_one(cap):
     with pytest.raises(ValueError):
         training_sequences("T", PASSAGE, [A], cap)
+
+
+def test_question_answer_items_train_as_the_closed_book_chat_turn_with_the_loss_on_the_answer(tiny_model_dir):
+    from seal import models
+    from seal.domains.base import Example
+    from seal.domains.knowledge.data import Passage
+    from seal.domains.knowledge.domain import KnowledgeDomain
+    from seal.domains.knowledge.prompts import answer_prompt
+    from seal.generation import chat_prompt
+    from seal.inner.lora import IGNORE, tokenize_examples
+
+    passage = Passage("Orrin Canal", "The Orrin Canal opened in 1843.")
+    self_edit = "Question: When did the Orrin Canal open?\nAnswer: In 1843.\n\n- The canal is old."
+    chat = KnowledgeDomain(prompt="self-qa", qa_format="chat").parse(passage, self_edit).examples
+    assert chat == [Example("Orrin Canal\nThe Orrin Canal opened in 1843."),
+                    Example("In 1843.", answer_prompt("Orrin Canal", "When did the Orrin Canal open?"), chat=True),
+                    Example("Orrin Canal\nThe canal is old.")]
+    text = KnowledgeDomain(prompt="self-qa").parse(passage, self_edit).examples
+    assert text[1] == Example("Orrin Canal\nQuestion: When did the Orrin Canal open?\nAnswer: In 1843.")
+
+    _, tokenizer = models.load(str(tiny_model_dir))
+    (ids, labels), = tokenize_examples(tokenizer, chat[1:2], max_length=512)
+    prompt = tokenizer(chat_prompt(tokenizer, chat[1].prompt), add_special_tokens=False)["input_ids"]
+    assert ids[: len(prompt)] == prompt and labels[: len(prompt)] == [IGNORE] * len(prompt)
+    assert tokenizer.decode(ids[len(prompt):]) == "In 1843." + tokenizer.eos_token  # the loss covers the answer

@@ -99,7 +99,7 @@ def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, o
     else:
         check_new(out, results_name="result.json", resume=False)
     passage = dataclasses.replace(passage, questions=tuple(questions))
-    domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval)
+    domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval, cfg.qa_format)
     made = _first_missing(out)
     try:
         with console.status(f"loading {cfg.model.name}"):

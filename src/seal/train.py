@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from seal import models
 from seal.bench.stats import percent
@@ -26,6 +27,7 @@ class TrainKnowledgeConfig:
     passages: int = 12  # training passages, taken from outside the 200-passage evaluation set
     offset: int = 0
     prompt: str = "implications"
+    qa_format: Literal["text", "chat"] = "text"  # how question-answer items train: see KnowledgeDomain
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -35,7 +37,7 @@ def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1
     contexts = [p for p in rest[cfg.offset:] if p.questions][: cfg.passages]
     if len(contexts) < cfg.passages:
         raise ValueError(f"only {len(contexts)} training passages with questions at offset {cfg.offset}")
-    domain = KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval)
+    domain = KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval, cfg.qa_format)
     run = Run(out, cfg)
     rounds = run_rounds(domain, contexts, cfg.restem, run, workers, address)
     results = {"generator": cfg.restem.generator.name, "learner": cfg.restem.learner or "generator",

@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from seal import models
 from seal.bench.stats import format_ci, mean_ci, paired_difference, percent
@@ -59,6 +60,7 @@ class KnowledgeBenchConfig:
     conditions: list[str] = field(default_factory=lambda: ["base", "passage", "self-edit", "file:gpt4_1", "file:base"])
     k: int = 1  # self-edits per passage (single: one episode each, averaged; multi: all in the one update)
     prompt: str = "implications"
+    qa_format: Literal["text", "chat"] = "text"  # how question-answer items train: see KnowledgeDomain
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -210,7 +212,8 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     if cfg.setting not in ("single", "multi"):
         raise ValueError(f"setting must be 'single' or 'multi', not {cfg.setting!r}")
     passages = select_passages(cfg)
-    domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences if cfg.setting == "single" else None, cfg.eval)
+    domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences if cfg.setting == "single" else None, cfg.eval,
+                             cfg.qa_format)
     model, tokenizer = models.load(cfg.model)
     run = Run(out, cfg)
     self_edits = collect_self_edits(cfg, run, model, tokenizer, domain, passages)

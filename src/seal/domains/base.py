@@ -13,10 +13,13 @@ from typing import Any, Protocol, TypeVar
 
 @dataclass(frozen=True)
 class Example:
-    """One training sequence. The loss covers `completion` only; `prompt` (if any) is context."""
+    """One training sequence. The loss covers `completion` only; `prompt` (if any) is context. With `chat`,
+    `prompt` is a user turn that the trainer wraps in the model's chat template, and `completion` is the
+    assistant's reply: the format the model is later asked in."""
 
     completion: str
     prompt: str = ""
+    chat: bool = False
 
 
 @dataclass

@@ -21,6 +21,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from seal.config import ConfigError, InnerConfig
 from seal.domains.base import Example, UpdateError, UpdatePlan
+from seal.generation import chat_prompt
 
 IGNORE = -100
 
@@ -39,10 +40,12 @@ class TrainReport:
 
 
 def tokenize_examples(tokenizer, examples: list[Example], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """(input ids, labels) per example: prompt tokens are labelled IGNORE, completions end with EOS."""
+    """(input ids, labels) per example: prompt tokens are labelled IGNORE, completions end with EOS; a chat
+    example's prompt is its user turn in the tokenizer's chat template."""
     rows = []
     for ex in examples:
-        prompt = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] if ex.prompt else []
+        text = chat_prompt(tokenizer, ex.prompt) if ex.chat else ex.prompt
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
         completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = (prompt + completion)[:max_length]
         labels = ([IGNORE] * len(prompt) + completion)[:max_length]

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from seal.config import EvalConfig
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
-from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.answers import score_answers, summary
+from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
 from seal.domains.knowledge.prompts import answer_prompt, self_edit_prompt
-from seal.domains.knowledge.selfedit import split_self_edit, training_sequences
+from seal.domains.knowledge.selfedit import qa_pair, split_self_edit, training_sequences
 from seal.generation import chat_prompt, generate
 
 
@@ -23,12 +23,17 @@ class KnowledgeDomain:
     prompt: str = "implications"
     max_sequences: int | None = 64
     eval: EvalConfig = None  # type: ignore[assignment]
+    # chat: a self-edit's question-answer items are trained as the closed-book question (chat turn) and its
+    # answer, with the loss on the answer only; text: as plain text, like every other item
+    qa_format: str = "text"
     name: str = "knowledge"
 
     def __post_init__(self):
         self.eval = self.eval or EvalConfig()
         self.grader = grader_for(self.eval.grader)
         self_edit_prompt(self.prompt, "", "")  # fail fast on an unknown prompt kind
+        if self.qa_format not in ("text", "chat"):
+            raise ValueError(f"qa_format must be 'text' or 'chat', not {self.qa_format!r}")
 
     def self_edit_prompt(self, passage: Passage) -> str:
         return self_edit_prompt(self.prompt, passage.title, passage.context)
@@ -39,7 +44,13 @@ class KnowledgeDomain:
         if self.prompt != "none" and not items:
             raise SelfEditError("the self-edit contains no usable statements")
         sequences = training_sequences(passage.title, passage.context, items, self.max_sequences)
-        return UpdatePlan([Example(s) for s in sequences], notes={"items": len(items)})
+        examples = [Example(sequences[0])] + [self._example(passage.title, item, text)
+                                              for item, text in zip(items, sequences[1:])]
+        return UpdatePlan(examples, notes={"items": len(items)})
+
+    def _example(self, title: str, item: str, text: str) -> Example:
+        pair = qa_pair(item) if self.qa_format == "chat" else None
+        return Example(pair[1], answer_prompt(title, pair[0]), chat=True) if pair else Example(text)
 
     def answer(self, model, tokenizer, passage: Passage, supports=None) -> list[str]:
         """Greedy answers to the passage's questions: closed-book (the model sees the topic and the question,

@@ -158,3 +158,12 @@ def training_sequences(title: str, passage: str, items: list[str], max_sequences
     prefix = f"{title}\n" if title else ""
     sequences = [prefix + passage] + [prefix + item for item in items]
     return sequences if max_sequences is None else sequences[:max_sequences]
+
+
+_QA_ITEM = re.compile(r"Question: (.+)\nAnswer: (.+)", re.S)
+
+
+def qa_pair(item: str) -> tuple[str, str] | None:
+    """(question, answer) of an item that `split_self_edit` wrote as a question with its answer, else None."""
+    match = _QA_ITEM.fullmatch(item)
+    return (match[1].strip(), match[2].strip()) if match else None
