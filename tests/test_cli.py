@@ -301,3 +301,31 @@ def test_demo_user_error_leaves_no_directory(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--model", "no-such-model"]) == 2
     assert "unknown model" in capsys.readouterr().err
     assert not any((tmp_path / "runs").glob("demo-*"))
+
+
+def test_learn_replaces_an_unusable_self_edit_by_a_fresh_sample(monkeypatch):
+    from seal import learn as learn_module
+    from seal.config import LearnConfig
+    from seal.domains.base import SelfEditError
+    from seal.domains.knowledge.data import Passage
+    from seal.domains.knowledge.domain import KnowledgeDomain
+
+    scripted = {0: ["Imprecisions:", "- The Orrin Canal opened in 1843."], 1: ["Imprecisions:"], 2: ["- It joins the Tesk."]}
+    calls = []
+
+    def sample(model, tokenizer, domain, contexts, sampling, num_samples, seed):
+        calls.append((num_samples, seed))
+        return [scripted[seed - 7]]
+
+    monkeypatch.setattr(learn_module, "sample_self_edits", sample)
+    cfg = LearnConfig(seed=7)
+    cfg.sampling.num_samples = 2
+    tries = learn_module._sample_plans(None, None, KnowledgeDomain(), Passage("Orrin Canal", "It opened in 1843."), cfg)
+    assert calls == [(2, 7), (1, 8), (1, 9)]  # one replacement per unusable sample, each with a seed of its own
+    assert [t for t, _ in tries] == ["Imprecisions:", "- The Orrin Canal opened in 1843.", "Imprecisions:",
+                                     "- It joins the Tesk."]
+    assert [isinstance(p, SelfEditError) for _, p in tries] == [True, False, True, False]
+    cfg.resample = 0
+    calls.clear()
+    assert len(learn_module._sample_plans(None, None, KnowledgeDomain(), Passage("Orrin Canal", "x"), cfg)) == 2
+    assert calls == [(2, 7)]

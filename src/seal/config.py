@@ -111,6 +111,7 @@ class LearnConfig:
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     gate: bool = True  # keep the adapter only if it beat the baseline
+    resample: int = bounded(2, ge=0)  # times an unusable self-edit is replaced by a fresh sample
     seed: int = 0
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from seal import models
 from seal.config import LearnConfig
-from seal.domains.base import SelfEditError, UpdateError
+from seal.domains.base import SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.grading import describe
@@ -80,6 +80,24 @@ def _rank(score) -> tuple[float, float]:
     return score.value, -score.metrics["recitation"]
 
 
+def _sample_plans(model, tokenizer, domain, passage, cfg: LearnConfig) -> list[tuple[str, UpdatePlan | SelfEditError]]:
+    """`num_samples` self-edits with their update plans. Each unusable one (a small model sometimes writes a
+    lone "Imprecisions:") is replaced by a fresh sample, up to `cfg.resample` times, so that one unlucky
+    sample does not end the run; every try is kept, the unusable ones with their reason."""
+    tries, wanted = [], cfg.sampling.num_samples
+    for attempt in range(cfg.resample + 1):
+        texts = sample_self_edits(model, tokenizer, domain, [passage], cfg.sampling, wanted, seed=cfg.seed + attempt)[0]
+        for text in texts:
+            try:
+                tries.append((text, domain.parse(passage, text)))
+            except SelfEditError as e:
+                tries.append((text, e))
+        wanted = sum(isinstance(plan, SelfEditError) for _, plan in tries[-len(texts):])
+        if not wanted:
+            break
+    return tries
+
+
 def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, out: str | Path) -> dict:
     """Run the whole learn workflow; returns (and writes to `out/result.json`) the result record.
 
@@ -127,19 +145,19 @@ def _learn(run: Run, model, tokenizer, domain: KnowledgeDomain, passage: Passage
     console.print(_answers_table("Before", baseline))
 
     t = time.perf_counter()
-    s = cfg.sampling
-    with console.status(f"writing {s.num_samples} self-edit(s)"):
-        texts = sample_self_edits(model, tokenizer, domain, [passage], s, s.num_samples, seed=cfg.seed)[0]
+    with console.status(f"writing {cfg.sampling.num_samples} self-edit(s)"):
+        tries = _sample_plans(model, tokenizer, domain, passage, cfg)
     timings["self_edit_generation"] = time.perf_counter() - t
 
     candidates_dir = run.path / "candidates"
     self_edits, best = [], None
     t = time.perf_counter()
-    for i, text in enumerate(texts):
-        console.print(Panel(text or "(empty)", title=f"self-edit {i + 1}/{len(texts)}", expand=False))
+    for i, (text, plan) in enumerate(tries):
+        console.print(Panel(text or "(empty)", title=f"self-edit {i + 1}/{len(tries)}", expand=False))
         record = {"index": i, "text": text}
         try:
-            plan = domain.parse(passage, text)
+            if isinstance(plan, SelfEditError):
+                raise plan
             with step_bar(f"training adapter {i + 1}") as on_step:
                 outcome = adapt_and_evaluate(model, tokenizer, domain, passage, plan, cfg.inner,
                                              save_to=candidates_dir / str(i), on_step=on_step)
