@@ -96,6 +96,7 @@ def test_bench_writes_matrix_report_plots_and_resumes(scrambled_model_dir, squad
     (out / "results.json").unlink()
     (out / "metrics.jsonl").write_text("\n".join(json.dumps(s) for s in steps[:-1]) + "\n")
     learns = (out / "memories" / "router-1" / "learns.jsonl").read_text()
+    assert main(["bench", "status", str(out)]) == 0  # the table so far of a killed run
     again = run_bench(cfg, out)
     assert (out / "memories" / "router-1" / "learns.jsonl").read_text() == learns
     assert len((out / "metrics.jsonl").read_text().splitlines()) == len(steps)

@@ -57,14 +57,14 @@ def cmd_bench_knowledge(args) -> int:
 
 
 def _bench_kind(run: str) -> str:
-    """'arc' or 'knowledge': which benchmark wrote the run directory `run` (by its config's fields)."""
+    """'arc', 'knowledge' or 'forgetting': which benchmark wrote the run directory `run` (by its config's fields)."""
     import yaml
 
     path = Path(run) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run} is not a benchmark run (no config.yaml)")
     keys = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for kind, field in (("arc", "tasks"), ("knowledge", "passages")):
+    for kind, field in (("arc", "tasks"), ("knowledge", "passages"), ("forgetting", "documents")):
         if field in keys:
             return kind
     raise ValueError(f"{run} is not a benchmark run (its config has neither tasks nor passages)")
@@ -84,7 +84,15 @@ def cmd_bench_status(args) -> int:
     kinds = {_bench_kind(run) for run in args.runs}
     runs = " + ".join(args.runs)
     if len(kinds) > 1:
-        raise ValueError(f"{runs}: ARC and knowledge runs cannot be pooled")
+        raise ValueError(f"{runs}: runs of different benchmarks cannot be pooled")
+    if kinds == {"forgetting"}:
+        from seal.bench.forgetting import interim
+
+        if len(args.runs) > 1:
+            raise ValueError(f"{runs}: forgetting runs are not pooled; give one run directory")
+        results, cfg = interim(args.runs[0])
+        _print_forgetting(results, cfg, f"{runs}: forgetting so far, complete sequences only")
+        return 0
     if kinds == {"arc"}:
         from seal.bench.arc import interim
 
@@ -140,7 +148,6 @@ def cmd_bench_arc_filter(args) -> int:
 
 def cmd_bench_forgetting(args) -> int:
     from seal.bench.forgetting import ForgettingBenchConfig, run_bench
-    from seal.bench.stats import percent
     from seal.config import load_config
     from seal.runs import default_run_dir
 
@@ -154,14 +161,20 @@ def cmd_bench_forgetting(args) -> int:
     cfg = load_config(ForgettingBenchConfig, args.config, overrides)
     out = args.out or default_run_dir("bench-forgetting")
     results = run_bench(cfg, out)
-    _print_table(f"forgetting: {cfg.documents} documents in sequence ({cfg.memory.model.name}) -> {out}",
+    _print_forgetting(results, cfg, f"forgetting -> {out}")
+    return 0
+
+
+def _print_forgetting(results: dict, cfg, title: str) -> None:
+    from seal.bench.stats import percent
+
+    _print_table(f"{title}: {cfg.documents} documents in sequence ({cfg.memory.model.name})",
                  ("strategy", "sequences", "ACC", "BWT", "retention", "right after own", "probe", "s/learn"),
                  [(r["strategy"], str(r["sequences"]), percent(r["acc"]),
                    "-" if r["bwt"] is None else f"{100 * r['bwt']:+.1f} pt",
                    "-" if r["retention"] is None else f"{r['retention']:.2f}", percent(r["just_after"]),
                    percent(r["probe_accuracy"]), "-" if r["seconds_per_learn"] is None else f"{r['seconds_per_learn']:.0f}")
                   for r in results["strategies"]])
-    return 0
 
 
 def add_bench_parser(sub) -> None:

@@ -24,8 +24,9 @@ from seal.bench.forgetting_report import plot_forgetting, report, summarise
 from seal.domains.knowledge.data import Passage, load_squad, split_eval
 from seal.memory import Document, Memory, MemoryConfig
 from seal.memory.config import STRATEGIES, ProbeConfig
+from seal.config import load_config
 from seal.progress import progress_bar
-from seal.runs import Run
+from seal.runs import Run, read_records
 
 SQUAD = "../shared/data/squad/squad_val.json"
 
@@ -136,3 +137,12 @@ def run_bench(cfg: ForgettingBenchConfig, out: str | Path) -> dict:
     run.finish(results)
     return results
 
+
+
+def interim(out: str | Path) -> tuple[dict, ForgettingBenchConfig]:
+    """The table so far of a forgetting run that is running or was killed (its complete sequences); read-only."""
+    path = Path(out)
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"{path} is not a forgetting benchmark run (no config.yaml)")
+    cfg = load_config(ForgettingBenchConfig, path / "config.yaml")
+    return summarise(read_records(path / "metrics.jsonl", event="step"), cfg), cfg
