@@ -10,6 +10,7 @@ from seal.domains.knowledge.grading import (
     DEFAULT_GRADER,
     GRADER_NAMES,
     GradingError,
+    denies_gold,
     exact_match,
     f1_score,
     get_grader,
@@ -86,6 +87,22 @@ def test_empty_prediction_is_wrong_for_every_offline_grader(name, prediction):
 @pytest.mark.parametrize("name", sorted({DEFAULT_GRADER, "lenient", "learned"}))
 def test_main_graders_on_our_examples(name, question, gold, prediction, expected):
     assert get_grader(name)(question, gold, prediction) is expected
+
+
+@pytest.mark.parametrize(
+    ("question", "gold", "prediction", "expected"),
+    [
+        ("Who founded it?", "Lina Marsk", "It was not Lina Marsk.", True),
+        ("Since when is it electric?", "2016", "It has never been electric, not even in 2016.", True),
+        ("Who founded it?", "Lina Marsk", "Lina Marsk, not Peter Holm.", False),
+        ("Who founded it?", "Lina Marsk", "Not Peter Holm but Lina Marsk.", False),
+        ("What did they refuse to support?", "the Confederacy", "They did not support the Confederacy.", False),
+        ("What did he never return to?", "Poland", "He never returned to Poland.", False),  # a negative question
+        ("Who founded it?", "Lina Marsk", "Peter Holm.", False),  # no mention, nothing denied
+    ],
+)
+def test_denies_gold_only_when_every_mention_is_negated(question, gold, prediction, expected):
+    assert denies_gold(question, gold, prediction) is expected
 
 
 def test_registry():

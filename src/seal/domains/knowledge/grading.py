@@ -171,7 +171,8 @@ def denies_gold(question: str, gold: str, prediction: str) -> bool:
         return False
     gold_tokens = set(_content_words(gold))
     words = _words(prediction, _WORD_WITH_APOSTROPHE)
-    mentions = [i for i, w in enumerate(words) if _found(_stem(w), gold_tokens)]
+    hits = [_found(_stem(w), gold_tokens) for w in words]
+    mentions = [i for i, hit in enumerate(hits) if hit and not (i and hits[i - 1])]  # where each mention starts
 
     def denied(i: int) -> bool:
         i -= 1
