@@ -100,7 +100,11 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def lr_factor(cfg: InnerConfig, step: int, total: int) -> float:
-    """Multiplier of the update's lr at 0-based `step` of `total` (cfg.lr_schedule after cfg.warmup)."""
+    """Multiplier of the update's lr at 0-based `step` of `total` (cfg.lr_schedule after cfg.warmup).
+
+    Written here rather than taken from transformers' schedulers because the batched trainer needs one
+    multiplier per candidate inside a single optimizer, which a LambdaLR per optimizer cannot give; the
+    decays match transformers' linear and cosine ones, and warmup starts above 0 so no step is wasted."""
     warmup = math.ceil(cfg.warmup * total)
     if step < warmup:
         return (step + 1) / (warmup + 1)
