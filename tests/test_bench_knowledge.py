@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,7 +63,8 @@ def test_bench_writes_table_and_resumes(tiny_model_dir, data, tmp_path, setting)
     if setting == "single":  # one episode per passage: each passage is scored, or its episode failed
         assert all(r["passages"] + r["failed"] == 3 for r in rows.values())
     assert all((r["ci_low"] is None) == (r["passages"] < 2) for r in rows.values())
-    assert all(0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0 for r in rows.values() if r["ci_low"] is not None)
+    assert all(0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0
+               for r in rows.values() if r["ci_low"] is not None)
     for name in ("config.yaml", "metrics.jsonl", "results.json", "report.md", "answers.md", "plots/conditions.png"):
         assert (tmp_path / "run" / name).is_file()
     assert "| file:teacher |" in (tmp_path / "run" / "report.md").read_text()
@@ -140,7 +142,7 @@ def test_intervals_are_t_intervals_with_their_n_and_small_n_is_flagged():
     assert (high - low) / 2 == pytest.approx(2.776 * 0.1581 / 5 ** 0.5, rel=1e-3)  # t(4) = 2.776
     assert mean_ci([0.4]) == (0.4, None, None)
     assert format_ci(low, high, 5) == f"{low:.1%}–{high:.1%} (n=5)"
-    assert format_ci(0.0, 0.54, 2) == "0.0%–54.0% (n=2, under 5: rough)"
+    assert format_ci(0.0, 0.54, 2) == "0.0%–54.0% (n=2, too few)"
     assert format_ci(None, None, 1) == "none (n=1)"
 
 
@@ -151,11 +153,24 @@ def test_retriever_finds_the_right_passage(data):
     assert r.top("river freezes winter").title == "Tesk"
 
 
-def test_eval_split_matches_the_papers_evaluation_order():
-    evaluation, rest = split_eval(load_squad("../shared/data/squad/squad_val.json"))
-    stored = json.loads(open("../shared/data/squad/synthetic/gpt4_1_val.json").read())
+def test_eval_split_matches_the_papers_evaluation_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default data paths do not depend on the working directory
+    cfg = KnowledgeBenchConfig()
+    evaluation, rest = split_eval(load_squad(cfg.data))
+    stored = json.loads((Path(cfg.synthetic_dir) / "gpt4_1_val.json").read_text())
     assert [p.context for p in evaluation] == [s["context"].strip() for s in stored]
     assert len(rest) == 1867
+
+
+def test_seal_data_points_the_defaults_elsewhere(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEAL_DATA", str(tmp_path / "elsewhere"))
+    assert KnowledgeBenchConfig().data == str(tmp_path / "elsewhere" / "squad" / "squad_val.json")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "knowledge"]) == 2  # into a default runs/bench-knowledge-<time>, removed again
+    err = capsys.readouterr().err.strip()
+    assert err == (f"seal bench: error: no SQuAD file {tmp_path}/elsewhere/squad/squad_val.json; set SEAL_DATA to "
+                   "the directory holding squad/, or give the file with --set data=FILE")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_bad_condition_exits_2(tiny_model_dir, data, tmp_path, capsys):
@@ -218,7 +233,7 @@ def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_d
     ran = sum("scores" in e for e in episodes if e["condition"] == "self-edit")  # the others failed: not paired
     assert pairs == {("self-edit", "passage"): ran, ("file:teacher", "passage"): 2, ("file:teacher", "self-edit"): ran}
     assert summarise(episodes, conditions_of(cfg)) != final["rows"]  # the third passage's episodes were left out
-    assert "(n=2, under 5: rough)" in printed  # every interval shows its n; under 5 passages it is flagged
+    assert "(n=2, too few)" in printed  # every interval shows its n; under 5 passages it is flagged
     assert main(["bench", "status", str(tmp_path / "nowhere")]) == 2
 
     capsys.readouterr()  # a damaged line before the last is corruption, not a kill: refused, naming file and line
@@ -242,7 +257,8 @@ def test_status_pools_shards_run_at_different_offsets(tiny_model_dir, data, tmp_
     measured = ("condition", "episodes", "accuracy", "ci_low", "ci_high", "f1")
     assert [{k: r[k] for k in measured} for r in pooled["rows"]] == [{k: r[k] for k in measured} for r in whole["rows"]]
     assert pooled["comparisons"] == whole["comparisons"]
-    assert pooled["comparisons"][0]["units"] == next(r["passages"] for r in whole["rows"] if r["condition"] == "self-edit")
+    ran = next(r["passages"] for r in whole["rows"] if r["condition"] == "self-edit")
+    assert pooled["comparisons"][0]["units"] == ran
     capsys.readouterr()
     assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert "3 of 3 passages done" in " ".join(capsys.readouterr().err.split())

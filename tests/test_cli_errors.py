@@ -226,3 +226,27 @@ def test_a_directory_where_a_file_belongs(inputs, tmp_path, tiny_model_dir, caps
     assert f"{tmp_path} is a directory" in one_error(capsys, "learn")
     assert main(["bench", "status", str(inputs[0])]) == 2
     assert "is not a benchmark run" in one_error(capsys, "bench")
+
+
+# ------------------------------------------------------------------------------ the sweep of other commands
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "knowledge", "--passages", "0"], "config.passages: 0 is out of range (must be >= 1)"),
+    (["bench", "knowledge", "--passages", "-1"], "config.passages: -1 is out of range"),  # once ran 199 passages
+    (["bench", "arc", "--tasks", "{doc}"], "doc.txt:1: not valid JSON (Expecting value); expected ARC tasks"),
+    (["train", "arc", "--tasks", "{doc}"], "doc.txt:1: not valid JSON"),
+    (["bench", "arc", "--max-tasks", "0"], "config.max_tasks: 0 is out of range"),
+    (["learn", "{doc}", "--questions", "{quiz}", "--set", "inner.target_modules=[]"], "inner.target_modules is empty"),
+    (["learn", "{doc}", "--questions", "{quiz}", "--config", "{dir}"], "is a directory"),
+])
+def test_other_user_errors_are_one_line_and_leave_nothing(inputs, tmp_path, tiny_model_dir, capsys, monkeypatch,
+                                                         argv, message):
+    monkeypatch.chdir(tmp_path)
+    fill = {"doc": str(inputs[0]), "quiz": str(inputs[1]), "dir": str(tmp_path)}
+    argv = [a.format(**fill) for a in argv] + (["--model", str(tiny_model_dir)] if argv[0] == "learn" else [])
+    before = set(os.listdir(tmp_path))
+    out = ["--out", str(tmp_path / "run")] if argv[0] == "learn" else []  # the others make runs/<kind>-<time>
+    assert main(argv + out) == 2
+    assert message in one_error(capsys, argv[0])
+    assert set(os.listdir(tmp_path)) == before

@@ -8,7 +8,6 @@ clear line and exit with status 2; nothing is left half-written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from importlib.resources import files
@@ -62,20 +61,14 @@ def cmd_learn(args) -> int:
 def cmd_demo(args) -> int:
     from seal.domains.knowledge.data import load_document, load_questions
     from seal.learn import learn
-    from seal.runs import default_run_dir
+    from seal.runs import out_dir
 
     assets = files("seal") / "assets"
     passage = load_document(Path(str(assets / "velmora_lighthouse.txt")), title="Velmora Lighthouse")
     questions = load_questions(Path(str(assets / "velmora_lighthouse.jsonl")))
     cfg = _learn_config(args)
-    out = args.out or default_run_dir("demo")
-    try:
+    with out_dir(args.out, "demo") as out:
         result = learn(passage, questions, cfg, out)
-    except BaseException:
-        if not args.out:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # the fresh directory default_run_dir made, unless the run already wrote to it
-        raise
     return 0 if result["error"] is None else 1
 
 
@@ -145,7 +138,8 @@ def cmd_grade(args) -> int:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{args.input}:{n}: invalid JSON ({e.msg})") from e
-        if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in ("question", "gold", "prediction")):
+        if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in ("question", "gold",
+                                                                                     "prediction")):
             raise DataError(f"{args.input}:{n}: needs string fields 'question', 'gold' and 'prediction'")
         records.append(rec)
     if not records:
@@ -177,14 +171,15 @@ def _train(args, config_cls, run, kind: str, flags: tuple[tuple[str, str], ...],
     """Shared body of `seal train <domain>`: flags -> overrides -> config, run the rounds, print a line each."""
     from seal.config import load_config
     from seal.progress import console
-    from seal.runs import default_run_dir
+    from seal.runs import out_dir
 
     common = (("generator", "restem.generator.name"), ("learner", "restem.learner"), ("rounds", "restem.rounds"),
               ("k", "restem.k"), ("seed", "restem.seed"))
     overrides = list(args.overrides) + [f"{key}={getattr(args, flag)}" for flag, key in common + flags
                                         if getattr(args, flag) is not None]
     cfg = load_config(config_cls, args.config, overrides)
-    results = run(cfg, args.out or default_run_dir(kind), workers=args.workers, address=args.address)
+    with out_dir(args.out, kind) as out:
+        results = run(cfg, out, workers=args.workers, address=args.address)
     for s in results["rounds"]:
         console.print(line(s))
     console.print(f"generators: {', '.join(results['generators'])}")
@@ -192,14 +187,14 @@ def _train(args, config_cls, run, kind: str, flags: tuple[tuple[str, str], ...],
 
 
 def cmd_train_knowledge(args) -> int:
-    from seal.bench.stats import percent
+    from seal.bench.stats import number, percent
     from seal.train import TrainKnowledgeConfig, train_knowledge
 
     return _train(args, TrainKnowledgeConfig, train_knowledge, "train-knowledge", (("passages", "passages"),),
                   lambda s: f"round {s['round']}: baseline {s['mean_baseline']:.1%}, after self-edit "
                             f"{percent(s['mean_score'])} over {s['episodes'] - s['failed']} episodes that ran "
                             f"(recited {percent(s.get('mean_recitation'))}, identical {percent(s.get('mean_identical'))}), "
-                            f"{s['failed']} failed, reward {'-' if s['mean_reward'] is None else format(s['mean_reward'], '.3f')}, "
+                            f"{s['failed']} failed, reward {number(s['mean_reward'])}, "
                             f"{s['training_examples']} self-edits cloned")
 
 

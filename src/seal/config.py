@@ -201,8 +201,9 @@ def from_dict(cls: type[C], data: dict, where: str = "config") -> C:
     for f in dataclasses.fields(cls):
         for name, bound in f.metadata.get("bounds", {}).items():
             ok, op = _BOUNDS[name]
-            if f.name in kwargs and not ok(kwargs[f.name], bound):  # NaN fails every bound
-                raise ConfigError(f"{where}.{f.name}: {kwargs[f.name]!r} is out of range (must be {op} {bound})")
+            value = kwargs.get(f.name)  # None: unset (e.g. max_tasks); NaN fails every bound
+            if value is not None and not ok(value, bound):
+                raise ConfigError(f"{where}.{f.name}: {value!r} is out of range (must be {op} {bound})")
     return cls(**kwargs)
 
 
@@ -249,6 +250,8 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         path = config_path(path)
         if not path.exists():
             raise ConfigError(f"no config file {path}; shipped configs: {', '.join(shipped_configs())}")
+        if path.is_dir():
+            raise ConfigError(f"config {path} is a directory; give a YAML file or a shipped config's name")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.MarkedYAMLError as e:

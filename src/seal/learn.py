@@ -27,7 +27,7 @@ from seal.generation import sample_self_edits
 from seal.plots import plot_learn
 from seal.progress import console, step_bar
 from seal.inner.lora import check_target_modules
-from seal.runs import Run, check_new, check_writable
+from seal.runs import Run, check_new, check_writable, first_missing
 
 ADAPTER_META = "seal.json"
 
@@ -55,14 +55,6 @@ def unfinished(out: Path) -> bool:
     """Whether `out` holds a learn run that never finished (killed): its own files only, and no result.json."""
     return ((out / "config.yaml").is_file() and not (out / "result.json").exists()
             and {p.name for p in out.iterdir()} <= LEARN_FILES)
-
-
-def _first_missing(path: Path) -> Path | None:
-    """The outermost directory of `path` that does not exist yet (what a failed run must remove), if any."""
-    top = None
-    while not path.exists() and path != path.parent:
-        top, path = path, path.parent
-    return top
 
 
 def _discard(out: Path, made: Path | None) -> None:
@@ -118,7 +110,7 @@ def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, o
         check_new(out, results_name="result.json", resume=False)
     passage = dataclasses.replace(passage, questions=tuple(questions))
     domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval, cfg.qa_format)
-    made = _first_missing(out)
+    made = first_missing(out)
     try:
         with console.status(f"loading {cfg.model.name}"):
             model, tokenizer = models.load(cfg.model)

@@ -7,11 +7,12 @@ kill never leaves a half-written results file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -76,6 +77,50 @@ def check_writable(path: Path) -> None:
         for made in missing:  # deepest first
             if made.is_dir():
                 made.rmdir()
+
+
+def first_missing(path: Path) -> Path | None:
+    """The outermost directory of `path` that does not exist yet (what a failed command must remove), if any."""
+    top = None
+    while not path.exists() and path != path.parent:
+        top, path = path, path.parent
+    return top
+
+
+def remove_unstarted(path: Path, made: Path | None) -> None:
+    """Undo a run that failed before its first record: the config.yaml and empty plots/ that `Run` wrote, then
+    the directories made for it, as far as they are empty. A run with records is left to be resumed."""
+    if not path.is_dir() or {p.name for p in path.iterdir()} - {"config.yaml", "plots"}:
+        return  # records, results or someone else's files: not a run that never started
+    (path / "config.yaml").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (path / "plots").rmdir()
+    with contextlib.suppress(OSError):  # a directory someone else wrote into stays
+        while made is not None and path.is_relative_to(made):
+            path.rmdir()
+            path = path.parent
+
+
+@contextlib.contextmanager
+def out_dir(out: str | Path | None, kind: str) -> Iterator[Path]:
+    """A command's run directory: `out` (checked to be writable before any model loads), or a fresh
+    `runs/<kind>-<time>`. If the command fails before its run logged a record, what it wrote is removed,
+    so that a user error leaves nothing behind and the fixed command can use the same directory."""
+    if out:
+        path = Path(out)
+        check_writable(path)
+        made = first_missing(path)
+    else:
+        path = default_run_dir(kind)
+        made = path
+    try:
+        yield path
+    except BaseException:
+        remove_unstarted(path, made)
+        if not out:
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # runs/ too, if nothing else is in it
+        raise
 
 
 def check_new(path: str | Path, results_name: str = "results.json", resume: bool = True) -> None:

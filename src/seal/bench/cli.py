@@ -11,8 +11,8 @@ def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...
     from seal.progress import console
 
     table = Table(title=title)
-    for i, col in enumerate(columns):
-        table.add_column(col, no_wrap=i > 0)  # figures stay whole (an interval with its n); names may wrap
+    for col in columns:
+        table.add_column(col)
     for row in rows:
         table.add_row(*row)
     console.print(table)
@@ -39,7 +39,7 @@ def _print_knowledge(results: dict, title: str) -> None:
 def cmd_bench_knowledge(args) -> int:
     from seal.bench.knowledge import KnowledgeBenchConfig, run_bench
     from seal.config import load_config
-    from seal.runs import default_run_dir
+    from seal.runs import out_dir
 
     overrides = list(args.overrides)
     if args.model:
@@ -49,8 +49,8 @@ def cmd_bench_knowledge(args) -> int:
     if args.setting:
         overrides.append(f"setting={args.setting}")
     cfg = load_config(KnowledgeBenchConfig, args.config, overrides)
-    out = args.out or default_run_dir("bench-knowledge")
-    results = run_bench(cfg, out)
+    with out_dir(args.out, "bench-knowledge") as out:
+        results = run_bench(cfg, out)
     _print_knowledge(results, f"knowledge incorporation, {results['setting']} passage ({results['model']}, "
                 f"{results['passages']} passages) -> {out}")
     return 0
@@ -120,13 +120,13 @@ def _arc_overrides(args, flags: tuple[tuple[str, str], ...]) -> list[str]:
 def cmd_bench_arc(args) -> int:
     from seal.bench.arc import ArcBenchConfig, run_bench
     from seal.config import load_config
-    from seal.runs import default_run_dir
+    from seal.runs import out_dir
 
     overrides = _arc_overrides(args, (("tasks", "tasks"), ("offset", "offset"), ("max_tasks", "max_tasks"), ("k", "k")))
     cfg = load_config(ArcBenchConfig, args.config, overrides)
     cfg.conditions += [c for c in (f"generator:{g}" for g in args.generator or []) if c not in cfg.conditions]
-    out = args.out or default_run_dir("bench-arc")
-    results = run_bench(cfg, out)
+    with out_dir(args.out, "bench-arc") as out:
+        results = run_bench(cfg, out)
     _print_arc(results, f"ARC ({results['model']}, {len(results['tasks'])} tasks, k={results['k']}) -> {out}")
     return 0
 
@@ -135,12 +135,12 @@ def cmd_bench_arc_filter(args) -> int:
     from seal.config import load_config
     from seal.domains.arc.filter import ArcFilterConfig, filter_tasks
     from seal.progress import console
-    from seal.runs import default_run_dir
+    from seal.runs import out_dir
 
     overrides = _arc_overrides(args, (("source", "source"), ("candidates", "candidates"), ("offset", "offset")))
     cfg = load_config(ArcFilterConfig, args.config, overrides)
-    out = args.out or default_run_dir("arc-filter")
-    results = filter_tasks(cfg, out)
+    with out_dir(args.out, "arc-filter") as out:
+        results = filter_tasks(cfg, out)
     console.print(f"{len(results['kept'])} of {len(results['candidates'])} tasks solved under the oracle: "
                   f"{', '.join(results['kept']) or '-'} -> {out}/tasks.json")
     return 0

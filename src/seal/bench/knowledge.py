@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Literal
 
 from seal import models
-from seal.bench.stats import format_ci, mean_ci, paired_difference, percent
-from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, load_config
+from seal.bench.stats import format_ci, mean_ci, number, paired_difference, percent
+from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, bounded, load_config
+from seal.datapaths import data_file
 from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.answers import METRICS
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
@@ -51,14 +52,14 @@ NO_UPDATE = ("base", "open-book", "retrieval", "recitation")
 @dataclass
 class KnowledgeBenchConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: str = "../shared/data/squad/squad_val.json"
-    synthetic_dir: str = "../shared/data/squad/synthetic"
+    data: str = field(default_factory=lambda: data_file("squad/squad_val.json"))  # see seal.datapaths
+    synthetic_dir: str = field(default_factory=lambda: data_file("squad/synthetic"))
     split: str = "eval"  # eval: the paper's 200 evaluation passages; train: the other 1,867 (for tuning)
-    offset: int = 0
-    passages: int = 20
+    offset: int = bounded(0, ge=0)
+    passages: int = bounded(20, ge=1)
     setting: str = "single"  # single: one update per passage | multi: one update on all passages
     conditions: list[str] = field(default_factory=lambda: ["base", "passage", "self-edit", "file:gpt4_1", "file:base"])
-    k: int = 1  # self-edits per passage (single: one episode each, averaged; multi: all in the one update)
+    k: int = bounded(1, ge=1)  # self-edits per passage (single: one episode each, averaged; multi: all in one update)
     prompt: str = "implications"
     qa_format: Literal["text", "chat"] = "text"  # how question-answer items train: see KnowledgeDomain
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -355,9 +356,9 @@ def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
         eps = [e for e in episodes if e["condition"] == c]
         scores = list(per_passage(episodes, c).values())
         mean, low, high = mean_ci([s["accuracy"] for s in scores]) if scores else (None, None, None)
-        rows.append({"condition": c, "round": rl_round(c), "episodes": len(eps), "failed": sum("error" in e for e in eps)
-                     + sum(e.get("unusable_self_edits", 0) for e in eps), "passages": len(scores), "accuracy": mean,
-                     "ci_low": low, "ci_high": high,
+        failed = sum("error" in e for e in eps) + sum(e.get("unusable_self_edits", 0) for e in eps)
+        rows.append({"condition": c, "round": rl_round(c), "episodes": len(eps), "failed": failed,
+                     "passages": len(scores), "accuracy": mean, "ci_low": low, "ci_high": high,
                      **{m: sum(s[m] for s in scores) / len(scores) if scores else None for m in METRICS[1:]},
                      "seconds_per_episode": sum(e["seconds"] for e in eps) / len(eps)})
     return rows
@@ -412,16 +413,17 @@ def report(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
-        lines.append(f"| {r['condition']} | {percent(r['accuracy'])} | {format_ci(r['ci_low'], r['ci_high'], r['passages'])} | "
-                     f"{'-' if r['f1'] is None else format(r['f1'], '.3f')} | {percent(r['em'])} | "
+        lines.append(f"| {r['condition']} | {percent(r['accuracy'])} | "
+                     f"{format_ci(r['ci_low'], r['ci_high'], r['passages'])} | {number(r['f1'])} | {percent(r['em'])} | "
                      f"{percent(r['recitation'])} | {percent(r['identical'])} | {r['failed']} | "
                      f"{r['seconds_per_episode']:.1f} |")
     if results.get("comparisons"):
-        lines += ["", "Paired differences in accuracy over the same passages (95 % t-interval; passages better / worse):",
-                  "", "| comparison | difference | 95 % CI (n passages) | better / worse |", "|---|---|---|---|"]
+        lines += ["", "Paired differences in accuracy over the same passages (95 % t-interval; passages better / "
+                  "worse):", "", "| comparison | difference | 95 % CI (n passages) | better / worse |", "|---|---|---|---|"]
         for c in results["comparisons"]:
             lines.append(f"| {c['a']} − {c['b']} | {c['difference']:+.1%} | "
-                         f"{format_ci(c['ci_low'], c['ci_high'], c['units'], signed=True)} | {c['better']} / {c['worse']} |")
+                         f"{format_ci(c['ci_low'], c['ci_high'], c['units'], signed=True)} | "
+                         f"{c['better']} / {c['worse']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -55,13 +55,18 @@ def paired_difference(a: list[float], b: list[float], level: float = 0.95) -> di
 
 
 def format_ci(low: float | None, high: float | None, n: int, signed: bool = False) -> str:
-    """An interval as printed in tables, always with its n: '17.6–27.4 % (n=20)'; flagged under FEW_UNITS."""
+    """An interval as printed in tables, always with its n: '17.6–27.4 % (n=20)'; flagged under FEW_UNITS:
+    '0.0–54.3 % (n=2, too few)'."""
     if low is None or high is None:
         return f"none (n={n})"
     text = f"{low:+.1%} to {high:+.1%}" if signed else f"{low:.1%}–{high:.1%}"
-    return f"{text} (n={n}{f', under {FEW_UNITS}: rough' if n < FEW_UNITS else ''})"
+    return f"{text} (n={n}{', too few' if n < FEW_UNITS else ''})"
+
+
+def number(value: float | None, spec: str = ".3f") -> str:
+    """A figure for a table; '-' when there is none (e.g. every episode failed, so nothing was scored)."""
+    return "-" if value is None else format(value, spec)
 
 
 def percent(value: float | None) -> str:
-    """A rate for a table; '-' when nothing was scored (e.g. every episode failed)."""
-    return "-" if value is None else f"{value:.1%}"
+    return number(value, ".1%")

@@ -73,6 +73,8 @@ def check_target_modules(model, cfg: InnerConfig) -> None:
     or the end of a dotted path), so that a typo fails before the baseline, not at the first update."""
     if cfg.method != "lora":
         return
+    if not cfg.target_modules:
+        raise ConfigError("inner.target_modules is empty; name at least one module, e.g. q_proj,v_proj")
     names = [n for n, _ in model.named_modules()]
     missing = [t for t in cfg.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
     if missing:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal import models
-from seal.config import ModelConfig
+from seal.config import ModelConfig, bounded
 from seal.domains.arc.domain import ArcConfig, ArcDomain
 from seal.domains.arc.grids import shape
 from seal.domains.arc.oracle import ORACLE_EDITS, check_oracle, oracle_tries
@@ -32,8 +32,8 @@ class ArcFilterConfig:
     max_side: int = 10
     max_demonstrations: int = 4
     max_tests: int = 1
-    offset: int = 0  # in the smallest-first order of the candidates
-    candidates: int = 20  # tasks tried
+    offset: int = bounded(0, ge=0)  # in the smallest-first order of the candidates
+    candidates: int = bounded(20, ge=1)  # tasks tried
     oracle: list[str] = field(default_factory=lambda: list(ORACLE_EDITS))
     arc: ArcConfig = field(default_factory=ArcConfig)
     inner: ArcInnerConfig = field(default_factory=ArcInnerConfig)

@@ -75,6 +75,21 @@ def task_from_json(task_id: str, data: Mapping, solutions: Iterable | None = Non
     return ArcTask(task_id, train, test_inputs, outputs)
 
 
+def _read_json(path: str | PathLike) -> dict:
+    """A JSON object from a file; a ValueError naming the file (and line) if it is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); expected ARC tasks "
+                         "{id: {train, test}}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object {{id: ...}}, got a {type(data).__name__}")
+    return data
+
+
 def load_seal_json(
     challenges_path: str | PathLike, solutions_path: str | PathLike | None = None
 ) -> list[ArcTask]:
@@ -83,12 +98,10 @@ def load_seal_json(
     Tasks keep the file's order. With a solutions file, every task must have
     an entry there (``ValueError`` otherwise).
     """
-    with open(challenges_path) as f:
-        challenges = json.load(f)
+    challenges = _read_json(challenges_path)
     solutions = None
     if solutions_path is not None:
-        with open(solutions_path) as f:
-            solutions = json.load(f)
+        solutions = _read_json(solutions_path)
         missing = sorted(set(challenges) - set(solutions))
         if missing:
             raise ValueError(f"no solutions for tasks {missing} in {solutions_path}")

@@ -93,6 +93,9 @@ def load_questions(path: str | Path) -> tuple[Question, ...]:
 def load_squad(path: str | Path) -> list[Passage]:
     """Passages in SEAL's SQuAD layout: `[{title, context, questions: [{question, answer}]}]`."""
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"no SQuAD file {path}; set SEAL_DATA to the directory holding squad/, or give the file "
+                        "with --set data=FILE")
     try:
         data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
