@@ -84,6 +84,7 @@ def test_gate_rejects_an_update_that_does_not_help_and_keeps_no_version(tiny_mod
     assert result.reason.startswith("quiz accuracy did not improve")
     assert mem.active == "base" and [v["name"] for v in mem.versions()] == ["base"]
     assert not list((tmp_path / "m" / "adapters").iterdir())
+    assert not list((tmp_path / "m" / "staging").iterdir())  # the rejected adapter is not kept on disk
     record = json.loads((tmp_path / "m" / "learns.jsonl").read_text().splitlines()[0])
     assert record["accepted"] is False and record["title"] == "Orrin Canal"
 

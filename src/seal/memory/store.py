@@ -175,15 +175,20 @@ class Store:
 
     @contextlib.contextmanager
     def learning(self, wait: bool = True) -> Iterator[None]:
-        """Exclusive right to add versions; staging/ is emptied on entry (leftovers of a killed learner)."""
+        """Exclusive right to add versions; staging/ is emptied on entry (leftovers of a killed learner) and on
+        exit (a rejected update's adapter)."""
         with (self.path / "learn.lock").open("a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 raise MemoryDirError(f"another process is learning into {self.path}") from None
             try:
-                shutil.rmtree(self.staging, ignore_errors=True)
-                self.staging.mkdir()
+                self._empty_staging()
                 yield
+                self._empty_staging()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _empty_staging(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir()
