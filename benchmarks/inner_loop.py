@@ -51,7 +51,9 @@ from seal.config import EvalConfig, InnerConfig
 from seal.domains.base import UpdatePlan
 from seal.domains.knowledge.data import Passage, load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
-from seal.inner.batched import batched_adapters, evaluator_for, target_names
+from seal.inner.batched import batched_adapters
+from seal.inner.batched_eval import evaluator_for
+from seal.inner.multi_lora import target_names
 from seal.inner.lora import fresh_adapter, lora_config, tokenize_examples, train
 
 DATA = Path(__file__).resolve().parents[1] / "../shared/data/squad/squad_val.json"
@@ -266,7 +268,8 @@ def main() -> None:
             print(f"batched K={k}: {b['seconds']:.1f} s (init {b['init_seconds']:.1f}, train {b['train_seconds']:.1f}, "
                   f"eval {b['eval_seconds']:.1f}; cpu {b['cpu_seconds']:.1f}), {per_minute(k, b['seconds']):.2f} "
                   f"evaluations/min, padded/real tokens {b['padded_tokens'] / b['tokens']:.2f} in "
-                  f"{b['microbatches']} micro-batches, scores {b['scores']}", flush=True)
+                  f"{b['microbatches']} micro-batches, training at {sum(plan_flops[:k]) / b['train_cpu_seconds'] / 1e9:.1f} "
+                  f"GFLOP per CPU second, scores {b['scores']}", flush=True)
     reference = None
     if n_reference:
         reference = run_reference(model, tokenizer, domain, passage, plans[0], cfgs[0], n_reference)
@@ -316,6 +319,11 @@ def main() -> None:
         "eval_speedup_vs_sequential": mean("eval_seconds") * k_cmp / b["eval_seconds"],
         "speedup_vs_batched_k1": (per_minute(k_cmp, b["seconds"]) / per_minute(1, batched[1]["seconds"])
                                   if 1 in batched else None),
+        # per K: training FLOP/s over the matmul peak (wall and CPU time), and CPU seconds per candidate
+        "fraction_of_matmul_peak_by_k": {str(k): sum(plan_flops[:k]) / v["train_seconds"] / peak for k, v in batched.items()},
+        "fraction_of_matmul_peak_cpu_time_by_k": {str(k): sum(plan_flops[:k]) / v["train_cpu_seconds"] / cpu_peak
+                                                  for k, v in batched.items()},
+        "cpu_seconds_per_candidate_by_k": {str(k): v["cpu_seconds"] / k for k, v in batched.items()},
         "train_flops_per_s": train_flops / b["train_seconds"],
         "fraction_of_matmul_peak": train_flops / b["train_seconds"] / peak,
         "fraction_of_matmul_peak_cpu_time": train_flops / b["train_cpu_seconds"] / cpu_peak,
