@@ -5,15 +5,14 @@ takes seconds)."""
 from __future__ import annotations
 
 import pytest
+import ray
 
-ray = pytest.importorskip("ray")
-
-from seal import models  # noqa: E402
-from seal.cli import main  # noqa: E402
-from seal.distributed.episodes import RayEpisodes  # noqa: E402
-from seal.rl.restem import ContextJob, local_episodes, restem  # noqa: E402
-from seal.runs import Run  # noqa: E402
-from test_restem import PASSAGES, domain, episodes, small_config  # noqa: E402
+from seal import models
+from seal.cli import main
+from seal.distributed.episodes import RayEpisodes
+from seal.rl.restem import ContextJob, local_episodes, restem
+from seal.runs import Run
+from test_restem import PASSAGES, domain, episodes, small_config
 
 
 def config(model_dir):
@@ -64,6 +63,33 @@ def test_a_killed_worker_loses_no_episode_and_repeats_none(tiny_model_dir, pool)
     keys = [(r["event"], r["context"], r.get("sample")) for r in records]
     assert len(keys) == len(set(keys)) == len(PASSAGES) * (1 + cfg.k)  # every baseline and episode, once
     assert comparable(records) == comparable(expected)  # the retried work gives what the local path gives
+
+
+def test_a_killed_local_run_resumes_on_ray_workers_without_redoing_work(tiny_model_dir, tmp_path, pool, monkeypatch):
+    import dataclasses
+
+    from seal.rl import restem as restem_mod
+
+    cfg = dataclasses.replace(config(tiny_model_dir), rounds=1)
+    real, calls = restem_mod.score_self_edits, []
+
+    def dying(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt  # killed once the first context's episodes were logged
+        calls.append(args[-1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(restem_mod, "score_self_edits", dying)
+    with pytest.raises(KeyboardInterrupt):
+        restem(domain(), PASSAGES, cfg, Run(tmp_path / "run", cfg))
+    monkeypatch.setattr(restem_mod, "score_self_edits", real)
+    run = Run(tmp_path / "run", cfg)
+    restem(domain(), PASSAGES, cfg, run, remote=pool)
+    keys = [(r["event"], r["context"], r.get("sample")) for r in run.records() if r["event"] in ("baseline", "episode")]
+    assert len(keys) == len(set(keys)) == len(PASSAGES) * (1 + cfg.k)  # nothing redone, nothing missing
+    fresh = Run(tmp_path / "fresh", cfg)
+    restem(domain(), PASSAGES, cfg, fresh)
+    assert sorted(episodes(run)) == sorted(episodes(fresh))
 
 
 def test_workers_must_be_positive(capsys, tmp_path):
