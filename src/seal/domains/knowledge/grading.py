@@ -5,6 +5,9 @@ yes/no question). That judge is slow, costs money and needs the network, so
 this module also provides offline graders; ``benchmarks/grader_agreement.py``
 measures how often each one agrees with GPT-4.1's verdicts, and
 ``DEFAULT_GRADER`` is the offline grader that agreed best on held-out data.
+Two more live in their own modules and are built on request: ``learned``
+(``learned_grader.py``, fitted to GPT-4.1's verdicts) and ``local-judge``
+(``local_judge.py``, the yes/no judge on a local model).
 
 An empty prediction always grades False: callers report generation failures
 separately, so a grader never has to guess what an empty answer means.
