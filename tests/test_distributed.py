@@ -107,3 +107,9 @@ def test_workers_reserve_a_gpu_each_only_on_cuda():
     assert gpus_per_worker("cuda:1", cluster_gpus=4, workers=3) == 1
     with pytest.raises(ValueError, match="need 3 GPUs; the Ray cluster has 2"):
         gpus_per_worker("cuda", cluster_gpus=2, workers=3)
+
+
+def test_more_workers_than_cpus_is_refused_not_left_waiting(tiny_model_dir, pool):
+    with pytest.raises(ValueError, match="need 3 CPUs; the Ray cluster has 2"):
+        RayEpisodes(domain(), PASSAGES, config(tiny_model_dir), workers=3)
+    assert ray.is_initialized()  # the shared instance it joined is left running

@@ -314,3 +314,20 @@ def test_half_precision_base_trains_fp32_adapters_like_peft(tiny_model_dir):
     for a, b in zip(alone, together):
         assert b == pytest.approx(a, rel=2e-2)
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())  # the base is left as it was
+
+
+def test_labelled_logits_are_the_full_logits_at_those_positions(tiny):
+    from seal.inner.batched_train import labelled_logits
+
+    model, tokenizer = tiny
+    batch = collate([([5, 6, 7, 8], [5, 6, 7, 8]), ([9, 10], [9, 10])], tokenizer.pad_token_id, model.device)
+    batch.pop("labels")
+    rows, cols = torch.tensor([0, 0, 1]), torch.tensor([1, 2, 0])
+    with torch.no_grad():
+        full = model(**batch, use_cache=False).logits[rows, cols]
+        torch.testing.assert_close(labelled_logits(model, batch, rows, cols), full)
+        model.config.logit_scale = 0.5  # a head that is more than a linear map: the full logits are taken
+        try:
+            torch.testing.assert_close(labelled_logits(model, batch, rows, cols), full)
+        finally:
+            del model.config.logit_scale

@@ -6,12 +6,13 @@ ReST-EM logs each as it arrives, as it does locally. When a worker dies mid-job 
 its node gone), what it already delivered is kept, a fresh worker takes its place, and only the rest of
 the job runs again: no episode is lost or counted twice.
 
-Without `address` a local Ray instance is started for the pool (num_cpus = workers x threads, at most
-the machine's cores; no dashboard) and shut down by `close()`; a Ray instance already initialised in this
-process (e.g. the tests' one) is used as it is. Ray's own ports cannot be restricted to loopback; Ray
-guards them with the token authentication it enables by default. With `address` (a cluster started with
-`ray start --head`), workers on other machines need the embedded models prepared in their own cache and
-the run directory on a shared filesystem (round N's generator is loaded from `round-N/`).
+Without `address` a local Ray instance is started for the pool (num_cpus = workers x threads, which
+must not exceed the machine's cores; no dashboard) and shut down by `close()`; a Ray instance already
+initialised in this process (e.g. the tests' one) is used as it is; too few CPUs is an error, not a
+wait. Ray's own ports cannot be restricted to loopback; Ray guards them with the token authentication it
+enables by default. With `address` (a cluster started with `ray start --head`), workers on other
+machines need the embedded models prepared in their own cache and the run directory on a shared
+filesystem (round N's generator is loaded from `round-N/`).
 """
 
 from __future__ import annotations
@@ -75,15 +76,27 @@ class RayEpisodes:
 
         if workers < 1 or threads < 1:
             raise ValueError(f"workers and threads per worker must be at least 1 (got {workers}, {threads})")
+        cpus = workers * threads
         self.owns_ray = not ray.is_initialized()
+        if self.owns_ray and not address and cpus > (os.cpu_count() or 1):
+            raise ValueError(f"{workers} workers x {threads} thread(s) need {cpus} cores; this machine has "
+                             f"{os.cpu_count()}")
         if self.owns_ray:
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
-                ray.init(num_cpus=min(workers * threads, os.cpu_count() or 1), include_dashboard=False,
-                         log_to_driver=False)
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            resources = ray.cluster_resources()
+            if cpus > resources.get("CPU", 0):  # the workers would wait for CPUs forever
+                raise ValueError(f"{workers} workers x {threads} thread(s) need {cpus} CPUs; the Ray cluster has "
+                                 f"{resources.get('CPU', 0):g}")
+            gpus = gpus_per_worker(cfg.generator.device, resources.get("GPU", 0), workers)
+        except ValueError:
+            if self.owns_ray:
+                ray.shutdown()
+            raise
         self.threads = threads
-        gpus = gpus_per_worker(cfg.generator.device, ray.cluster_resources().get("GPU", 0), workers)
         if gpus:  # each worker sees its own GPU only, as cuda:0
             cfg = dataclasses.replace(cfg, generator=dataclasses.replace(cfg.generator, device="cuda"))
         self.actor_class = ray.remote(num_cpus=threads, num_gpus=gpus)(EpisodeWorker)
