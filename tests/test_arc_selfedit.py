@@ -101,6 +101,13 @@ def test_parser_never_raises_on_json_like_noise(text):
     assert isinstance(parse_self_edit(text), ArcSelfEdit | Rejection)
 
 
+def test_text_the_decoder_cannot_hold_is_rejected_by_name_not_by_a_catch_all():
+    assert parse_self_edit('{"lr": ' + "9" * 5000 + "}").reason == "undecodable JSON at character 0: ValueError"
+    assert parse_self_edit('{"a": ' * 100_000).reason == "undecodable JSON at character 0: RecursionError"
+    assert parse_self_edit(with_(learning_rate=10**400)).reason.startswith("learning_rate is a 401-digit integer")
+    assert "is outside" in parse_self_edit(with_(num_train_epochs=10**400)).reason
+
+
 def test_limits_are_configurable():
     assert isinstance(parse_self_edit(with_(num_train_epochs=3), SelfEditLimits(max_epochs=2)), Rejection)
     assert parse_self_edit(with_(learning_rate=0.05), SelfEditLimits(max_learning_rate=0.1)).learning_rate == 0.05

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -103,22 +104,36 @@ def test_learn_failing_mid_run_removes_what_it_wrote(inputs, tmp_path, scrambled
 # --------------------------------------------------------------------------------- learn: killed, rerun
 
 
+def start_learn_and_wait_for_its_baseline(inputs, out: Path, model_dir: Path) -> subprocess.Popen:
+    """A real `seal learn` process with minutes of training ahead, once it has logged its baseline."""
+    env = {**os.environ, "PYTHONPATH": str(Path(seal.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    slow = ["--set", "inner.epochs=5000"]
+    proc = subprocess.Popen([sys.executable, "-m", "seal.cli", "learn", str(inputs[0]), "--questions", str(inputs[1]),
+                             "--out", str(out), "--model", str(model_dir), *SMALL, *TRAINS, *slow],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while '"baseline"' not in ((out / "metrics.jsonl").read_text() if (out / "metrics.jsonl").exists() else ""):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"learn ended or hung before it could be stopped: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.2)
+    return proc
+
+
+def test_learn_interrupted_with_ctrl_c_exits_130_and_removes_what_it_wrote(inputs, tmp_path, tiny_model_dir):
+    proc = start_learn_and_wait_for_its_baseline(inputs, tmp_path / "new" / "run", tiny_model_dir)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    last = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", err.strip().splitlines()[-1])  # the bar's show-cursor code
+    assert proc.returncode == 130 and last == "seal learn: interrupted"
+    assert not (tmp_path / "new").exists()
+
+
 def test_learn_killed_with_sigkill_restarts_cleanly_when_rerun(inputs, tmp_path, tiny_model_dir, capsys):
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(Path(seal.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    slow = ["--set", "inner.epochs=5000"]  # minutes of training: killed long before it ends
-    proc = subprocess.Popen([sys.executable, "-m", "seal.cli", "learn", str(inputs[0]), "--questions", str(inputs[1]),
-                             "--out", str(out), "--model", str(tiny_model_dir), *SMALL, *TRAINS, *slow],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while '"baseline"' not in ((out / "metrics.jsonl").read_text() if (out / "metrics.jsonl").exists() else ""):
-            assert proc.poll() is None and time.monotonic() < deadline, "learn ended before it could be killed"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    proc = start_learn_and_wait_for_its_baseline(inputs, out, tiny_model_dir)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
     assert {"config.yaml", "metrics.jsonl"} <= files_under(out) and not (out / "result.json").exists()
 
     capsys.readouterr()

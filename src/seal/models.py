@@ -188,10 +188,9 @@ def load(config: ModelConfig | str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging
 
-    logging.disable_progress_bar()  # seal shows its own status while loading; a second bar garbles error output
-
     from seal import backends
 
+    logging.disable_progress_bar()  # seal shows its own status while loading; a second bar garbles error output
     if isinstance(config, str):
         config = ModelConfig(name=config)
     backends.require(config.backend)
