@@ -150,3 +150,20 @@ def test_structured_sampling_needs_the_domains_template(lm):
         sample_self_edits(model, tok, Untemplated(), ["x"], SamplingConfig(structured=True), 1, seed=0)
     [[free]] = sample_self_edits(model, tok, Untemplated(), ["x"], SamplingConfig(max_new_tokens=4), 1, seed=0)
     assert free  # written freely
+
+
+def test_structured_knowledge_self_edits_are_question_answer_pairs_written_sentence_by_sentence(lm):
+    from seal.domains.knowledge.data import Passage
+    from seal.domains.knowledge.domain import KnowledgeDomain
+    from seal.domains.knowledge.selfedit import qa_pair, split_self_edit
+
+    model, tok = lm
+    passages = [Passage("Orrin Canal", "The Orrin Canal opened in 1843. It joins the Tesk to Lune."),
+                Passage("Lune", "Lune is a harbour town.")]
+    domain, cfg = KnowledgeDomain(prompt="self-qa", qa_format="chat"), SamplingConfig(structured=True)
+    first = sample_self_edits(model, tok, domain, passages, cfg, 3, seed=5)
+    assert first == sample_self_edits(model, tok, domain, passages, cfg, 3, seed=5)  # seeded
+    assert [len(s) for s in first] == [3, 3] and len(set(first[0])) > 1  # samples differ
+    items = [split_self_edit(text) for texts in first for text in texts]
+    assert max(len(i) for i in items[:3]) <= 2 and max(len(i) for i in items[3:]) <= 1  # one pair per sentence at most
+    assert any(items) and all(qa_pair(item) for per_edit in items for item in per_edit)

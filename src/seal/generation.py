@@ -53,7 +53,10 @@ def loglik(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: in
 
 def sample_self_edits(model, tokenizer, domain, contexts: list, sampling, num_samples: int, seed: int) -> list[list[str]]:
     """`num_samples` self-edits of each context from `model`, written freely or, with `sampling.structured`,
-    filled into the domain's `self_edit_template`."""
+    in the domain's structure: written by the domain's own `write_self_edits` (a scaffold of small prompts),
+    or filled into its `self_edit_template`."""
+    if sampling.structured and hasattr(domain, "write_self_edits"):
+        return domain.write_self_edits(model, tokenizer, contexts, sampling, num_samples, seed)
     prompts = [chat_prompt(tokenizer, domain.self_edit_prompt(c)) for c in contexts]
     if not sampling.structured:
         return generate(model, tokenizer, prompts, max_new_tokens=sampling.max_new_tokens,

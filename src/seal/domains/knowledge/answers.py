@@ -29,6 +29,11 @@ _SENTENCE_END = re.compile(r"(?<=[a-z0-9%)\]\"”'][.!?])\s+(?=[A-Z0-9\"“(])")
 _WORD = re.compile(r"\w+")
 
 
+def sentences(text: str) -> list[str]:
+    """A text's sentences, split where `graded_answer` ends one."""
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
 def graded_answer(text: str) -> str:
     """The part of a generated answer that is graded: first non-empty line, first sentence, word cap."""
     line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")

@@ -6,12 +6,21 @@ from dataclasses import dataclass
 
 from seal.config import EvalConfig
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
-from seal.domains.knowledge.answers import score_answers, summary
+from seal.domains.knowledge.answers import score_answers, sentences, summary
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
-from seal.domains.knowledge.prompts import answer_prompt, self_edit_prompt
+from seal.domains.knowledge.prompts import (QA_SCAFFOLD, QA_SCAFFOLD_ANSWER, QA_SCAFFOLD_QUESTION, answer_prompt,
+                                            self_edit_prompt)
 from seal.domains.knowledge.selfedit import qa_pair, split_self_edit, training_sequences
 from seal.generation import chat_prompt, generate
+
+
+SCAFFOLD_SENTENCES = 12  # sentences of a passage that structured self-QA asks about (bounds its cost)
+
+
+def _first_line(text: str, stop: str | None = None) -> str:
+    line = text.strip().split("\n")[0]
+    return (line.split(stop)[0] if stop else line).strip()
 
 
 def grader_for(name: str):
@@ -37,6 +46,28 @@ class KnowledgeDomain:
 
     def self_edit_prompt(self, passage: Passage) -> str:
         return self_edit_prompt(self.prompt, passage.title, passage.context)
+
+    def write_self_edits(self, model, tokenizer, passages: list[Passage], sampling, num_samples: int,
+                         seed: int) -> list[list[str]]:
+        """Structured self-QA (`sampling.structured`): for each sentence (at most `SCAFFOLD_SENTENCES`) the model
+        writes a question the sentence answers (sampled) and then its short answer (greedy), each in a prompt of
+        its own; a self-edit is one sample's pairs, as "Question: ...\nAnswer: ..." items."""
+        jobs = [(i, s) for i, p in enumerate(passages) for s in sentences(p.context)[:SCAFFOLD_SENTENCES]]
+        asks = [chat_prompt(tokenizer, QA_SCAFFOLD.format(title=passages[i].title, sentence=s)) + QA_SCAFFOLD_QUESTION
+                for i, s in jobs]
+        questions = generate(model, tokenizer, asks, max_new_tokens=48, temperature=sampling.temperature,
+                             top_p=sampling.top_p, num_samples=num_samples, batch_size=sampling.batch_size, seed=seed)
+        questions = [[_first_line(q, stop="Answer") for q in qs] for qs in questions]
+        answer_prompts = [f"{ask} {q}{QA_SCAFFOLD_ANSWER}" for ask, qs in zip(asks, questions) for q in qs]
+        answers = iter(_first_line(a[0]) for a in generate(model, tokenizer, answer_prompts, max_new_tokens=24,
+                                                            batch_size=sampling.batch_size))
+        pairs: list[list[list[str]]] = [[[] for _ in range(num_samples)] for _ in passages]
+        for (i, _), qs in zip(jobs, questions):
+            for j, q in enumerate(qs):
+                answer = next(answers)
+                if q and answer:
+                    pairs[i][j].append(f"Question: {q}\nAnswer: {answer}")
+        return [["\n\n".join(sample) for sample in per_passage] for per_passage in pairs]
 
     def parse(self, passage: Passage, self_edit: str) -> UpdatePlan:
         """Training sequences from a self-edit; the passage itself is always one of them."""

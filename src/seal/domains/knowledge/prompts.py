@@ -29,6 +29,15 @@ SELF_EDIT_PROMPTS = {
 }
 
 
+# The structured self-QA scaffold: one small prompt per sentence, the assistant's turn begun with "Question:".
+# Asked for a whole passage at once, small models drift off (a translation, questions about the question);
+# asked about one sentence, Qwen2.5-0.5B writes a question and a short answer that the sentence supports.
+QA_SCAFFOLD = ("Topic: {title}\nSentence: {sentence}\n\n"
+               "Write one question that this sentence answers, then the answer in a few words.")
+QA_SCAFFOLD_QUESTION = "Question:"
+QA_SCAFFOLD_ANSWER = "\nAnswer:"
+
+
 def self_edit_prompt(kind: str, title: str, context: str) -> str:
     """The user-turn text asking for a self-edit of one passage; '' for `none`."""
     try:
