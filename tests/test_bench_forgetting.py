@@ -89,6 +89,8 @@ def test_bench_writes_matrix_report_plots_and_resumes(scrambled_model_dir, squad
     assert rows["router"]["routing"]["questions_held"] > 0 and rows["merge"]["routing"] is None
     report = (out / "report.md").read_text()
     assert "| reference (SEAL, Qwen2.5-7B, merge) | 64 | 24.7% |" in report and "| router | 2 |" in report
+    assert all(0.0 <= r["final_recitation"] <= 1.0 and 0.0 <= r["final_identical"] <= 1.0 for r in rows.values())
+    assert "## router, sequence 2: " in (out / "answers.md").read_text()
     for name in ("config.yaml", "results.json", "plots/heatmaps.png", "plots/curves.png"):
         assert (out / name).is_file()
 

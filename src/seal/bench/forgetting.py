@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seal.bench.forgetting_report import plot_forgetting, report, summarise
+from seal.bench.forgetting_report import answers_page, plot_forgetting, report, summarise
 from seal.domains.knowledge.data import Passage, load_squad, split_eval
 from seal.memory import Document, Memory, MemoryConfig
 from seal.memory.config import STRATEGIES, ProbeConfig
 from seal.config import load_config
 from seal.progress import progress_bar
-from seal.runs import Run, read_records
+from seal.runs import Run, atomic_write, read_records
 
 SQUAD = "../shared/data/squad/squad_val.json"
 
@@ -76,7 +76,8 @@ def evaluate_row(memory: Memory, passages: list[Passage]) -> tuple[list[float], 
         for d in score.details:  # True: its own document's adapter, False: another's, None: no adapter
             target = memory.route(d["question"], p.title)
             d["routed_to"] = None if target is None else routed[target] == p.context
-        details.append({"title": p.title, "held_apart": p.context in routed, "answers": score.details})
+        details.append({"title": p.title, "held_apart": p.context in routed, "metrics": score.metrics,
+                        "answers": score.details})
         start += len(p.questions)
     return row, details
 
@@ -134,6 +135,7 @@ def run_bench(cfg: ForgettingBenchConfig, out: str | Path) -> dict:
     results = summarise(list(done.values()), cfg)
     plot_forgetting(results, run.path / "plots")
     run.report(report(results, cfg))
+    atomic_write(run.path / "answers.md", answers_page(list(done.values()), cfg.documents))
     run.finish(results)
     return results
 

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from seal.bench import transfer  # noqa: E402
+from seal.bench.knowledge import answers_table  # noqa: E402
 from seal.bench.stats import percent  # noqa: E402
 
 # SEAL's own result files: Qwen2.5-7B after two RL rounds, 8 passages merged in sequence, 64 sequences
@@ -52,12 +53,14 @@ def summarise(steps: list[dict], cfg) -> dict:
         matrices = _matrices(steps, strategy, t)
         per_seq = [transfer.summary(R) for R in matrices]
         learns = [r["learn"] for r in mine if r["learn"]]
-        checked = [x for x in learns if x.get("check_before") is not None]
+        checked = [x for x in learns if x.get("check_before") is not None and x.get("quiz_before") is not None]
         final = [r for r in mine if r["step"] == t]
         row = {"strategy": strategy, "sequences": len(matrices),
                **{k: _mean([s[k] for s in per_seq]) for k in ("acc", "bwt", "fwt", "retention", "just_after", "base")},
                "first_column": [_mean(col) for col in zip(*[s["first_column"] for s in per_seq])],
                "R": [[_mean(cells) for cells in zip(*rows_)] for rows_ in zip(*matrices)] if matrices else [],
+               **{f"final_{m}": _mean([p["metrics"].get(m) for r in final for p in r["answers"]])
+                  for m in ("f1", "recitation", "identical")},
                "probe_curve": [_mean([r["probe"]["accuracy"] for r in mine if r["step"] == i]) for i in range(t + 1)],
                "probe_accuracy": _mean([r["probe"]["accuracy"] for r in final]),
                "probe_perplexity": _mean([r["probe"]["perplexity"] for r in final]),
@@ -65,7 +68,8 @@ def summarise(steps: list[dict], cfg) -> dict:
                "seconds_per_learn": _mean([x["seconds"] for x in learns]),
                "disk_mb": _mean([r["disk_bytes"] / 2**20 for r in final]),
                "accepted": _mean([x["accepted"] for x in learns]), "learns": len(learns),
-               "gate_agreement": _mean([x["accepted"] == (x["check_after"] > x["check_before"]) for x in checked]),
+               "gate_agreement": _mean([(x["quiz_after"] > x["quiz_before"]) == (x["check_after"] > x["check_before"])
+                                        for x in checked]),
                "routing": _routing([r for r in mine if r["step"] > 0])}
         rows.append(row)
     return {"documents": t, "strategies": rows}
@@ -86,12 +90,16 @@ def report(results: dict, cfg) -> str:
            "with their questions as the gate's quiz") + f"; gate {'on' if cfg.memory.gate else 'off'}. "
         "R[i][j]: closed-book accuracy on passage j after i steps. ACC: mean of the last row; BWT: end minus "
         "right-after-own-update, passages 1..T-1; FWT: just-before minus untouched; retention: end / right after. "
-        "Probe: questions the untouched model answered right (100 % at the start) and perplexity on a held-out text.",
+        "Probe: questions the untouched model answered right (100 % at the start) and perplexity on a held-out text. "
+        "F1 / recitation / identical: over the last step's answers, the share that copy a long run of the "
+        "document and the share identical to another answer of the same passage. Gate agreement: how often the self-quiz's verdict (improved or not) is the verdict of the passage's own "
+        "questions, on every update tried (accepted or not). Every answer: [answers.md](answers.md).",
         "",
-        "| strategy | seq | ACC | BWT | FWT | retention | right after own | untouched | first passage (after own → end) "
-        "| probe acc | probe ppl | s / learn | disk MB | accepted | gate agreement | routing right / none |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| reference (SEAL, Qwen2.5-7B, merge) | 64 | {percent(ref['acc'])} | {_pt(ref['bwt'])} | - | - | "
+        "| strategy | seq | ACC | F1 / recitation / identical (end) | BWT | FWT | retention | right after own | untouched "
+        "| first passage (after own → end) | probe acc | probe ppl | s / learn | disk MB | accepted | gate agreement "
+        "| routing right / none |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| reference (SEAL, Qwen2.5-7B, merge) | 64 | {percent(ref['acc'])} | - | {_pt(ref['bwt'])} | - | - | "
         f"{percent(ref['just_after'])} | {percent(ref['base'])} | {percent(ref['first_column'][0])} → "
         f"{percent(ref['first_column'][1])} | - | - | - | - | - | - | - |",
     ]
@@ -99,7 +107,9 @@ def report(results: dict, cfg) -> str:
         first = r["first_column"]
         routing = r["routing"]
         lines.append(
-            f"| {r['strategy']} | {r['sequences']} | {percent(r['acc'])} | {_pt(r['bwt'])} | {_pt(r['fwt'])} | "
+            f"| {r['strategy']} | {r['sequences']} | {percent(r['acc'])} | "
+            f"{'-' if r['final_f1'] is None else format(r['final_f1'], '.2f')} / {percent(r['final_recitation'])} / "
+            f"{percent(r['final_identical'])} | {_pt(r['bwt'])} | {_pt(r['fwt'])} | "
             f"{'-' if r['retention'] is None else format(r['retention'], '.2f')} | {percent(r['just_after'])} | "
             f"{percent(r['base'])} | {percent(first[1]) if len(first) > 1 else '-'} → {percent(first[-1]) if first else '-'} | "
             f"{percent(r['probe_accuracy'])} | {'-' if r['probe_perplexity'] is None else format(r['probe_perplexity'], '.1f')} | "
@@ -142,3 +152,14 @@ def plot_forgetting(results: dict, plots: Path) -> None:
     fig.tight_layout()
     fig.savefig(plots / "curves.png", dpi=100)
     plt.close(fig)
+
+
+def answers_page(steps: list[dict], t: int) -> str:
+    """Every graded answer after the last step, per strategy and sequence: what the numbers count."""
+    lines = ["# Answers after the last step", "",
+             "✓ credited, ✗ not; R recites the passage, = identical to another answer of the same passage.", ""]
+    for r in sorted((r for r in steps if r["step"] == t), key=lambda r: (r["strategy"], r["sequence"])):
+        for passage in r["answers"]:
+            lines += [f"## {r['strategy']}, sequence {r['sequence'] + 1}: {passage['title']}", "",
+                      *answers_table(passage["answers"]), ""]
+    return "\n".join(lines)

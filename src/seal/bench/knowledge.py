@@ -433,10 +433,15 @@ def answers_page(episodes: list[dict], passages: list[Passage]) -> str:
     for e in sorted(episodes, key=lambda e: (e["passages"], e["condition"], e["sample"])):
         for i, score in zip(e["passages"], e.get("scores", [])):
             lines += [f"## {passages[i].title} — {e['condition']} (sample {e['sample']})", "",
-                      "| question | gold | answer | |", "|---|---|---|---|"]
-            for d in score["answers"]:
-                marks = ("✓" if d["correct"] else "✗") + (" R" if d["recites"] else "") + (" =" if d["identical"] else "")
-                cells = [d["question"], d["gold"], d["answer"] or "(empty)", marks]
-                lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
-            lines.append("")
+                      *answers_table(score["answers"]), ""]
     return "\n".join(lines)
+
+
+def answers_table(answers: list[dict]) -> list[str]:
+    """Markdown rows of graded answers (KnowledgeDomain.score details): question, gold, graded answer, marks."""
+    lines = ["| question | gold | answer | |", "|---|---|---|---|"]
+    for d in answers:
+        marks = ("✓" if d["correct"] else "✗") + (" R" if d["recites"] else "") + (" =" if d["identical"] else "")
+        cells = [d["question"], d["gold"], d["answer"] or "(empty)", marks]
+        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    return lines
