@@ -252,6 +252,8 @@ def test_a_directory_where_a_file_belongs(inputs, tmp_path, tiny_model_dir, caps
     (["bench", "arc", "--tasks", "{doc}"], "doc.txt:1: not valid JSON (Expecting value); expected ARC tasks"),
     (["train", "arc", "--tasks", "{doc}"], "doc.txt:1: not valid JSON"),
     (["bench", "arc", "--max-tasks", "0"], "config.max_tasks: 0 is out of range"),
+    (["bench", "arc"], "no ARC tasks at runs/arc-filter-eval; expected a directory written by `seal bench arc-filter`"),
+    (["bench", "forgetting", "--out", "{doc}"], "doc.txt is a file, not a directory"),
     (["learn", "{doc}", "--questions", "{quiz}", "--set", "inner.target_modules=[]"], "inner.target_modules is empty"),
     (["learn", "{doc}", "--questions", "{quiz}", "--config", "{dir}"], "is a directory"),
 ])

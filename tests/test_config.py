@@ -192,9 +192,10 @@ def test_a_file_in_the_working_directory_wins_over_a_shipped_name(tmp_path, monk
 
 
 def test_a_partial_override_of_a_nested_config_keeps_the_parents_own_defaults():
-    from seal.bench.forgetting import SQUAD, ForgettingBenchConfig
+    from seal.bench.forgetting import ForgettingBenchConfig
+    from seal.datapaths import data_file
 
     cfg = load_config(ForgettingBenchConfig, None, ["memory.probe.candidates=20", "memory.model.name=tiny"])
-    assert cfg.memory.probe.data == SQUAD  # the benchmark's default probe source survives a sibling override
+    assert cfg.memory.probe.data == data_file("squad/squad_val.json")  # the benchmark's default probe source survives a sibling override
     assert cfg.memory.probe.candidates == 20 and cfg.memory.model.name == "tiny"
     assert load_config(ForgettingBenchConfig, None, ["memory.probe.data="]).memory.probe.data == ""

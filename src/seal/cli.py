@@ -143,7 +143,8 @@ def cmd_grade(args) -> int:
             raise DataError(f"{args.input}:{n}: needs string fields 'question', 'gold' and 'prediction'")
         records.append(rec)
     if not records:
-        raise DataError(f"{args.input} holds no records, so nothing was graded; give one JSON object "
+        source = "standard input" if args.input == "-" else args.input
+        raise DataError(f"{source} holds no records, so nothing was graded; give one JSON object "
                         "{question, gold, prediction} per line")
     for rec in records:  # everything read and graded before anything is printed: no partial output
         rec["correct"] = bool(grader(rec["question"], rec["gold"], rec["prediction"]))

@@ -149,7 +149,7 @@ def cmd_bench_arc_filter(args) -> int:
 def cmd_bench_forgetting(args) -> int:
     from seal.bench.forgetting import ForgettingBenchConfig, run_bench
     from seal.config import load_config
-    from seal.runs import default_run_dir
+    from seal.runs import out_dir
 
     overrides = list(args.overrides)
     if args.model:
@@ -159,8 +159,8 @@ def cmd_bench_forgetting(args) -> int:
     if args.strategy:
         overrides.append(f"strategies={','.join(args.strategy)}")
     cfg = load_config(ForgettingBenchConfig, args.config, overrides)
-    out = args.out or default_run_dir("bench-forgetting")
-    results = run_bench(cfg, out)
+    with out_dir(args.out, "bench-forgetting") as out:
+        results = run_bench(cfg, out)
     _print_forgetting(results, cfg, f"forgetting -> {out}")
     return 0
 

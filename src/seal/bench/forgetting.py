@@ -25,21 +25,21 @@ from seal.domains.knowledge.data import Passage, load_squad, split_eval
 from seal.memory import Document, Memory, MemoryConfig
 from seal.memory.config import STRATEGIES, ProbeConfig
 from seal.config import load_config
+from seal.datapaths import data_file
 from seal.progress import progress_bar
 from seal.runs import Run, atomic_write, read_records
-
-SQUAD = "../shared/data/squad/squad_val.json"
 
 
 @dataclass
 class ForgettingBenchConfig:
-    data: str = SQUAD
+    data: str = field(default_factory=lambda: data_file("squad/squad_val.json"))  # see seal.datapaths
     documents: int = 8  # T: passages learned in sequence
     sequences: int = 4  # S: independent sequences (disjoint passages) per strategy
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
     # learn as a user would (self-quiz gate) or gate on the passages' own questions (the paper's setting)
     self_quiz: bool = True
-    memory: MemoryConfig = field(default_factory=lambda: MemoryConfig(probe=ProbeConfig(data=SQUAD)))
+    memory: MemoryConfig = field(
+        default_factory=lambda: MemoryConfig(probe=ProbeConfig(data=data_file("squad/squad_val.json"))))
     seed: int = 0
 
 

