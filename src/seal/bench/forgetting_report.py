@@ -59,8 +59,8 @@ def summarise(steps: list[dict], cfg) -> dict:
                **{k: _mean([s[k] for s in per_seq]) for k in ("acc", "bwt", "fwt", "retention", "just_after", "base")},
                "first_column": [_mean(col) for col in zip(*[s["first_column"] for s in per_seq])],
                "R": [[_mean(cells) for cells in zip(*rows_)] for rows_ in zip(*matrices)] if matrices else [],
-               **{f"final_{m}": _mean([p["metrics"].get(m) for r in final for p in r["answers"]])
-                  for m in ("f1", "recitation", "identical")},
+               **{f"final_{m}": _mean([p.get("metrics", {}).get(m) for r in final for p in r["answers"]])
+                  for m in ("f1", "recitation", "identical")},  # (steps logged before seal recorded them: none)
                "probe_curve": [_mean([r["probe"]["accuracy"] for r in mine if r["step"] == i]) for i in range(t + 1)],
                "probe_accuracy": _mean([r["probe"]["accuracy"] for r in final]),
                "probe_perplexity": _mean([r["probe"]["perplexity"] for r in final]),
