@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from seal import models
-from seal.bench.knowledge import (KnowledgeBenchConfig, comparisons, conditions_of, merged_plan, multi_passage_updates,
-                                  report, run_bench, run_episode, select_passages, summarise)
+from seal.bench.knowledge import (KnowledgeBenchConfig, conditions_of, merged_plan, multi_passage_updates, run_bench,
+                                  run_episode, select_passages)
+from seal.bench.knowledge_table import comparisons, report, summarise
 from seal.bench.stats import format_ci, mean_ci, paired_difference
 from seal.cli import main
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
@@ -207,7 +208,7 @@ def test_generator_rounds_get_a_row_and_a_plot_per_round(tiny_model_dir, data, t
                                                  ("generator:runs/t/round-x", None), ("passage", None),
                                                  ("file:gpt4_1", None), ("generator:qwen", None)])
 def test_rl_round_of_a_condition(condition, expected):
-    from seal.bench.knowledge import rl_round
+    from seal.bench.knowledge_table import rl_round
 
     assert rl_round(condition) == expected
 
@@ -225,7 +226,7 @@ def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_d
     assert main(["bench", "status", str(tmp_path / "run")]) == 0
     printed = " ".join(capsys.readouterr().err.split())  # titles may wrap
     assert "2 of 3 passages done" in printed and "file:teacher − self-edit" in printed
-    from seal.bench.knowledge import interim
+    from seal.bench.knowledge_status import interim
 
     episodes = [json.loads(x) for x in lines if '"event": "episode"' in x and '"passages": [2]' not in x]
     assert interim(tmp_path / "run")["rows"] == summarise(episodes, conditions_of(cfg))
@@ -250,7 +251,7 @@ def test_status_pools_shards_run_at_different_offsets(tiny_model_dir, data, tmp_
     whole = run_bench(cfg, tmp_path / "whole")
     run_bench(dataclasses.replace(cfg, passages=2), tmp_path / "a")
     run_bench(dataclasses.replace(cfg, offset=2, passages=1), tmp_path / "b")
-    from seal.bench.knowledge import interim
+    from seal.bench.knowledge_status import interim
 
     pooled = interim(tmp_path / "a", tmp_path / "b")
     assert pooled["passages"] == pooled["passages_done"] == 3

@@ -100,7 +100,7 @@ def cmd_bench_status(args) -> int:
         _print_arc(results, f"{runs}: ARC, {results['model']}, {len(results['tasks'])} tasks, k={results['k']}, "
                    f"{results['episodes']} of {results['planned']} episodes done")
         return 0
-    from seal.bench.knowledge import interim
+    from seal.bench.knowledge_status import interim
 
     results = interim(*args.runs)
     if not results["rows"]:

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from seal.bench import transfer  # noqa: E402
-from seal.bench.knowledge import answers_table  # noqa: E402
+from seal.bench.knowledge_table import answers_table  # noqa: E402
 from seal.bench.stats import percent  # noqa: E402
 
 # SEAL's own result files: Qwen2.5-7B after two RL rounds, 8 passages merged in sequence, 64 sequences

@@ -23,17 +23,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from seal import models
-from seal.bench.stats import format_ci, mean_ci, number, paired_difference, percent
-from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, bounded, load_config
+from seal.bench.knowledge_table import answers_page, comparisons, report, summarise
+from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, bounded
 from seal.datapaths import data_file
 from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
-from seal.domains.knowledge.answers import METRICS
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.grading import describe
@@ -44,7 +42,7 @@ from seal.inner.batched import batchable, batched_adapters, evaluator_for
 from seal.inner.lora import fresh_update, train
 from seal.plots import plot_accuracy_per_round, plot_conditions
 from seal.progress import console, progress_bar
-from seal.runs import Run, atomic_write, read_records
+from seal.runs import Run, atomic_write
 
 NO_UPDATE = ("base", "open-book", "retrieval", "recitation")
 
@@ -295,153 +293,3 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     atomic_write(run.path / "answers.md", answers_page(episodes, passages))
     run.finish(results)
     return results
-
-
-def _shard(out: str | Path) -> tuple[KnowledgeBenchConfig, list[dict]]:
-    """A benchmark run's config and episodes, passages renumbered by their place in the split."""
-    path = Path(out)
-    if not (path / "config.yaml").is_file():
-        raise FileNotFoundError(f"{path} is not a knowledge benchmark run (no config.yaml)")
-    cfg = load_config(KnowledgeBenchConfig, path / "config.yaml")
-    episodes = read_records(path / "metrics.jsonl", event="episode")
-    return cfg, [{**e, "passages": [cfg.offset + i for i in e["passages"]]} for e in episodes]
-
-
-def interim(*outs: str | Path) -> dict:
-    """The table of one benchmark, or of shards of one (the same config at different `offset`s, run in
-    parallel), still running or killed: over the passages whose every episode is done, so that every row
-    averages the same passages; read-only."""
-    shards = [_shard(out) for out in outs]
-    cfg = shards[0][0]
-    for out, (other, _) in zip(outs, shards):
-        if dataclasses.replace(other, offset=cfg.offset, passages=cfg.passages) != cfg:
-            raise ValueError(f"{out} is not a shard of {outs[0]}: their configs differ beyond offset and passages")
-    if len(shards) > 1 and cfg.setting == "multi":
-        raise ValueError("multi-passage runs are one update over all their passages and cannot be pooled")
-    if len(shards) > 1 and "retrieval" in cfg.conditions:
-        raise ValueError("retrieval searches only its own run's passages, so shards of it cannot be pooled")
-    ranges = sorted((c.offset, c.offset + c.passages) for c, _ in shards)
-    if any(end > start for (_, end), (start, _) in zip(ranges, ranges[1:])):
-        raise ValueError(f"the runs' passages overlap: {ranges}")
-    episodes = [e for _, eps in shards for e in eps]
-    done = Counter((tuple(e["passages"]), e["condition"]) for e in episodes)
-    complete = {idx for idx, _ in done if all(done[idx, c] >= samples(cfg, c) for c in conditions_of(cfg))}
-    finished = [e for e in episodes if tuple(e["passages"]) in complete]
-    return {"model": cfg.model.name, "setting": cfg.setting, "passages_done": sum(len(i) for i in complete),
-            "passages": sum(c.passages for c, _ in shards), "k": cfg.k,
-            "rows": summarise(finished, conditions_of(cfg)) if complete else [],
-            "comparisons": comparisons(finished, cfg.conditions)}
-
-
-def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, float]]:
-    """Mean accuracy, F1, exact match, recitation and identical-answer rates of `condition` per passage, over
-    its samples that ran.
-
-    A failed episode (its self-edit unusable, its update impossible) has no score: it is counted in the
-    row's `failed` column, never averaged in, and a passage whose every episode failed has no score at all.
-    """
-    scores_of: dict[int, list[dict]] = {}
-    for e in episodes:
-        if e["condition"] == condition and "scores" in e:
-            for i, s in zip(e["passages"], e["scores"]):
-                scores_of.setdefault(i, []).append(s)
-    return {i: {m: sum(s[m] for s in v) / len(v) for m in METRICS} for i, v in scores_of.items()}
-
-
-def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
-    """One row per condition: mean over the passages it scored (`passages`, the n of the 95 % t-interval),
-    the protocol's other metrics, failed episodes (and unusable self-edits of merged updates), seconds per episode."""
-    rows = []
-    for c in conditions:
-        eps = [e for e in episodes if e["condition"] == c]
-        scores = list(per_passage(episodes, c).values())
-        mean, low, high = mean_ci([s["accuracy"] for s in scores]) if scores else (None, None, None)
-        failed = sum("error" in e for e in eps) + sum(e.get("unusable_self_edits", 0) for e in eps)
-        rows.append({"condition": c, "round": rl_round(c), "episodes": len(eps), "failed": failed,
-                     "passages": len(scores), "accuracy": mean, "ci_low": low, "ci_high": high,
-                     **{m: sum(s[m] for s in scores) / len(scores) if scores else None for m in METRICS[1:]},
-                     "seconds_per_episode": sum(e["seconds"] for e in eps) / len(eps)})
-    return rows
-
-
-def comparisons(episodes: list[dict], conditions: list[str]) -> list[dict]:
-    """Paired accuracy differences behind the paper's claims, over the passages both conditions scored:
-    every self-edit condition against the passage alone (does restating beat the raw text?), each later
-    RL round and each stored self-edit file against the model's own self-edits (round 0), and each file
-    against the last RL round (does SEAL approach GPT-4.1's self-edits?)."""
-    rounds = sorted((r, c) for c in conditions if (r := rl_round(c)) is not None)
-    files = [c for c in conditions if c.startswith("file:")]
-    pairs = []
-    if "passage" in conditions:
-        pairs += [(c, "passage") for c in conditions if c.startswith(("file:", "generator:")) or c == "self-edit"]
-    if rounds and rounds[0][0] == 0:
-        pairs += [(c, rounds[0][1]) for r, c in rounds[1:]] + [(f, rounds[0][1]) for f in files]
-    if rounds and rounds[-1][0] > 0:
-        pairs += [(f, rounds[-1][1]) for f in files]
-    out = []
-    for a, b in pairs:
-        pa, pb = per_passage(episodes, a), per_passage(episodes, b)
-        shared = sorted(pa.keys() & pb.keys())
-        if shared:
-            out.append({"a": a, "b": b, **paired_difference([pa[i]["accuracy"] for i in shared],
-                                                           [pb[i]["accuracy"] for i in shared])})
-    return out
-
-
-def rl_round(condition: str) -> int | None:
-    """The ReST-EM round a condition's self-edits come from: 0 for the model's own, N for a `round-N` generator."""
-    if condition == "self-edit":
-        return 0
-    name = Path(condition[10:]).name if condition.startswith("generator:") else ""
-    return int(name[6:]) if name.startswith("round-") and name[6:].isdigit() else None
-
-
-def report(results: dict) -> str:
-    lines = [
-        f"# Knowledge incorporation, {results['setting']} passage: {results['model']}",
-        "",
-        f"{results['passages']} passages of the {results['split']} split, k={results['k']} self-edit(s) per passage. "
-        "Accuracy is the mean over passages of closed-book accuracy on each passage's questions, over the episodes "
-        "that ran; 95 % t-interval over the n passages scored (flagged under 5, none for 1). Only an answer's first "
-        "sentence is graded, and an answer also given to a question it does not answer is not credited "
-        "(`seal/domains/knowledge/answers.py`). `recited`: answers copying 10+ words of the passage; `identical`: "
-        "answers given word for word to another question of the passage. `failed` counts episodes that could not "
-        "run (unusable self-edit, impossible update; in the multi setting, unusable self-edits left out of the "
-        "update): they are in no mean. Every answer: [answers.md](answers.md).",
-        "",
-        "| condition | accuracy | 95 % CI (n passages) | F1 | EM | recited | identical | failed | s / episode |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results["rows"]:
-        lines.append(f"| {r['condition']} | {percent(r['accuracy'])} | "
-                     f"{format_ci(r['ci_low'], r['ci_high'], r['passages'])} | {number(r['f1'])} | {percent(r['em'])} | "
-                     f"{percent(r['recitation'])} | {percent(r['identical'])} | {r['failed']} | "
-                     f"{r['seconds_per_episode']:.1f} |")
-    if results.get("comparisons"):
-        lines += ["", "Paired differences in accuracy over the same passages (95 % t-interval; passages better / "
-                  "worse):", "", "| comparison | difference | 95 % CI (n passages) | better / worse |", "|---|---|---|---|"]
-        for c in results["comparisons"]:
-            lines.append(f"| {c['a']} − {c['b']} | {c['difference']:+.1%} | "
-                         f"{format_ci(c['ci_low'], c['ci_high'], c['units'], signed=True)} | "
-                         f"{c['better']} / {c['worse']} |")
-    return "\n".join(lines) + "\n"
-
-
-def answers_page(episodes: list[dict], passages: list[Passage]) -> str:
-    """Every graded answer of every episode, by passage then condition: what the numbers count."""
-    lines = ["# Answers", "", "✓ credited, ✗ not; R recites the passage, = identical to another answer.", ""]
-    for e in sorted(episodes, key=lambda e: (e["passages"], e["condition"], e["sample"])):
-        for i, score in zip(e["passages"], e.get("scores", [])):
-            lines += [f"## {passages[i].title} — {e['condition']} (sample {e['sample']})", "",
-                      *answers_table(score["answers"]), ""]
-    return "\n".join(lines)
-
-
-def answers_table(answers: list[dict]) -> list[str]:
-    """Markdown rows of graded answers (KnowledgeDomain.score details): question, gold, graded answer, marks."""
-    lines = ["| question | gold | answer | |", "|---|---|---|---|"]
-    for d in answers:
-        marks = ("✓" if d["correct"] else "✗") + (" R" if d["recites"] else "") + (" =" if d["identical"] else "")
-        cells = [d["question"], d["gold"], d["answer"] or "(empty)", marks]
-        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
-    return lines
