@@ -131,15 +131,33 @@ def test_greedy_answers_match_hf_without_an_adapter(pair):
 
 def test_greedy_answers_match_hf_with_a_peft_adapter(pair):
     ref, fast, tok = pair
-    plain = generate(fast, tok, _prompts(tok), max_new_tokens=12)
+    plain = generate(fast, tok, _prompts(tok), max_new_tokens=8)
     with fresh_adapter(ref, SMALL_LORA) as a, fresh_adapter(fast, SMALL_LORA) as b:
         _perturbed(a, 0)
         _perturbed(b, 0)
-        expected = generate(a, tok, _prompts(tok), max_new_tokens=12)
-        adapted = generate(b, tok, _prompts(tok), max_new_tokens=12)
+        expected = generate(a, tok, _prompts(tok), max_new_tokens=8)
+        adapted = generate(b, tok, _prompts(tok), max_new_tokens=8)
+        pairs = [(p, e[0]) for p, e in zip(_prompts(tok), expected) if e[0]]
+        assert loglik(b, tok, pairs) == pytest.approx(loglik(a, tok, pairs), abs=5e-3)  # the same function
     assert _agree(expected, plain) < 0.5  # the adapter matters
-    assert _agree(adapted, expected) >= 0.95
-    assert generate(fast, tok, _prompts(tok), max_new_tokens=12) == plain  # and is gone after its block
+    # The random tiny model's logits are nearly flat: one prompt meets a top-2 gap of 5e-5 at its third
+    # token, which hf itself breaks differently in a batch and alone; the real model's parity is measured
+    # by benchmarks/generation.py.
+    assert _agree(adapted, expected) >= 5 / 6
+    assert generate(fast, tok, _prompts(tok), max_new_tokens=8) == plain  # and is gone after its block
+
+
+def test_adapters_on_different_modules_are_told_apart(pair):
+    """k_proj and v_proj have the same shape: the same seed gives the same A and B on either, yet they are
+    different adapters (a cache keyed by weights alone would serve the first one twice)."""
+    ref, fast, tok = pair
+    pairs = [(p, " 1843 and the river Tesk") for p in _prompts(tok)[:2]]
+    for module in ("k_proj", "v_proj"):
+        cfg = dataclasses.replace(SMALL_LORA, target_modules=[module])
+        with fresh_adapter(ref, cfg) as a, fresh_adapter(fast, cfg) as b:
+            _perturbed(a, 0)
+            _perturbed(b, 0)
+            assert loglik(b, tok, pairs) == pytest.approx(loglik(a, tok, pairs), abs=5e-3)
 
 
 def test_each_row_goes_through_its_own_adapter(pair):

@@ -22,10 +22,13 @@ class Adapter:
     layers: Callable[[], dict[str, tuple[torch.Tensor, torch.Tensor]]]  # HF module -> (A [r, in], B [out, r])
 
 
-def _digest(tensors) -> str:
+def _digest(layers) -> str:
+    """A hash of (module name, A, B) over the adapted modules: equal weights on other modules differ."""
     h = hashlib.blake2b(digest_size=16)
-    for t in tensors:
-        h.update(t.detach().float().cpu().contiguous().numpy().data)
+    for name, a, b in layers:
+        h.update(name.encode())
+        for t in (a, b):
+            h.update(t.detach().float().cpu().contiguous().numpy().data)
     return h.hexdigest()
 
 
@@ -53,7 +56,7 @@ def _peft(model) -> Adapter | None:
         raise NotImplementedError("peft adapters with a different scaling per module")
     weights = [(n, m.lora_A[a].weight, m.lora_B[a].weight) for n, m, a in found]
     scaling = scalings.pop()
-    key = ("lora", scaling, _digest(t for _, a, b in weights for t in (a, b)))
+    key = ("lora", scaling, _digest(weights))
     return Adapter(key, scaling, lambda: {n: (a, b) for n, a, b in weights})
 
 
@@ -73,7 +76,7 @@ def per_row(model, rows: int) -> list[Adapter | None]:
     def candidate(k: int) -> Adapter:
         layers = lambda: {n: (m.lora_A[k].t(), m.lora_B[k].t()) for n, m in multi}  # noqa: E731
         scaling = multi[0][1].scaling
-        return Adapter(("lora", scaling, _digest(t for _, m in multi for t in (m.lora_A[k], m.lora_B[k]))), scaling, layers)
+        return Adapter(("lora", scaling, _digest((n, m.lora_A[k], m.lora_B[k]) for n, m in multi)), scaling, layers)
 
     made = {k: candidate(k) for k in set(choice)}
     return [made[k] for k in choice]
