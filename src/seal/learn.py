@@ -19,6 +19,7 @@ from rich.table import Table
 from seal import models
 from seal.config import LearnConfig
 from seal.domains.base import SelfEditError, UpdateError, UpdatePlan
+from seal.domains.knowledge.answers import answers_table
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.grading import describe
@@ -217,15 +218,17 @@ def _report(r: dict) -> str:
         f"- total time: {r['seconds']:.1f} s "
         + "(" + ", ".join(f"{k} {v:.1f} s" for k, v in r["timings"].items()) + ")",
         "",
+        "## Answers before the update",
+        "",
+        *answers_table(r["baseline_answers"]),
+        "",
         "## Self-edits",
     ]
     for s in r["self_edits"]:
         status = s.get("error") or f"{s['items']} items; {_metrics_line(s['metrics'])}"
         lines += ["", f"### {s['index'] + 1}: {status}", "", "```", s["text"], "```"]
         if "answers" in s:
-            lines += ["", "| question | gold | answer | credited |", "|---|---|---|---|"]
-            lines += [f"| {d['question']} | {d['gold']} | {d['answer']} | {'yes' if d['correct'] else 'no'} |"
-                      for d in s["answers"]]
+            lines += ["", *answers_table(s["answers"])]
     return "\n".join(lines) + "\n"
 
 

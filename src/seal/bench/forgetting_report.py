@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from seal.bench import transfer  # noqa: E402
-from seal.bench.knowledge_table import answers_table  # noqa: E402
 from seal.bench.stats import percent  # noqa: E402
+from seal.domains.knowledge.answers import answers_table  # noqa: E402
 
 # SEAL's own result files: Qwen2.5-7B after two RL rounds, 8 passages merged in sequence, 64 sequences
 REFERENCE = {"acc": 0.247, "bwt": -0.191, "just_after": 0.415, "base": 0.307, "first_column": (0.383, 0.189)}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from seal.bench.stats import format_ci, mean_ci, number, paired_difference, percent
-from seal.domains.knowledge.answers import METRICS
+from seal.domains.knowledge.answers import METRICS, answers_table
 from seal.domains.knowledge.data import Passage
 
 
@@ -113,13 +113,3 @@ def answers_page(episodes: list[dict], passages: list[Passage]) -> str:
             lines += [f"## {passages[i].title} — {e['condition']} (sample {e['sample']})", "",
                       *answers_table(score["answers"]), ""]
     return "\n".join(lines)
-
-
-def answers_table(answers: list[dict]) -> list[str]:
-    """Markdown rows of graded answers (KnowledgeDomain.score details): question, gold, graded answer, marks."""
-    lines = ["| question | gold | answer | |", "|---|---|---|---|"]
-    for d in answers:
-        marks = ("✓" if d["correct"] else "✗") + (" R" if d["recites"] else "") + (" =" if d["identical"] else "")
-        cells = [d["question"], d["gold"], d["answer"] or "(empty)", marks]
-        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
-    return lines

@@ -95,3 +95,13 @@ def summary(details: list[dict]) -> dict[str, float]:
     return {"accuracy": sum(d["correct"] for d in details) / n, "f1": sum(d["f1"] for d in details) / n,
             "em": sum(d["em"] for d in details) / n, "recitation": sum(d["recites"] for d in details) / n,
             "identical": sum(d["identical"] for d in details) / n}
+
+
+def answers_table(answers: list[dict]) -> list[str]:
+    """Markdown rows of graded answers (KnowledgeDomain.score details): question, gold, graded answer, marks."""
+    lines = ["| question | gold | answer | |", "|---|---|---|---|"]
+    for d in answers:
+        marks = ("✓" if d["correct"] else "✗") + (" R" if d["recites"] else "") + (" =" if d["identical"] else "")
+        cells = [d["question"], d["gold"], d["answer"] or "(empty)", marks]
+        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    return lines
