@@ -18,6 +18,7 @@ from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.quiz import cloze_questions, usable_pairs
 from seal.inner.lora import load_adapter
 from seal.memory import Document, Memory, MemoryConfig, MemoryDirError, Question
+from seal.memory.config import RouterConfig
 from seal.memory.weights import fold_in
 
 CANAL = Document("Orrin Canal", "The Orrin Canal joins the river Tesk to the harbour of Lune. It opened in 1843 "
@@ -137,7 +138,8 @@ def test_folded_weights_match_peft_merge(scrambled_model_dir, tmp_path):
 
 
 def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(scrambled_model_dir, tmp_path):
-    mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, strategy="router"))
+    # short documents score low under BM25: the default threshold is calibrated on SQuAD passages
+    mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, strategy="router", router=RouterConfig(min_score=1.0)))
     mem.learn(CANAL)
     mem.learn(GLACIER)
     mem.answer("warm up")  # loads the active version
@@ -145,6 +147,7 @@ def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(sc
     assert mem.route("When did the Orrin Canal open?") == 0
     assert mem.route("How far has the glacier on the Esk plateau retreated?") == 1
     assert mem.route("What do worker bees turn nectar into?") is None  # a background passage wins
+    assert mem.route("What is it that has been there since then?") is None  # stop words reach no adapter
     questions = ["When did the Orrin Canal open?", "How far has the Vattna Glacier retreated?",
                  "What do worker bees turn nectar into?"]
     together = mem.answer_many(questions)

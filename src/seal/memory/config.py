@@ -40,7 +40,10 @@ class RouterConfig:
     """The router's retrieval: BM25 over the learned documents plus background passages (the probe's), so
     that a question about nothing learned finds a background passage, and the base model answers it."""
 
-    min_score: float = bounded(1.0, ge=0)  # BM25 score the best learned document needs to be chosen
+    # BM25 score (stop words left out) the best learned document needs to be chosen. benchmarks/router_locality.py
+    # on 4 x 8 SQuAD evaluation passages: 6 sends 95.4 % of learned passages' questions to their own adapter and
+    # 86.6 % of never-learned passages' questions to none; 1: 97.4 / 64.7 %; 10: 86.8 / 93.3 %.
+    min_score: float = bounded(6.0, ge=0)
 
 
 @dataclass

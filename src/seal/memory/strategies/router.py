@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from rank_bm25 import BM25Okapi
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from seal.memory.strategies.base import State, Strategy
 
@@ -15,7 +16,9 @@ _WORD = re.compile(r"\w+")
 
 
 def _tokens(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    """Lower-cased words without stop words: a question that shares only "what", "is", "the" with a learned
+    document must not reach its adapter."""
+    return [w for w in _WORD.findall(text.lower()) if w not in ENGLISH_STOP_WORDS]
 
 
 class Router(Strategy):

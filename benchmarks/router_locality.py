@@ -1,0 +1,58 @@
+"""How well the router's retrieval picks adapters, measured without any model: SQuAD evaluation passages
+are "learned" T at a time (indexed as the router indexes them, with the probe's passages as background);
+each question of a learned passage should reach its own passage's adapter, each question of a passage
+never learned should reach none. Prints both rates per `router.min_score`, for the sequences that
+`seal bench forgetting` uses (same data, seed, T and S).
+
+    python benchmarks/router_locality.py --documents 8 --sequences 4
+    python benchmarks/router_locality.py --documents 50 --sequences 1
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from seal.bench.forgetting import ForgettingBenchConfig, sequences
+from seal.domains.knowledge.data import load_squad, split_eval
+from seal.memory.probe import candidates, probe_passages
+from seal.memory.strategies import DocumentIndex
+from seal.progress import console
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--documents", type=int, default=8)
+    parser.add_argument("--sequences", type=int, default=4)
+    parser.add_argument("--min-score", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0, 8.0])
+    args = parser.parse_args()
+    cfg = ForgettingBenchConfig(documents=args.documents, sequences=args.sequences)
+    seqs = sequences(cfg)
+    used = {p.context for s in seqs for p in s}
+    evaluation, _ = split_eval(load_squad(cfg.data))
+    unlearned = [p for p in evaluation if p.context not in used][:50]  # never learned by any sequence
+    items, _ = candidates(cfg.memory.probe)
+    background = [f"{t} {x}" for t, x in probe_passages(items)]
+    table = Table(title=f"router retrieval: {args.sequences} sequence(s) of {args.documents} SQuAD passages, "
+                  f"{len(background)} background passages, {len(unlearned)} passages never learned")
+    for column in ("min_score", "right adapter (learned)", "no adapter (never learned)", "questions"):
+        table.add_column(column)
+    for min_score in args.min_score:
+        right = none = n_learned = n_other = 0
+        for passages in seqs:
+            index = DocumentIndex([f"{p.title} {p.context}" for p in passages], background, min_score)
+            for j, p in enumerate(passages):
+                for q in p.questions:
+                    right += index.route(f"{p.title} {q.question}") == j
+                    n_learned += 1
+            for p in unlearned:
+                for q in p.questions:
+                    none += index.route(f"{p.title} {q.question}") is None
+                    n_other += 1
+        table.add_row(f"{min_score:g}", f"{right / n_learned:.1%}", f"{none / n_other:.1%}", f"{n_learned} / {n_other}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
