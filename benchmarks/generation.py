@@ -89,7 +89,7 @@ def main() -> int:
     ap.add_argument("--model", default=models.DEFAULT_MODEL)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--weight-type", default="f32", choices=("f32", "f16", "q8_0", "embedded"),
+    ap.add_argument("--weight-type", default="f16", choices=("f16", "f32", "q8_0", "embedded"),
                     help="the fast backend's weights: written in this type, or the embedded model's own GGUF file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -111,8 +111,7 @@ def pair(scrambled_model_dir):
     """The scrambled tiny model loaded twice: through hf, and through llama.cpp with f32 weights."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (scripts/setup.sh --with-llamacpp)")
     ref = models.load(ModelConfig(name=str(scrambled_model_dir), backend="hf"))
-    fast, tok = models.load(ModelConfig(name=str(scrambled_model_dir), backend="hf"))
-    backends.attach(fast, "llamacpp", weight_type="f32")
+    fast, tok = models.load(ModelConfig(name=str(scrambled_model_dir), backend="llamacpp", llamacpp_weights="f32"))
     return ref[0], fast, tok
 
 

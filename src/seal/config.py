@@ -38,6 +38,9 @@ class ModelConfig:
     dtype: str = "float32"  # fp32 trains ~25x faster than bf16 on CPU; auto: bfloat16 on a CUDA device, fp32 elsewhere
     # the engine that generates (seal.backends): auto = llamacpp when installed and the model is on the CPU, else hf
     backend: Literal["auto", "hf", "llamacpp", "vllm"] = "auto"
+    # llamacpp's weights: written from the torch model in this type, or the embedded model's own GGUF file
+    # (faster, but its quantised matmuls change most greedy answers; see seal/backends/llamacpp.py)
+    llamacpp_weights: Literal["f16", "f32", "q8_0", "embedded"] = "f16"
 
 
 @dataclass

@@ -206,7 +206,7 @@ def load(config: ModelConfig | str):
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
     model.config.name_or_path = config.name
-    backends.attach(model, config.backend, gguf=embedded_gguf(config.name))
+    backends.attach(model, config.backend, gguf=embedded_gguf(config.name), weight_type=config.llamacpp_weights)
     return model, tokenizer
 
 

@@ -1,11 +1,12 @@
 """llama.cpp on the CPU through llama-cpp-python's low-level API: the fast backend.
 
 One llama.cpp model per torch model, memory-mapped: a GGUF written from the current torch weights in
-`weight_type` (f32 by default), or with `weight_type="embedded"` the embedded model's own GGUF file while
+`weight_type` (f16 by default), or with `weight_type="embedded"` the embedded model's own GGUF file while
 the torch weights are still the ones loaded from it (its safetensors cache is that file dequantised).
 Measured on SmolLM2-135M, 40 closed-book questions, 48-token greedy answers identical to hf's: f32 38,
 f16 37, q8_0 8, the embedded Q4_1 file 7 (llama.cpp quantises the activations to 8 bits for quantised
-weights, which changes most long answers); hence f32. Every LoRA adapter is written
+weights, which changes most long answers). f16 decodes about twice as fast as f32 (benchmarks/generation.py),
+hence f16. Every LoRA adapter is written
 once as a GGUF LoRA, loaded next to the model and switched on per context (`llama_set_adapters_lora`);
 rows of a call that use different adapters are decoded group by group. The high-level `Llama` class is
 not used: with `lora_path` it turns mmap off and it cannot switch adapters per call.
@@ -203,7 +204,7 @@ class LlamaCppBackend:
             return "the model is not on the CPU"
         return to_gguf.unsupported(config)
 
-    def attach(self, model, gguf: Path | None = None, weight_type: str = "f32", **_) -> None:
+    def attach(self, model, gguf: Path | None = None, weight_type: str = "f16", **_) -> None:
         if weight_type not in (*to_gguf.WEIGHT_TYPES, "embedded"):
             raise BackendError(f"unknown llama.cpp weight type {weight_type!r}; choose from "
                                f"{(*to_gguf.WEIGHT_TYPES, 'embedded')}")
@@ -229,7 +230,7 @@ class LlamaCppBackend:
             if state.gguf is not None and signature == state.loaded:
                 path = state.gguf  # the file the torch weights were converted from: the same weights
             else:
-                weights = "f32" if state.weight_type == "embedded" else state.weight_type
+                weights = "f16" if state.weight_type == "embedded" else state.weight_type
                 path = to_gguf.write_model(model, state.new_file("model"), weights)
             state.engine, state.signature = Engine(path, model.config.vocab_size), signature
         return state.engine

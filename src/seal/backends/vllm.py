@@ -107,7 +107,7 @@ class VLLMBackend:
         return None if device.type == "cuda" else "vLLM needs the model on a CUDA device (model.device: cuda)"
 
     def attach(self, model, max_lora_rank: int = 64, **options) -> None:
-        options.pop("gguf", None)
+        options.pop("gguf", None), options.pop("weight_type", None)  # llama.cpp's
         self._states[model] = _State(dict(max_lora_rank=max_lora_rank, **options))
 
     def _engine(self, model, tokenizer):
