@@ -19,6 +19,7 @@ from seal.domains.knowledge.data import DataError
 from seal.domains.knowledge.grading import GradingError
 from seal.models import ModelError
 from seal.runs import RunExistsError
+from seal.serve.client import ServiceError
 
 # What a user can cause and fix, reported as one line and exit 2: bad configs, inputs and models (seal's own
 # checks raise ValueError subclasses), files and directories that cannot be read or written (OSError, incl.
@@ -91,6 +92,10 @@ def adapter_meta(adapter: Path) -> dict:
 
 
 def cmd_ask(args) -> int:
+    if args.server:
+        from seal.serve.cli import ask_server
+
+        return ask_server(args)
     from seal import models
     from seal.domains.knowledge.prompts import answer_prompt
     from seal.generation import chat_prompt, generate
@@ -236,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="base model (default: the adapter's, else the default model)")
     p.add_argument("--title", help="topic prefix (default: the adapter's document title)")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--server", help="ask a running `seal serve` instead (key from $SEAL_API_KEY)")
+    p.add_argument("--version", help="with --server: the memory version to ask (default: the active one)")
+    p.add_argument("--no-retrieval", action="store_true", help="with --server: answer from the weights alone")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("grade", help="grade {question, gold, prediction} JSONL records offline")
@@ -278,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     from seal.bench.cli import add_bench_parser
 
     add_bench_parser(sub)
+    from seal.serve.cli import add_serve_parsers
+
+    add_serve_parsers(sub)
     return parser
 
 
@@ -288,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"seal {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ServiceError as e:  # the service refused (4xx: exit 2) or could not be reached (exit 1)
+        print(f"seal {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except UpdateError as e:  # the work could not be done (e.g. no self-edit earned a reward): said, not hidden
         print(f"seal {args.command}: failed: {e}", file=sys.stderr)
         return 1

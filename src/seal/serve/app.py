@@ -1,0 +1,135 @@
+"""The FastAPI application: the service's state, keys, errors in one JSON shape, metrics, startup recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from seal.config import save_config
+from seal.memory import Memory
+from seal.serve.auth import Keys
+from seal.serve.config import CONFIG_FILE, ServeConfig
+from seal.serve.jobs import Consolidator, parse_daily, recover, run_schedule
+from seal.serve.metrics import Metrics
+from seal.serve.search import PendingIndex
+from seal.serve.store import ConflictError, Store
+from seal.serve.worker import DB_FILE, MEMORY_DIR
+
+# paths anyone may read; everything else needs a key (GET/HEAD: the read key is enough)
+OPEN_PATHS = {"/", "/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+# POST routes that only read (chat with "remember": true writes, and checks that itself)
+READ_POSTS = {"/v1/search", "/v1/chat/completions"}
+
+
+class Service:
+    """Everything a request handler needs. One Memory answers every request, one request at a time (it holds
+    one loaded model); it follows the active pointer by itself, so chat moves to a version the worker made as
+    soon as that version is complete."""
+
+    def __init__(self, data: Path, cfg: ServeConfig, keys: Keys):
+        self.data, self.cfg, self.keys = data, cfg, keys
+        data.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, data / CONFIG_FILE)  # the worker reads the server's exact settings
+        self.store = Store(data / DB_FILE)
+        self.memory_lock = threading.Lock()
+        self.memory = Memory.open(data / MEMORY_DIR, cfg.memory)
+        self.index = PendingIndex(cfg.passage_words)
+        self.consolidator = Consolidator(self.store, data, self.versions)
+        self.metrics = Metrics(self.store.counts, self.store.job_counts, lambda: self.memory.active)
+
+    def versions(self) -> list[dict]:
+        with self.memory_lock:
+            return self.memory.versions()
+
+    def search(self, query: str, k: int) -> list[dict]:
+        self.index.refresh(self.store.documents("pending", with_text=True))
+        return self.index.search(query, k)
+
+
+def error(status: int, message: str, kind: str | None = None) -> JSONResponse:
+    """Every error in the shape OpenAI clients read: {"error": {"message", "type", "code"}}."""
+    kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 409: "conflict_error",
+             413: "request_too_large", 422: "invalid_request_error"}
+    return JSONResponse({"error": {"message": message, "type": kind or kinds.get(status, "server_error"),
+                                   "code": status}}, status_code=status,
+                        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{where}: {e.get('msg')}")
+    return "; ".join(parts)
+
+
+def create_app(data: str | Path, cfg: ServeConfig, keys: Keys) -> FastAPI:
+    from seal.serve.api import router
+    from seal.serve.chat import router as chat_router
+
+    if cfg.schedule.daily_at:
+        parse_daily(cfg.schedule.daily_at)  # a bad time is a config error at start, not a crash at midnight
+    service = Service(Path(data), cfg, keys)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for job in recover(service.store, service.data, service.versions):
+            print(f"seal serve: consolidation {job} was interrupted; its unfinished documents are pending again",
+                  flush=True)
+        task = asyncio.create_task(run_schedule(cfg.schedule, service.consolidator,
+                                                lambda: service.store.counts()["pending"]))
+        yield
+        task.cancel()
+
+    app = FastAPI(title="seal", description="A self-updating memory: documents answered at once by retrieval, "
+                  "learned into the weights at consolidation.", lifespan=lifespan)
+    app.state.service = service
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        """Size limit and keys before anything is read or written; then metrics."""
+        start = time.perf_counter()
+        path, method = request.url.path, request.method
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > cfg.max_request_bytes):
+            response = error(413, f"request body over {cfg.max_request_bytes} bytes")
+        elif path in OPEN_PATHS:
+            response = await call_next(request)
+        else:
+            access = keys.access(request.headers.get("authorization"))
+            needs_write = method not in ("GET", "HEAD") and path not in READ_POSTS
+            if access is None:
+                response = error(401, "missing or wrong API key (Authorization: Bearer KEY)")
+            elif needs_write and access != "write":
+                response = error(403, "this key may only read")
+            else:
+                request.state.access = access
+                response = await call_next(request)
+        route = request.scope.get("route")
+        service.metrics.observe(method, getattr(route, "path", "unmatched"), response.status_code,
+                                time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return error(422, _validation_message(exc))
+
+    @app.exception_handler(ConflictError)
+    async def conflict(request: Request, exc: ConflictError):
+        return error(409, str(exc))
+
+    app.include_router(router)
+    app.include_router(chat_router)
+    return app

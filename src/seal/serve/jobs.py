@@ -1,0 +1,122 @@
+"""Consolidation jobs seen from the server: start one worker process at a time, watch it, recover after a
+kill, and start jobs on the configured schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from seal.config import ConfigError
+from seal.serve.config import ScheduleConfig
+from seal.serve.store import ConflictError, Store
+from seal.serve.worker import acquire_lock
+
+_LOCK_WAIT_SECONDS = 30
+
+
+def recover(store: Store, data: Path, versions: Callable[[], list[dict]]) -> list[str]:
+    """Mark jobs left 'running' by a killed server or worker as interrupted; returns their ids.
+
+    The lock is taken first, so no worker is still running (it dies with its server, and the kernel frees the
+    lock with it). A document whose update had already produced a new memory version when the kill came, but
+    whose decision had not yet been written, is recorded as consolidated under that version, so it is
+    neither lost nor learned twice; every other unfinished document is simply still pending.
+    """
+    lock = None
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    while lock is None and time.monotonic() < deadline:
+        lock = acquire_lock(data, blocking=False)
+        if lock is None:
+            time.sleep(0.2)
+    if lock is None:
+        raise RuntimeError(f"a consolidation worker still holds {data}/consolidate.lock after {_LOCK_WAIT_SECONDS} s")
+    interrupted = []
+    try:
+        while (job := store.running_job()) is not None:
+            current = job["current"]
+            if current:
+                doc = store.document(current["document"])
+                new = [v["name"] for v in versions() if v["name"] not in current["versions_before"]]
+                if doc is not None and doc["state"] == "pending" and len(new) == 1:
+                    reason = "learned just before the interruption; recorded on restart"
+                    store.record_decision(job["id"], {"document": doc["id"], "title": doc["title"], "accepted": True,
+                                                      "version": new[0], "reason": reason},
+                                          ("consolidated", reason, new[0]))
+            left = len(job["documents"]) - len(store.job(job["id"])["decisions"])
+            store.update_job(job["id"], state="interrupted", current=None, finished=time.time(),
+                             error=f"interrupted (server or worker killed); {left} document(s) not consolidated are "
+                                   "still pending: POST /v1/consolidate reruns them")
+            interrupted.append(job["id"])
+    finally:
+        lock.close()
+    return interrupted
+
+
+class Consolidator:
+    """Starts the worker for a new job (409 if one runs) and closes the job if the worker dies without doing so."""
+
+    def __init__(self, store: Store, data: Path, versions: Callable[[], list[dict]]):
+        self.store, self.data, self.versions = store, data, versions
+
+    def start(self, trigger: str) -> dict:
+        """Call from the event loop's thread: the worker's die-with-parent signal is tied to the thread that
+        started it, and that one lives as long as the server."""
+        job = self.store.start_job(trigger)
+        if not job["documents"]:
+            self.store.update_job(job["id"], state="done", finished=time.time())
+            return self.store.job(job["id"])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        proc = subprocess.Popen([sys.executable, "-m", "seal.serve.worker", str(self.data), job["id"], str(os.getpid())],
+                                env=env, stdin=subprocess.DEVNULL)
+        self.store.update_job(job["id"], pid=proc.pid)
+        threading.Thread(target=self._watch, args=(job["id"], proc), daemon=True, name=f"watch-{job['id']}").start()
+        return self.store.job(job["id"])
+
+    def _watch(self, job_id: str, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        if self.store.job(job_id)["state"] == "running":  # the worker died without closing its job (killed, OOM)
+            print(f"seal serve: consolidation worker of {job_id} exited with {code}", file=sys.stderr, flush=True)
+            recover(self.store, self.data, self.versions)
+
+
+def parse_daily(daily_at: str) -> dt.time:
+    try:
+        return dt.time.fromisoformat(daily_at)
+    except ValueError:
+        raise ConfigError(f"schedule.daily_at: {daily_at!r} is not a time of day HH:MM") from None
+
+
+def seconds_to_next(schedule: ScheduleConfig, last: float, now: float) -> float | None:
+    """Seconds until the schedule is next due (`last`: when it last fired or the server started); None: never."""
+    due = []
+    if schedule.interval_minutes:
+        due.append(last + 60 * schedule.interval_minutes - now)
+    if schedule.daily_at:
+        at = parse_daily(schedule.daily_at)
+        today = dt.datetime.fromtimestamp(now, dt.timezone.utc).replace(hour=at.hour, minute=at.minute, second=0,
+                                                                         microsecond=0)
+        nxt = today if today.timestamp() > now + 1 else today + dt.timedelta(days=1)
+        due.append(nxt.timestamp() - now)
+    return max(0.0, min(due)) if due else None
+
+
+async def run_schedule(schedule: ScheduleConfig, consolidator: Consolidator, pending: Callable[[], int]) -> None:
+    """Start a consolidation whenever the schedule is due and enough documents wait; one already running
+    simply defers to the next time."""
+    last = time.time()
+    while (wait := seconds_to_next(schedule, last, time.time())) is not None:
+        await asyncio.sleep(wait)
+        last = time.time()
+        if pending() >= schedule.min_pending:
+            try:
+                job = consolidator.start("schedule")
+                print(f"seal serve: scheduled consolidation {job['id']} started", file=sys.stderr, flush=True)
+            except ConflictError:
+                pass
