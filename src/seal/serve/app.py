@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from seal.config import save_config
 from seal.memory import Memory
 from seal.serve.auth import Keys
 from seal.serve.config import CONFIG_FILE, ServeConfig
-from seal.serve.jobs import Consolidator, parse_daily, recover, run_schedule
+from seal.serve.jobs import Consolidator, recover, run_schedule
 from seal.serve.metrics import Metrics
 from seal.serve.search import PendingIndex
 from seal.serve.store import ConflictError, Store
@@ -75,15 +76,14 @@ def create_app(data: str | Path, cfg: ServeConfig, keys: Keys) -> FastAPI:
     from seal.serve.api import router
     from seal.serve.chat import router as chat_router
 
-    if cfg.schedule.daily_at:
-        parse_daily(cfg.schedule.daily_at)  # a bad time is a config error at start, not a crash at midnight
+    cfg.schedule.daily_time()  # a bad time is a config error at start, not a crash at midnight
     service = Service(Path(data), cfg, keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         for job in recover(service.store, service.data, service.versions):
             print(f"seal serve: consolidation {job} was interrupted; its unfinished documents are pending again",
-                  flush=True)
+                  file=sys.stderr, flush=True)
         task = asyncio.create_task(run_schedule(cfg.schedule, service.consolidator,
                                                 lambda: service.store.counts()["pending"]))
         yield

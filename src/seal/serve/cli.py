@@ -19,6 +19,7 @@ def cmd_serve(args) -> int:
     overrides += [f"{key}={value}" for key, value in (("memory.model.name", args.model), ("host", args.host),
                                                       ("port", args.port)) if value is not None]
     cfg = load_config(ServeConfig, args.config, overrides)
+    cfg.schedule.daily_time()  # checked before anything is created
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
     keys, key_file = load_keys(data)

@@ -3,10 +3,11 @@ so that the consolidation worker runs under exactly the server's settings."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seal.config import bounded, from_dict
+from seal.config import ConfigError, bounded, from_dict
 from seal.memory import MemoryConfig
 
 CONFIG_FILE = "serve.yaml"
@@ -20,6 +21,14 @@ class ScheduleConfig:
     interval_minutes: float | None = None
     daily_at: str | None = None
     min_pending: int = bounded(1, ge=1)
+
+    def daily_time(self) -> dt.time | None:
+        if not self.daily_at:
+            return None
+        try:
+            return dt.time.fromisoformat(self.daily_at)
+        except ValueError:
+            raise ConfigError(f"schedule.daily_at: {self.daily_at!r} is not a time of day HH:MM") from None
 
 
 @dataclass

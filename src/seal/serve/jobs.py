@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from seal.config import ConfigError
 from seal.serve.config import ScheduleConfig
 from seal.serve.store import ConflictError, Store
 from seal.serve.worker import acquire_lock
@@ -86,20 +85,12 @@ class Consolidator:
             recover(self.store, self.data, self.versions)
 
 
-def parse_daily(daily_at: str) -> dt.time:
-    try:
-        return dt.time.fromisoformat(daily_at)
-    except ValueError:
-        raise ConfigError(f"schedule.daily_at: {daily_at!r} is not a time of day HH:MM") from None
-
-
 def seconds_to_next(schedule: ScheduleConfig, last: float, now: float) -> float | None:
     """Seconds until the schedule is next due (`last`: when it last fired or the server started); None: never."""
     due = []
     if schedule.interval_minutes:
         due.append(last + 60 * schedule.interval_minutes - now)
-    if schedule.daily_at:
-        at = parse_daily(schedule.daily_at)
+    if (at := schedule.daily_time()) is not None:
         today = dt.datetime.fromtimestamp(now, dt.timezone.utc).replace(hour=at.hour, minute=at.minute, second=0,
                                                                          microsecond=0)
         nxt = today if today.timestamp() > now + 1 else today + dt.timedelta(days=1)
