@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -21,8 +22,9 @@ GLACIER = {"title": "Vattna Glacier", "text": "The Vattna Glacier covers the nor
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("serve") / "data", tiny_model_dir,
+def server(scrambled_model_dir, tmp_path_factory):
+    """The scrambled tiny model: its answers are not empty, so comparing them means something."""
+    srv = Server(tmp_path_factory.mktemp("serve") / "data", scrambled_model_dir,
                  "--set", "max_document_chars=2000", "--set", "max_request_bytes=20000").start()
     yield srv
     srv.stop()
@@ -151,6 +153,18 @@ def test_openai_client_streaming_and_not(server):
         client.chat.completions.create(model="seal", messages=[])
 
 
+def test_concurrent_requests_are_answered_as_if_alone(api):
+    questions = ["When did the Orrin Canal open?", "How far has the Vattna Glacier retreated?", "Where is Lune?",
+                 "Who built the canal?", "What covers the plateau of Esk?", "Hello"]
+    ask = lambda q: api.post("/v1/chat/completions", json={  # noqa: E731
+        "model": "seal", "messages": [{"role": "user", "content": q}]}).json()["choices"][0]["message"]["content"]
+    alone = [ask(q) for q in questions]
+    assert len(set(alone)) > 1 and all(alone)
+    with ThreadPoolExecutor(len(questions)) as pool:
+        together = list(pool.map(ask, questions))
+    assert together == alone  # batched generation (serve.answers) gives each request its own answer
+
+
 def test_remember_stores_the_exchange_as_a_pending_document(api):
     r = api.post("/v1/chat/completions", json={"model": "seal", "remember": True, "retrieval": False, "messages": [
         {"role": "user", "content": "Remember that the Lune lighthouse is painted green."}]}).json()
@@ -210,6 +224,7 @@ def test_metrics_in_prometheus_text(server, api):
     assert 'seal_documents{state="consolidated"} 3.0' in text
     assert 'seal_consolidations{state="done"} 2.0' in text
     assert 'seal_active_version{version="base"} 1.0' in text
+    assert 'seal_chat_batch_size_count' in text
     assert 'status="500"' not in text  # no request of this module failed inside the server
 
 

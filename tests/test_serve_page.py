@@ -28,8 +28,8 @@ def browser():
     driver.quit()
 
 
-def test_page_adds_asks_consolidates_and_rolls_back(browser, tiny_model_dir, tmp_path):
-    server = Server(tmp_path / "data", tiny_model_dir).start()
+def test_page_adds_asks_consolidates_and_rolls_back(browser, scrambled_model_dir, tmp_path):
+    server = Server(tmp_path / "data", scrambled_model_dir).start()
     try:
         wait = WebDriverWait(browser, 120)
         text = lambda element_id: browser.find_element(By.ID, element_id).text  # noqa: E731

@@ -133,6 +133,5 @@ def activate(version: str, request: Request) -> dict:
         raise HTTPException(404, f"no version {version}")
     if (job := svc.store.running_job()) is not None:
         raise ConflictError(f"consolidation {job['id']} is running; activate a version after it has finished")
-    with svc.memory_lock:
-        svc.memory.activate(version)
+    svc.memory.activate(version)  # replaces the pointer file atomically; answers read it at their next batch
     return {"active": svc.memory.active}

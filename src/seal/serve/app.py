@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import threading
+import traceback
 import time
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seal.config import save_config
 from seal.memory import Memory
+from seal.serve.answers import AnswerBatcher
 from seal.serve.auth import Keys
 from seal.serve.config import CONFIG_FILE, ServeConfig
 from seal.serve.jobs import Consolidator, recover, run_schedule
@@ -31,24 +32,23 @@ READ_POSTS = {"/v1/search", "/v1/chat/completions"}
 
 
 class Service:
-    """Everything a request handler needs. One Memory answers every request, one request at a time (it holds
-    one loaded model); it follows the active pointer by itself, so chat moves to a version the worker made as
-    soon as that version is complete."""
+    """Everything a request handler needs. One Memory answers every chat request, in batches (`answers`); it
+    follows the active pointer by itself, so chat moves to a version the worker made as soon as that version
+    is complete."""
 
     def __init__(self, data: Path, cfg: ServeConfig, keys: Keys):
         self.data, self.cfg, self.keys = data, cfg, keys
         data.mkdir(parents=True, exist_ok=True)
         save_config(cfg, data / CONFIG_FILE)  # the worker reads the server's exact settings
         self.store = Store(data / DB_FILE)
-        self.memory_lock = threading.Lock()
         self.memory = Memory.open(data / MEMORY_DIR, cfg.memory)
         self.index = PendingIndex(cfg.passage_words)
         self.consolidator = Consolidator(self.store, data, self.versions)
         self.metrics = Metrics(self.store.counts, self.store.job_counts, lambda: self.memory.active)
+        self.answers = AnswerBatcher(self.memory, cfg.chat_batch, self.metrics.chat_batch.observe)
 
     def versions(self) -> list[dict]:
-        with self.memory_lock:
-            return self.memory.versions()
+        return self.memory.versions()  # reads the directory only: no need to wait for an answer in progress
 
     def search(self, query: str, k: int) -> list[dict]:
         self.index.refresh(self.store.documents("pending", with_text=True))
@@ -88,6 +88,7 @@ def create_app(data: str | Path, cfg: ServeConfig, keys: Keys) -> FastAPI:
                                                 lambda: service.store.counts()["pending"]))
         yield
         task.cancel()
+        service.answers.close()
 
     app = FastAPI(title="seal", description="A self-updating memory: documents answered at once by retrieval, "
                   "learned into the weights at consolidation.", lifespan=lifespan)
@@ -125,6 +126,12 @@ def create_app(data: str | Path, cfg: ServeConfig, keys: Keys) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         return error(422, _validation_message(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        """A bug or a broken model: said in the response and the log, never an empty 500."""
+        traceback.print_exception(exc)
+        return error(500, f"{type(exc).__name__}: {exc}")
 
     @app.exception_handler(ConflictError)
     async def conflict(request: Request, exc: ConflictError):

@@ -4,8 +4,9 @@ The answer comes from the memory's weights (the active version, or the version n
 best passages of documents not yet consolidated in the prompt: what was added a minute ago is answered from
 retrieval, what was consolidated last night from the weights. The response says which documents it used.
 `"remember": true` stores the exchange as a pending document, so an agent's conversations are learned at the
-next consolidation. Answers are greedy (sampling fields such as temperature are accepted and ignored), and
-the memory returns an answer whole: a streamed response sends it as chunks once it is written.
+next consolidation. Concurrent requests are answered in batches (`seal.serve.answers`). Answers are greedy
+(sampling fields such as temperature are accepted and ignored), and the memory returns an answer whole: a
+streamed response sends it as chunks once it is written.
 """
 
 from __future__ import annotations
@@ -74,9 +75,7 @@ def chat(body: ChatIn, request: Request):
     if len(question) > svc.cfg.max_document_chars:
         raise HTTPException(413, f"message of {len(question)} characters; the limit is {svc.cfg.max_document_chars}")
     hits = svc.search(question, svc.cfg.chat_passages) if body.retrieval and svc.cfg.chat_passages else []
-    with svc.memory_lock:
-        used_version = version or svc.memory.active
-        answer = svc.memory.answer(question, context=[(h["title"], h["text"]) for h in hits] or None, version=version)
+    answer, used_version = svc.answers.answer(question, tuple((h["title"], h["text"]) for h in hits), version)
     seal = {"version": used_version, "documents": [{"id": h["document"], "title": h["title"], "score": h["score"]}
                                                    for h in hits]}
     if body.remember:

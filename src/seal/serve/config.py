@@ -41,6 +41,7 @@ class ServeConfig:
     passage_words: int = bounded(120, ge=8)  # pending documents are searched in passages of about this length
     search_k: int = bounded(3, ge=1)  # default k of /v1/search
     chat_passages: int = bounded(2, ge=0)  # retrieved passages of pending documents put into a chat prompt
+    chat_batch: int = bounded(8, ge=1)  # concurrent chat requests answered in one batched generation at most
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 

@@ -32,6 +32,8 @@ class Metrics:
         self.requests = Counter("seal_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("seal_request_seconds", "HTTP request latency", ["route"], registry=self.registry,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.chat_batch = Histogram("seal_chat_batch_size", "Chat requests answered per batched generation",
+                                    registry=self.registry, buckets=(1, 2, 4, 8, 16, 32))
         self.registry.register(_StoreCollector(counts, job_counts, active))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
