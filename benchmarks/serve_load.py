@@ -58,7 +58,8 @@ def start_server(data: Path, args) -> tuple[subprocess.Popen, str]:
     deadline = time.monotonic() + args.start_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"seal serve exited with {proc.returncode}; see {data.parent / 'server.log'}")
+            tail = (data.parent / "server.log").read_text(errors="replace")[-3000:]
+            sys.exit(f"seal serve exited with {proc.returncode}:\n{tail}")
         try:
             if httpx.get(url + "/healthz", timeout=2).status_code == 200:
                 return proc, url

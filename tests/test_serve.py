@@ -61,8 +61,9 @@ def test_keys_are_required_and_read_keys_cannot_write(server, api):
         assert reader.get("/v1/documents").status_code == 200
         assert reader.get("/metrics").status_code == 200
         assert reader.post("/v1/search", json={"query": "canal"}).status_code == 200
-        for method, path, body in (("POST", "/v1/documents", CANAL), ("POST", "/v1/consolidate", None),
-                                   ("DELETE", "/v1/documents/doc-x", None), ("POST", "/v1/versions/base/activate", None)):
+        writes = (("POST", "/v1/documents", CANAL), ("POST", "/v1/consolidate", None),
+                  ("DELETE", "/v1/documents/doc-x", None), ("POST", "/v1/versions/base/activate", None))
+        for method, path, body in writes:
             r = reader.request(method, path, json=body)
             assert r.status_code == 403, (method, path)
             assert r.json()["error"]["type"] == "permission_error"
@@ -200,7 +201,8 @@ def test_consolidation_runs_in_the_worker_while_chat_answers(api):
     versions = api.get("/v1/versions").json()
     names = [v["name"] for v in versions["versions"]]
     assert names == ["base", "v0001", "v0002", "v0003"] and versions["active"] == "v0003"
-    assert [docs[i]["version"] for i in pending] == names[1:] and all(docs[i]["state"] == "consolidated" for i in pending)
+    assert [docs[i]["version"] for i in pending] == names[1:]
+    assert all(docs[i]["state"] == "consolidated" for i in pending)
     assert versions["versions"][-1]["report"]["document"] == pending[-1]
     assert api.delete(f"/v1/documents/{pending[0]}").status_code == 409  # in the weights: only rollback forgets it
 

@@ -39,7 +39,7 @@ def test_scheduled_consolidation_and_generated_key(tiny_model_dir, tmp_path):
         assert key_file.stat().st_mode & 0o777 == 0o600 and str(key_file) in server.log()
         assert httpx.get(server.url + "/v1/documents").status_code == 401
         with server.client(key_file.read_text().strip()) as api:
-            doc = api.post("/v1/documents", json={"title": "Lune", "text": "Lune is a harbour town on the Tesk."}).json()
+            doc = api.post("/v1/documents", json={"title": "Lune", "text": "Lune is a harbour town."}).json()
             deadline = time.monotonic() + 240
             while api.get(f"/v1/documents/{doc['id']}").json()["state"] == "pending" and time.monotonic() < deadline:
                 time.sleep(0.5)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import traceback
 import time
+import traceback
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
@@ -36,8 +36,8 @@ class Service:
     follows the active pointer by itself, so chat moves to a version the worker made as soon as that version
     is complete."""
 
-    def __init__(self, data: Path, cfg: ServeConfig, keys: Keys):
-        self.data, self.cfg, self.keys = data, cfg, keys
+    def __init__(self, data: Path, cfg: ServeConfig):
+        self.data, self.cfg = data, cfg
         data.mkdir(parents=True, exist_ok=True)
         save_config(cfg, data / CONFIG_FILE)  # the worker reads the server's exact settings
         self.store = Store(data / DB_FILE)
@@ -77,7 +77,7 @@ def create_app(data: str | Path, cfg: ServeConfig, keys: Keys) -> FastAPI:
     from seal.serve.chat import router as chat_router
 
     cfg.schedule.daily_time()  # a bad time is a config error at start, not a crash at midnight
-    service = Service(Path(data), cfg, keys)
+    service = Service(Path(data), cfg)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -88,34 +88,41 @@ def create_app(data: str | Path, cfg: ServeConfig, keys: Keys) -> FastAPI:
                                                 lambda: service.store.counts()["pending"]))
         yield
         task.cancel()
+        service.consolidator.stop()
         service.answers.close()
 
     app = FastAPI(title="seal", description="A self-updating memory: documents answered at once by retrieval, "
                   "learned into the weights at consolidation.", lifespan=lifespan)
     app.state.service = service
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        """Size limit and keys before anything is read or written; then metrics."""
-        start = time.perf_counter()
-        path, method = request.url.path, request.method
+    def refusal(request: Request) -> JSONResponse | None:
+        """Size limit and keys, checked before the body is read or anything written."""
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > cfg.max_request_bytes):
-            response = error(413, f"request body over {cfg.max_request_bytes} bytes")
-        elif path in OPEN_PATHS:
-            response = await call_next(request)
-        else:
-            access = keys.access(request.headers.get("authorization"))
-            needs_write = method not in ("GET", "HEAD") and path not in READ_POSTS
-            if access is None:
-                response = error(401, "missing or wrong API key (Authorization: Bearer KEY)")
-            elif needs_write and access != "write":
-                response = error(403, "this key may only read")
-            else:
-                request.state.access = access
+            return error(413, f"request body over {cfg.max_request_bytes} bytes")
+        if request.url.path in OPEN_PATHS:
+            return None
+        access = keys.access(request.headers.get("authorization"))
+        if access is None:
+            return error(401, "missing or wrong API key (Authorization: Bearer KEY)")
+        if request.method not in ("GET", "HEAD") and request.url.path not in READ_POSTS and access != "write":
+            return error(403, "this key may only read")
+        request.state.access = access
+        return None
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        """Refusals first; then the request, counted in the metrics whatever its outcome."""
+        start = time.perf_counter()
+        response = refusal(request)
+        if response is None:
+            try:
                 response = await call_next(request)
+            except Exception as exc:  # a bug or a broken model: said in the response and the log, never silent
+                traceback.print_exception(exc)
+                response = error(500, f"{type(exc).__name__}: {exc}")
         route = request.scope.get("route")
-        service.metrics.observe(method, getattr(route, "path", "unmatched"), response.status_code,
+        service.metrics.observe(request.method, getattr(route, "path", "unmatched"), response.status_code,
                                 time.perf_counter() - start)
         return response
 
@@ -126,12 +133,6 @@ def create_app(data: str | Path, cfg: ServeConfig, keys: Keys) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         return error(422, _validation_message(exc))
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        """A bug or a broken model: said in the response and the log, never an empty 500."""
-        traceback.print_exception(exc)
-        return error(500, f"{type(exc).__name__}: {exc}")
 
     @app.exception_handler(ConflictError)
     async def conflict(request: Request, exc: ConflictError):

@@ -63,6 +63,7 @@ class Consolidator:
 
     def __init__(self, store: Store, data: Path, versions: Callable[[], list[dict]]):
         self.store, self.data, self.versions = store, data, versions
+        self._worker: subprocess.Popen | None = None
 
     def start(self, trigger: str) -> dict:
         """Call from the event loop's thread: the worker's die-with-parent signal is tied to the thread that
@@ -72,11 +73,19 @@ class Consolidator:
             self.store.update_job(job["id"], state="done", finished=time.time())
             return self.store.job(job["id"])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        proc = subprocess.Popen([sys.executable, "-m", "seal.serve.worker", str(self.data), job["id"], str(os.getpid())],
-                                env=env, stdin=subprocess.DEVNULL)
+        command = [sys.executable, "-m", "seal.serve.worker", str(self.data), job["id"], str(os.getpid())]
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         self.store.update_job(job["id"], pid=proc.pid)
+        self._worker = proc
         threading.Thread(target=self._watch, args=(job["id"], proc), daemon=True, name=f"watch-{job['id']}").start()
         return self.store.job(job["id"])
+
+    def stop(self) -> None:
+        """At shutdown: stop a running worker and mark its job interrupted now rather than at the next start."""
+        if self._worker is not None and self._worker.poll() is None:
+            self._worker.terminate()
+            self._worker.wait()
+            recover(self.store, self.data, self.versions)
 
     def _watch(self, job_id: str, proc: subprocess.Popen) -> None:
         code = proc.wait()

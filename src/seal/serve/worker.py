@@ -75,7 +75,8 @@ def consolidate(data: Path, job_id: str) -> None:
             store.record_decision(job_id, {"document": doc_id, "skipped": "no longer pending"}, None)
             continue
         where = {"done": done, "total": total, "document": doc_id, "title": doc["title"]}
-        store.update_job(job_id, current={"document": doc_id, "versions_before": [v["name"] for v in memory.versions()]},
+        before = [v["name"] for v in memory.versions()]
+        store.update_job(job_id, current={"document": doc_id, "versions_before": before},
                          progress=where | {"stage": "starting"})
         log(f"{job_id}: [{done + 1}/{total}] learning {doc['title']!r}")
         last = 0.0
