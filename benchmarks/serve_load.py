@@ -91,16 +91,13 @@ async def ingest(client: httpx.AsyncClient, n: int, concurrency: int) -> tuple[l
     return [doc for _, doc in sorted(ids)], time.perf_counter() - t, errors
 
 
-async def chat_load(client: httpx.AsyncClient, args, job_id: str, seed: int) -> dict:
-    latencies, errors, during = [], [], 0
+async def chat_load(client: httpx.AsyncClient, args) -> tuple[dict, list[float]]:
+    """Chat figures, and the wall-clock time each answer arrived (to compare with the job's end)."""
+    latencies, errors, arrived = [], [], []
     deadline = time.monotonic() + args.seconds
-    rng = random.Random(seed)
+    rng = random.Random(args.seed)
 
-    async def running() -> bool:
-        return (await client.get(f"/v1/jobs/{job_id}")).json()["state"] == "running"
-
-    async def one_client(c: int):
-        nonlocal during
+    async def one_client():
         for _ in range(args.requests):
             if time.monotonic() > deadline:
                 return
@@ -117,17 +114,16 @@ async def chat_load(client: httpx.AsyncClient, args, job_id: str, seed: int) -> 
                 errors.append(repr(e))
             if ok:
                 latencies.append(time.perf_counter() - t)
-                during += await running()
+                arrived.append(time.time())
 
     t = time.perf_counter()
-    await asyncio.gather(*(one_client(c) for c in range(args.clients)))
+    await asyncio.gather(*(one_client() for _ in range(args.clients)))
     wall = time.perf_counter() - t
     return {"requests": len(latencies) + len(errors), "ok": len(latencies), "errors": len(errors),
             "error_samples": errors[:3], "seconds": round(wall, 2), "requests_per_second": round(len(latencies) / wall, 3),
             "p50_s": round(percentile(latencies, 0.5), 3), "p95_s": round(percentile(latencies, 0.95), 3),
             "max_s": round(max(latencies, default=float("nan")), 3),
-            "mean_s": round(statistics.fmean(latencies), 3) if latencies else None,
-            "answered_while_consolidating": during}
+            "mean_s": round(statistics.fmean(latencies), 3) if latencies else None}, arrived
 
 
 async def run(args, url: str) -> dict:
@@ -139,13 +135,14 @@ async def run(args, url: str) -> dict:
             assert (await client.delete(f"/v1/documents/{doc}")).status_code == 200
         job = (await client.post("/v1/consolidate")).json()
         started = time.monotonic()
-        result["chat"] = await chat_load(client, args, job["job"], args.seed)
+        result["chat"], arrived = await chat_load(client, args)
         while time.monotonic() - started < args.consolidation_timeout:
             state = (await client.get(f"/v1/jobs/{job['job']}")).json()
             if state["state"] != "running":
                 break
             await asyncio.sleep(2)
         decisions = state["decisions"]
+        result["chat"]["answered_while_consolidating"] = sum(t < (state["finished"] or time.time()) for t in arrived)
         result["consolidation"] = {
             "state": state["state"], "documents": len(decisions), "accepted": sum(bool(d.get("accepted")) for d in decisions),
             "job_seconds": round((state["finished"] or time.time()) - state["created"], 1),
