@@ -25,8 +25,9 @@ def recover(store: Store, data: Path, versions: Callable[[], list[dict]]) -> lis
 
     The lock is taken first, so no worker is still running (it dies with its server, and the kernel frees the
     lock with it). A document whose update had already produced a new memory version when the kill came, but
-    whose decision had not yet been written, is recorded as consolidated under that version, so it is
-    neither lost nor learned twice; every other unfinished document is simply still pending.
+    whose decision had not yet been written, is recorded as consolidated under that version (the first new
+    one: the `consolidate` strategy may add a second), so it is neither lost nor learned twice; every other
+    unfinished document is simply still pending. Only the worker adds versions, under the memory's own lock.
     """
     lock = None
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
@@ -43,7 +44,7 @@ def recover(store: Store, data: Path, versions: Callable[[], list[dict]]) -> lis
             if current:
                 doc = store.document(current["document"])
                 new = [v["name"] for v in versions() if v["name"] not in current["versions_before"]]
-                if doc is not None and doc["state"] == "pending" and len(new) == 1:
+                if doc is not None and doc["state"] == "pending" and new:
                     reason = "learned just before the interruption; recorded on restart"
                     store.record_decision(job["id"], {"document": doc["id"], "title": doc["title"], "accepted": True,
                                                       "version": new[0], "reason": reason},
