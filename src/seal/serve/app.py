@@ -39,9 +39,9 @@ class Service:
     def __init__(self, data: Path, cfg: ServeConfig):
         self.data, self.cfg = data, cfg
         data.mkdir(parents=True, exist_ok=True)
+        self.memory = Memory.open(data / MEMORY_DIR, cfg.memory)  # refuses a config that does not fit the memory
         save_config(cfg, data / CONFIG_FILE)  # the worker reads the server's exact settings
         self.store = Store(data / DB_FILE)
-        self.memory = Memory.open(data / MEMORY_DIR, cfg.memory)
         self.index = PendingIndex(cfg.passage_words)
         self.consolidator = Consolidator(self.store, data, self.versions)
         self.metrics = Metrics(self.store.counts, self.store.job_counts, lambda: self.memory.active)
