@@ -34,7 +34,8 @@ READ_POSTS = {"/v1/search", "/v1/chat/completions"}
 class Service:
     """Everything a request handler needs. One Memory answers every chat request, in batches (`answers`); it
     follows the active pointer by itself, so chat moves to a version the worker made as soon as that version
-    is complete."""
+    is complete. A Memory is not thread-safe: only the answer thread touches its loaded model; request threads
+    use only `active`, `versions()` and `activate()`, which read the directory or replace its pointer file."""
 
     def __init__(self, data: Path, cfg: ServeConfig):
         self.data, self.cfg = data, cfg
