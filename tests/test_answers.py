@@ -36,6 +36,9 @@ def test_recitation_is_a_long_run_of_the_document():
     assert recites("the brennock ferry crosses the Salle estuary, between Port Ivy and the island", doc)
     assert not recites("The Salle estuary.", doc)  # a short answer copied from the document is not a recitation
     assert not recites("The ferry goes from Port Ivy to the island of Caddow across the Salle estuary.", doc)
+    gold = "between Port Ivy and the island of Caddow every day"  # a long gold quoted word for word is an answer
+    assert not recites("It sails between Port Ivy and the island of Caddow every day.", doc, gold)
+    assert recites("It crosses the Salle estuary between Port Ivy and the island of Caddow every day.", doc, gold)
 
 
 def test_a_text_wrong_for_any_question_it_is_given_to_is_credited_for_none():

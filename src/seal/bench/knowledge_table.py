@@ -82,7 +82,7 @@ def report(results: dict) -> str:
         "Accuracy is the mean over passages of closed-book accuracy on each passage's questions, over the episodes "
         "that ran; 95 % t-interval over the n passages scored (flagged under 5, none for 1). Only an answer's first "
         "sentence is graded, and an answer also given to a question it does not answer is not credited "
-        "(`seal/domains/knowledge/answers.py`). `recited`: answers copying 10+ words of the passage; `identical`: "
+        "(`seal/domains/knowledge/answers.py`). `recited`: answers copying 10+ words of the passage beyond the gold; `identical`: "
         "answers given word for word to another question of the passage. `failed` counts episodes that could not "
         "run (unusable self-edit, impossible update; in the multi setting, unusable self-edits left out of the "
         "update): they are in no mean. Every answer: [answers.md](answers.md).",

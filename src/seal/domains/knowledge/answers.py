@@ -11,7 +11,7 @@ control that answers with the passage's opening scored 23 % that way). So:
   not answer is *generic*: it says the same thing whatever is asked, so it answers neither question
   and is not credited (`credit`). A text that answers every question it is given to stays credited;
 - every score also reports the `recitation` rate (answers that copy a run of `RECITATION_WORDS` or more
-  words of the document) and the `identical` rate (answers given word for word to another question of
+  words of the document that is not the gold answer itself) and the `identical` rate (answers given word for word to another question of
   the same document), so that a reader sees recitation even where the grader does not credit it.
 """
 
@@ -45,13 +45,13 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def recites(answer: str, document: str, run: int = RECITATION_WORDS) -> bool:
-    """Whether `answer` copies `run` or more consecutive words of `document` (case and punctuation ignored)."""
+def recites(answer: str, document: str, gold: str = "", run: int = RECITATION_WORDS) -> bool:
+    """Whether `answer` copies `run` or more consecutive words of `document` (case and punctuation ignored)
+    beyond the gold answer: quoting a long gold span word for word is answering, not reciting."""
     words = _words(answer)
-    if len(words) < run:
-        return False
-    doc = " " + " ".join(_words(document)) + " "
-    return any(" " + " ".join(words[i : i + run]) + " " in doc for i in range(len(words) - run + 1))
+    doc, key = (" " + " ".join(_words(text)) + " " for text in (document, gold))
+    windows = (" " + " ".join(words[i : i + run]) + " " for i in range(len(words) - run + 1))
+    return any(w in doc and w not in key for w in windows)
 
 
 def credit(correct: list[bool], answers: list[str]) -> list[bool]:
@@ -79,7 +79,7 @@ def score_answers(grader, document: str, questions, generations: list[str]) -> l
             "correct": c,
             "f1": f1_score(a, q.answer),
             "em": exact_match(a, q.answer),
-            "recites": recites(a, document),
+            "recites": recites(a, document, q.answer),
             "identical": bool(a) and counts[normalize_answer(a)] > 1,
         }
         for q, g, a, j, c in zip(questions, generations, answers, judged, credit(judged, answers))
