@@ -41,9 +41,11 @@ def test_recitation_is_a_long_run_of_the_document():
     assert recites("It crosses the Salle estuary between Port Ivy and the island of Caddow every day.", doc, gold)
 
 
-def test_a_text_wrong_for_any_question_it_is_given_to_is_credited_for_none():
-    assert credit([True, False, True], ["A", "a.", "B"]) == [False, False, True]
-    assert credit([True, True], ["1958", "1958"]) == [True, True]  # right for both questions: stays
+def test_a_text_given_to_questions_with_other_answers_is_credited_for_none():
+    assert credit([True, False, True], ["A", "a.", "B"], ["a", "c", "b"]) == [False, False, True]
+    assert credit([True, True], ["1958", "1958"], ["1958", "1958."]) == [True, True]  # the same gold: stays
+    # one sentence holding both golds, given to both questions: it says the same thing whatever is asked
+    assert credit([True, True], ["Fire took 4,000 books in 1958."] * 2, ["1958", "4,000"]) == [False, False]
 
 
 @pytest.mark.parametrize("grader", sorted({DEFAULT_GRADER, "lenient", "learned"}))

@@ -7,12 +7,14 @@ control that answers with the passage's opening scored 23 % that way). So:
 - the model is asked for a short, direct answer, and only `graded_answer` of what it wrote is graded:
   its first line, then its first sentence, then at most `MAX_ANSWER_WORDS` words. SQuAD's gold answers
   are short (95 % have at most 13 words), and a sentence that states one fact fits in 24 words;
-- an answer that is also given, word for word, to another question of the same document that it does
-  not answer is *generic*: it says the same thing whatever is asked, so it answers neither question
-  and is not credited (`credit`). A text that answers every question it is given to stays credited;
+- an answer that is also given, word for word, to another question of the same document with another
+  gold answer is *generic*: it says the same thing whatever is asked, so it is not credited for either
+  (`credit`), even where both golds happen to lie in it (a recited opening sentence can hold several).
+  Two questions with the same gold may share an answer;
 - every score also reports the `recitation` rate (answers that copy a run of `RECITATION_WORDS` or more
-  words of the document that is not the gold answer itself) and the `identical` rate (answers given word for word to another question of
-  the same document), so that a reader sees recitation even where the grader does not credit it.
+  words of the document that is not the gold answer itself) and the `identical` rate (answers given word
+  for word to another question of the same document), so that a reader sees recitation even where the
+  grader does not credit it.
 """
 
 from __future__ import annotations
@@ -54,13 +56,14 @@ def recites(answer: str, document: str, gold: str = "", run: int = RECITATION_WO
     return any(w in doc and w not in key for w in windows)
 
 
-def credit(correct: list[bool], answers: list[str]) -> list[bool]:
-    """Grader verdicts with generic answers uncredited: an answer text (normalised) that is wrong for any
-    question it is given to is credited for none of them."""
+def credit(correct: list[bool], answers: list[str], golds: list[str]) -> list[bool]:
+    """Grader verdicts with generic answers uncredited: an answer text (normalised) given to questions with
+    different golds, or wrong for any question it is given to, is credited for none of them."""
     keys = [normalize_answer(a) for a in answers]
-    wrong_somewhere = {k for k, ok in zip(keys, correct) if not ok}
-    counts = Counter(keys)
-    return [ok and not (counts[k] > 1 and k in wrong_somewhere) for k, ok in zip(keys, correct)]
+    golds_of: dict[str, set[str]] = {}
+    for key, gold, ok in zip(keys, golds, correct):
+        golds_of.setdefault(key, set()).add(normalize_answer(gold) if ok else "\0wrong")
+    return [ok and len(golds_of[k]) == 1 for k, ok in zip(keys, correct)]
 
 
 def score_answers(grader, document: str, questions, generations: list[str]) -> list[dict]:
@@ -82,7 +85,7 @@ def score_answers(grader, document: str, questions, generations: list[str]) -> l
             "recites": recites(a, document, q.answer),
             "identical": bool(a) and counts[normalize_answer(a)] > 1,
         }
-        for q, g, a, j, c in zip(questions, generations, answers, judged, credit(judged, answers))
+        for q, g, a, j, c in zip(questions, generations, answers, judged, credit(judged, answers, [q.answer for q in questions]))
     ]
 
 
