@@ -110,7 +110,10 @@ def start_learn_and_wait_for_its_baseline(inputs, out: Path, model_dir: Path) ->
     slow = ["--set", "inner.epochs=5000"]
     proc = subprocess.Popen([sys.executable, "-m", "seal.cli", "learn", str(inputs[0]), "--questions", str(inputs[1]),
                              "--out", str(out), "--model", str(model_dir), *SMALL, *TRAINS, *slow],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            # a shell running the suite in the background ignores SIGINT, and children inherit
+                            # that: give the learn process the default handling a terminal's Ctrl-C meets
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while '"baseline"' not in ((out / "metrics.jsonl").read_text() if (out / "metrics.jsonl").exists() else ""):
         if proc.poll() is not None or time.monotonic() > deadline:
