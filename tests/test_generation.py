@@ -167,3 +167,21 @@ def test_structured_knowledge_self_edits_are_question_answer_pairs_written_sente
     items = [split_self_edit(text) for texts in first for text in texts]
     assert max(len(i) for i in items[:3]) <= 2 and max(len(i) for i in items[3:]) <= 1  # one pair per sentence at most
     assert any(items) and all(qa_pair(item) for per_edit in items for item in per_edit)
+
+
+def test_a_structured_self_edit_is_cloned_as_the_scaffold_prompts_it_was_written_from(lm):
+    from seal.domains.knowledge.data import Passage
+    from seal.domains.knowledge.domain import KnowledgeDomain
+    from seal.generation import self_edit_examples
+
+    _, tok = lm
+    passage = Passage("Orrin Canal", "The Orrin Canal opened in 1843. It joins the river Tesk to the harbour of Lune.")
+    domain = KnowledgeDomain(prompt="self-qa", qa_format="chat")
+    text = "Question: Which river does the canal join?\nAnswer: the Tesk\n\nQuestion: When did it open?\nAnswer: 1843"
+    river, year = self_edit_examples(tok, domain, passage, text, SamplingConfig(structured=True))
+    assert "joins the river Tesk" in river.prompt and "1843" not in river.prompt  # each pair to its own sentence
+    assert "opened in 1843" in year.prompt and river.prompt.endswith("Question:")
+    assert river.completion == " Which river does the canal join?\nAnswer: the Tesk"
+    assert year.completion == " When did it open?\nAnswer: 1843"
+    [whole] = self_edit_examples(tok, domain, passage, text, SamplingConfig(structured=False))  # written in one piece
+    assert whole.completion == text and passage.context in whole.prompt

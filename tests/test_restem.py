@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -131,6 +133,22 @@ def test_teacher_student_trains_only_the_teacher(tiny_model_dir, tmp_path, monke
     trained, _ = models.load(str(tmp_path / "run" / "round-1"))
     assert not torch.equal(w(teacher), w(trained))  # the teacher was trained
     assert torch.equal(w(models.load(str(student_dir))[0]), student_w)  # the student's weights are untouched
+
+
+def test_structured_self_qa_round_clones_the_scaffold_prompts(tiny_model_dir, tmp_path, monkeypatch):
+    cloned = []
+    real = restem_mod.sft_generator
+    monkeypatch.setattr(restem_mod, "sft_generator", lambda m, t, examples, c: cloned.extend(examples) or real(m, t, examples, c))
+    cfg = small_config(tiny_model_dir, rounds=1, sampling=SamplingConfig(structured=True, temperature=1.0))
+    run = Run(tmp_path / "run", cfg)
+    restem(KnowledgeDomain(prompt="self-qa", qa_format="chat", eval=EvalConfig(max_new_tokens=4, grader="containment")),
+           PASSAGES, cfg, run)
+    won = [e for e in run.records(event="episode") if e["score"] is not None]
+    assert cloned and len(cloned) >= len({e["context"] for e in won})  # one example per question-answer pair
+    sentences = [s for p in PASSAGES for s in p.context.split(". ")]
+    assert all(x.prompt.endswith("Question:") and any(s.rstrip(".") in x.prompt for s in sentences) for x in cloned)
+    words = lambda t: set(re.findall(r"\w+", t))  # noqa: E731  (the parser drops the random model's control bytes)
+    assert all("\nAnswer: " in x.completion and any(words(x.completion) <= words(e["text"]) for e in won) for x in cloned)
 
 
 def test_no_winner_is_an_error_not_a_silent_round(tiny_model_dir, tmp_path):

@@ -12,8 +12,9 @@ from typing import Sequence
 
 from seal import backends
 from seal.backends.base import Slot
+from seal.domains.base import Example
 
-__all__ = ["Slot", "chat_prompt", "fill_in", "generate", "loglik", "sample_self_edits"]
+__all__ = ["Slot", "chat_prompt", "fill_in", "generate", "loglik", "sample_self_edits", "self_edit_examples"]
 
 
 def chat_prompt(tokenizer, user: str) -> str:
@@ -67,3 +68,12 @@ def sample_self_edits(model, tokenizer, domain, contexts: list, sampling, num_sa
         raise ValueError(f"the {domain.name} domain has no self-edit template; set sampling.structured=false")
     return fill_in(model, tokenizer, prompts, template, temperature=sampling.temperature, num_samples=num_samples,
                    seed=seed)
+
+
+def self_edit_examples(tokenizer, domain, context, self_edit: str, sampling) -> list[Example]:
+    """How to teach a generator to write `self_edit` again (ReST-EM's M-step): the prompts that
+    `sample_self_edits` wrote it from, under the same `sampling`, each with its completion. A self-edit written
+    in one piece is one example; one written by the domain's scaffold is one example per scaffold prompt."""
+    if sampling.structured and hasattr(domain, "scaffold_examples"):
+        return domain.scaffold_examples(tokenizer, context, self_edit)
+    return [Example(self_edit, prompt=chat_prompt(tokenizer, domain.self_edit_prompt(context)))]

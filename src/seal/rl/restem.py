@@ -31,7 +31,7 @@ from seal import models
 from seal.config import InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.base import Domain, Example, Score, SelfEditError, UpdateError, UpdatePlan
 from seal.episode import adapt_and_evaluate_all
-from seal.generation import chat_prompt, sample_self_edits
+from seal.generation import sample_self_edits, self_edit_examples
 from seal.inner.lora import fresh_adapter, train
 from seal.progress import progress_bar
 from seal.runs import Run
@@ -168,8 +168,8 @@ def restem(
         if not (target / "config.json").is_file():
             if not summary["training_examples"]:
                 raise UpdateError(f"round {r}: no self-edit beat its baseline, so there is nothing to clone")
-            examples = [Example(e["text"], prompt=chat_prompt(tokenizer, domain.self_edit_prompt(contexts[e["context"]])))
-                        for e in summary["winners"]]
+            examples = [x for e in summary["winners"]
+                        for x in self_edit_examples(tokenizer, domain, contexts[e["context"]], e["text"], cfg.sampling)]
             start = time.perf_counter()
             model = sft_generator(model, tokenizer, examples, cfg.sft)
             _save_atomically(model, tokenizer, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from seal.config import EvalConfig
@@ -21,6 +22,14 @@ SCAFFOLD_SENTENCES = 12  # sentences of a passage that structured self-QA asks a
 def _first_line(text: str, stop: str | None = None) -> str:
     line = text.strip().split("\n")[0]
     return (line.split(stop)[0] if stop else line).strip()
+
+
+def _word_set(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def _scaffold_prompt(tokenizer, title: str, sentence: str) -> str:
+    return chat_prompt(tokenizer, QA_SCAFFOLD.format(title=title, sentence=sentence)) + QA_SCAFFOLD_QUESTION
 
 
 def grader_for(name: str):
@@ -53,8 +62,7 @@ class KnowledgeDomain:
         writes a question the sentence answers (sampled) and then its short answer (greedy), each in a prompt of
         its own; a self-edit is one sample's pairs, as "Question: ...\nAnswer: ..." items."""
         jobs = [(i, s) for i, p in enumerate(passages) for s in sentences(p.context)[:SCAFFOLD_SENTENCES]]
-        asks = [chat_prompt(tokenizer, QA_SCAFFOLD.format(title=passages[i].title, sentence=s)) + QA_SCAFFOLD_QUESTION
-                for i, s in jobs]
+        asks = [_scaffold_prompt(tokenizer, passages[i].title, s) for i, s in jobs]
         questions = generate(model, tokenizer, asks, max_new_tokens=48, temperature=sampling.temperature,
                              top_p=sampling.top_p, num_samples=num_samples, batch_size=sampling.batch_size, seed=seed)
         questions = [[_first_line(q, stop="Answer") for q in qs] for qs in questions]
@@ -68,6 +76,21 @@ class KnowledgeDomain:
                 if q and answer:
                     pairs[i][j].append(f"Question: {q}\nAnswer: {answer}")
         return [["\n\n".join(sample) for sample in per_passage] for per_passage in pairs]
+
+    def scaffold_examples(self, tokenizer, passage: Passage, self_edit: str) -> list[Example]:
+        """What ReST-EM's M-step clones from a rewarded structured self-edit: each of its question-answer pairs as
+        the completion of the scaffold prompt it answers. The self-edit does not say which sentence a pair came
+        from (empty pairs were dropped), so each pair goes to the sentence that shares most of its words: the
+        sentence that supports it, which is what the generator should learn to ask about."""
+        candidates = sentences(passage.context)[:SCAFFOLD_SENTENCES]
+        examples = []
+        for item in split_self_edit(self_edit):
+            pair = qa_pair(item)
+            if pair and candidates:
+                sentence = max(candidates, key=lambda s: len(_word_set(s) & _word_set(item)))
+                examples.append(Example(f" {pair[0]}{QA_SCAFFOLD_ANSWER} {pair[1]}",
+                                        prompt=_scaffold_prompt(tokenizer, passage.title, sentence)))
+        return examples
 
     def parse(self, passage: Passage, self_edit: str) -> UpdatePlan:
         """Training sequences from a self-edit; the passage itself is always one of them."""
