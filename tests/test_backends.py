@@ -11,7 +11,7 @@ import torch
 from seal import backends, models
 from seal.backends import to_gguf
 from seal.config import InnerConfig, ModelConfig
-from seal.generation import chat_prompt, fill_in, generate, loglik
+from seal.generation import chat_prompt, fill_in, generate, loglik, stream
 from seal.inner.batched import batched_adapters
 from seal.inner.lora import fresh_adapter
 
@@ -144,6 +144,18 @@ def test_greedy_answers_match_hf_with_a_peft_adapter(pair):
     # by benchmarks/generation.py.
     assert _agree(adapted, expected) >= 5 / 6
     assert generate(fast, tok, _prompts(tok), max_new_tokens=8) == plain  # and is gone after its block
+
+
+def test_a_stream_is_the_greedy_answer_token_by_token(pair):
+    _, fast, tok = pair
+    expected = generate(fast, tok, _prompts(tok), max_new_tokens=12)
+    streamed = [list(stream(fast, tok, p, max_new_tokens=12)) for p in _prompts(tok)]
+    assert ["".join(s) for s in streamed] == [e[0] for e in expected]
+    assert sum(len(s) for s in streamed) > 2 * len(streamed)  # several pieces per answer
+    with fresh_adapter(fast, SMALL_LORA) as b:
+        _perturbed(b, 0)
+        assert ["".join(stream(b, tok, p, max_new_tokens=8)) for p in _prompts(tok)] == \
+            [e[0] for e in generate(b, tok, _prompts(tok), max_new_tokens=8)]
 
 
 def test_adapters_on_different_modules_are_told_apart(pair):

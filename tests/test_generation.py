@@ -1,14 +1,17 @@
 """seal.generation on the tiny model: greedy and sampled decoding, seeds, batching, left padding, chat prompts,
-and filling in a template."""
+filling in a template, and streaming."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 import torch
 
 from seal import models
 from seal.config import SamplingConfig
-from seal.generation import chat_prompt, fill_in, generate, sample_self_edits
+from seal.generation import chat_prompt, fill_in, generate, sample_self_edits, stream
 
 PROMPTS = [
     "When did",
@@ -79,6 +82,49 @@ def test_greedy_batches_equal_single_calls(lm):
     singles = [generate(model, tok, [p], max_new_tokens=6)[0] for p in PROMPTS]
     for bs in (1, 3):
         assert generate(model, tok, PROMPTS, max_new_tokens=6, batch_size=bs) == singles
+
+
+def test_a_stream_is_the_greedy_answer_in_pieces(lm):
+    model, tok = lm
+    for prompt in PROMPTS:
+        pieces = list(stream(model, tok, chat_prompt(tok, prompt), max_new_tokens=40))
+        assert "".join(pieces) == generate(model, tok, [chat_prompt(tok, prompt)], max_new_tokens=40)[0][0]
+        assert len(pieces) > 1 and all(pieces)
+
+
+def test_leaving_a_stream_early_stops_its_generation(lm):
+    model, tok = lm
+    steps = []
+
+    def slow_step(*_) -> None:  # one per forward pass; 20 ms each gives the race with close() a wide margin
+        steps.append(1)
+        time.sleep(0.02)
+
+    hook = model.register_forward_hook(slow_step)
+    try:
+        pieces = stream(model, tok, chat_prompt(tok, PROMPTS[1]), max_new_tokens=400)
+        next(pieces)
+        pieces.close()  # returns once the generating thread has ended
+    finally:
+        hook.remove()
+    assert not [t for t in threading.enumerate() if t.name == "stream"]
+    assert len(steps) < 40  # a few tokens past the first piece; without the stop, 87 (then EOS)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        list(stream(model, tok, "x", max_new_tokens=0))
+
+
+def test_a_failure_while_streaming_reaches_the_reader(lm):
+    model, tok = lm
+
+    def broken(*_) -> None:
+        raise RuntimeError("out of memory")
+
+    hook = model.register_forward_hook(broken)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            list(stream(model, tok, "x", max_new_tokens=5))
+    finally:
+        hook.remove()
 
 
 def test_bad_arguments(lm):

@@ -153,6 +153,7 @@ def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(sc
     together = mem.answer_many(questions)
     alone = [mem.answer(q) for q in questions]
     assert together == alone
+    assert ["".join(mem.answer_stream(q)) for q in questions] == together  # streamed through the same adapters
     # the routed answer is the document's own adapter's answer, as peft computes it
     adapter = tmp_path / "m" / "adapters" / version_file(tmp_path / "m", "v0002")["routed"][1]["adapter"]
     model, tokenizer = models.load(str(scrambled_model_dir))

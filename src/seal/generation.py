@@ -3,18 +3,21 @@ and log-likelihoods, each run by the backend the model was loaded with (`seal.ba
 
 `generate` serves both uses in SEAL: sampling self-edits (temperature, top-p, several samples per prompt)
 and answering questions (greedy). `fill_in` samples self-edits whose format is fixed, value by value, for
-models too small to write it reliably. The same seed gives the same text on the same machine and backend.
+models too small to write it reliably. `stream` hands a greedy completion over piece by piece as it is
+generated (a served chat answer). The same seed gives the same text on the same machine and backend.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 from seal import backends
 from seal.backends.base import Slot
 from seal.domains.base import Example
 
-__all__ = ["Slot", "chat_prompt", "fill_in", "generate", "loglik", "sample_self_edits", "self_edit_examples"]
+__all__ = ["Slot", "chat_prompt", "fill_in", "generate", "loglik", "sample_self_edits", "self_edit_examples",
+           "stream"]
 
 
 def chat_prompt(tokenizer, user: str) -> str:
@@ -35,6 +38,25 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, tempe
     return backends.for_model(model).generate(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
         num_samples=num_samples, batch_size=batch_size, seed=seed)
+
+
+def stream(model, tokenizer, prompt: str, *, max_new_tokens: int) -> Iterator[str]:
+    """The greedy completion of one formatted prompt, in pieces as they are generated; joined, the pieces are
+    `generate`'s completion of it. Like `generate`, the completion is stripped: leading whitespace is dropped
+    and whitespace is held back until text follows it."""
+    held, started = "", False
+    pieces = backends.for_model(model).stream(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
+    with contextlib.closing(pieces):  # a reader that stops early stops the backend's generation at once
+        for piece in pieces:
+            if not started:
+                piece = piece.lstrip()
+                started = bool(piece)
+            text = piece.rstrip()
+            if text:
+                yield held + text
+                held = piece[len(text):]
+            else:
+                held += piece
 
 
 def fill_in(model, tokenizer, prompts: list[str], template: list[Slot], *, temperature: float,

@@ -8,7 +8,7 @@ same prompt is the same token ids on every engine.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 from seal.models import ModelError
 
@@ -31,6 +31,10 @@ class Backend(Protocol):
     def generate(self, model, tokenizer, prompts: list[str], *, max_new_tokens: int, temperature: float,
                  top_p: float, num_samples: int, batch_size: int, seed: int) -> list[list[str]]:
         """`num_samples` completions per prompt; greedy at temperature 0, else sampled (temperature, top-p)."""
+
+    def stream(self, model, tokenizer, prompt: str, *, max_new_tokens: int) -> Iterator[str]:
+        """The greedy completion of one prompt in pieces, each yielded as soon as the engine has written it
+        (a chat answer sent to a client while it is generated). Leaving the loop early stops the generation."""
 
     def fill_in(self, model, tokenizer, prompts: list[str], template: list[Slot], *, temperature: float,
                 num_samples: int, seed: int) -> list[list[str]]:

@@ -2,14 +2,17 @@
 
 Prompts are left-padded and run in batches; every batch is seeded from the caller's seed, so the same seed
 gives the same text on the same machine. Adapters need nothing here: the model's own modules apply them.
+A streamed completion runs `generate` in a thread that feeds transformers' TextIteratorStreamer.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
 import torch
+from transformers import StoppingCriteria, TextIteratorStreamer
 
 from seal.backends.base import Slot, check_fill_in, check_generate, encode_pairs
 
@@ -48,6 +51,33 @@ class HFBackend:
         finally:
             tokenizer.padding_side = padding_side
         return outputs
+
+    def stream(self, model, tokenizer, prompt: str, *, max_new_tokens: int) -> Iterator[str]:
+        """`generate` writes the tokens in a thread; the streamer hands their text over word by word. The caller
+        that stops reading sets `stop`, which ends the generation at its next token; the thread is joined
+        either way, so that nobody else runs the model while it still generates."""
+        check_generate([prompt], max_new_tokens, 0.0, 1)
+        enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop, failure = threading.Event(), []
+
+        def run() -> None:
+            try:
+                model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, top_k=None,
+                               pad_token_id=tokenizer.pad_token_id, streamer=streamer, stopping_criteria=[Stop(stop)])
+            except BaseException as e:  # re-raised in the reader's thread below
+                failure.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True, name="stream")
+        thread.start()
+        try:
+            yield from streamer
+        finally:
+            stop.set()
+            thread.join()
+        if failure:
+            raise failure[0]
 
     @torch.no_grad()
     def fill_in(self, model, tokenizer, prompts: list[str], template: list[Slot], *, temperature: float,
@@ -115,3 +145,13 @@ def choose(scores: list[float], temperature: float, rng: random.Random) -> int:
         return max(range(len(scores)), key=scores.__getitem__)
     weights = torch.softmax(torch.tensor(scores) / temperature, 0).tolist()
     return rng.choices(range(len(scores)), weights)[0]
+
+
+class Stop(StoppingCriteria):
+    """Ends a generation once `event` is set (the reader of a stream went away)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)

@@ -26,7 +26,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -268,6 +268,30 @@ class LlamaCppBackend:
         for (i, _, _), text in zip(jobs, texts):
             outputs[i].append(text)
         return outputs
+
+    @torch.no_grad()
+    def stream(self, model, tokenizer, prompt: str, *, max_new_tokens: int) -> Iterator[str]:
+        """Greedy decoding of one sequence, token by token; each token's text is yielded once the tokenizer can
+        spell it (a character split over several byte tokens waits for its last byte)."""
+        check_generate([prompt], max_new_tokens, 0.0, 1)
+        engine, stops = self.engine(model), stop_ids(model, tokenizer)
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        [(adapter, _)] = self._groups(model, 1)
+        engine.reserve(len(ids) + max_new_tokens, 1)
+        engine.use(adapter, lambda a: self._lora_file(model, a))
+        logits = engine.decode([(t, pos, 0, pos == len(ids) - 1) for pos, t in enumerate(ids)])[0]
+        new, shown = [], ""
+        while (token := _pick(logits, 0.0, 1.0, None)) not in stops:
+            new.append(token)
+            text = tokenizer.decode(new, skip_special_tokens=True)
+            if not text.endswith("\ufffd"):
+                yield text[len(shown):]
+                shown = text
+            if len(new) == max_new_tokens:
+                break
+            logits = engine.decode([(token, len(ids) + len(new) - 1, 0, True)])[0]
+        if rest := tokenizer.decode(new, skip_special_tokens=True)[len(shown):]:
+            yield rest  # a character cut short by the end of the answer, spelt as `generate` spells it
 
     @staticmethod
     def _decode_many(engine: Engine, jobs, max_new_tokens: int, temperature: float, top_p: float,

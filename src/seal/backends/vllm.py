@@ -4,8 +4,9 @@ vLLM loads weights from a directory, so the torch model's current weights are sa
 its base weights (`to_gguf.signature`) and an engine is built on them with `enable_lora`. Each distinct
 adapter (by the hash of its weights, `adapters.Adapter.key`) is saved in PEFT format and served through
 its own `LoRARequest` with a unique name and id, so the rows of one call can each use a different adapter.
-Filling in a template and log-likelihoods need cache surgery vLLM does not expose; they run on the torch
-model itself (the hf backend), which sits on the same GPU.
+Filling in a template and log-likelihoods need cache surgery vLLM does not expose, and its offline engine
+hands a completion over whole: these and streamed completions run on the torch model itself (the hf
+backend), which sits on the same GPU.
 
 Only the configuration is tested on machines without a GPU (`engine_args`, `LoraRegistry`).
 """
@@ -18,7 +19,7 @@ import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -146,6 +147,9 @@ class VLLMBackend:
         for (i, _), result in zip(jobs, results):
             outputs[i].append(tokenizer.decode(result.outputs[0].token_ids, skip_special_tokens=True).strip())
         return outputs
+
+    def stream(self, model, tokenizer, prompt: str, *, max_new_tokens: int) -> Iterator[str]:
+        return self._fallback.stream(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
 
     def fill_in(self, model, tokenizer, prompts: list[str], template: list[Slot], *, temperature: float,
                 num_samples: int = 1, seed: int = 0) -> list[list[str]]:

@@ -5,7 +5,7 @@ version (or a learn's candidate) by folding in only what it lacks, reloading the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from seal import models
 from seal.domains.knowledge.prompts import answer_prompt
@@ -13,7 +13,7 @@ from seal.generation import chat_prompt
 from seal.memory import probe as probes
 from seal.memory.config import MemoryConfig
 from seal.memory.strategies import DocumentIndex, State
-from seal.memory.weights import fold_in, read_adapter, routed_generate
+from seal.memory.weights import fold_in, read_adapter, routed_generate, routed_stream
 
 
 class LoadedVersion:
@@ -62,6 +62,14 @@ class LoadedVersion:
         route = [self.route(i["question"], i.get("title")) for i in items]
         return routed_generate(self.model, self.tokenizer, self.cfg.inner, [w for _, w in self.routed], prompts,
                                route, max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size)
+
+    def answer_stream(self, item: dict, context: list[tuple[str, str]] | None = None) -> Iterator[str]:
+        """`answer` of one item, in pieces as they are generated."""
+        turn = user_turn(item["question"], item.get("title"), item.get("support"), context)
+        route = self.route(item["question"], item.get("title"))
+        adapter = None if route is None else self.routed[route][1]
+        return routed_stream(self.model, self.tokenizer, self.cfg.inner, adapter, chat_prompt(self.tokenizer, turn),
+                             max_new_tokens=self.cfg.eval.max_new_tokens)
 
     def perplexity(self, text: str) -> float:
         """Perplexity of the folded-in weights (routed adapters apply to routed questions only)."""

@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from seal.config import from_dict, to_dict
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
@@ -158,6 +158,13 @@ class Memory:
         topics = topics or [None] * len(questions)
         items = [{"title": t, "question": q, "support": None} for q, t in zip(questions, topics)]
         return self._loaded.answer(items, context)
+
+    def answer_stream(self, question: str, context: list[tuple[str, str]] | None = None,
+                      version: str | None = None) -> Iterator[str]:
+        """`answer`, in pieces as they are generated (joined, the same text). The version is loaded before this
+        returns, so that one that cannot be loaded fails here rather than half-way through a streamed reply."""
+        self._materialize(version or self.active)
+        return self._loaded.answer_stream({"title": None, "question": question, "support": None}, context)
 
     def disk_bytes(self) -> int:
         return self.store.disk_bytes()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors.torch import load_file
 
 from seal.config import InnerConfig
-from seal.generation import generate
+from seal.generation import generate, stream
 from seal.inner.batched import installed_adapters, target_names
 
 Pairs = list[tuple[torch.Tensor, torch.Tensor]]  # (lora_A.weight [r, in], lora_B.weight [out, r]) per target
@@ -74,3 +75,13 @@ def routed_generate(model, tokenizer, cfg: InnerConfig, adapters: list[Pairs], p
         for i, text in zip(rows, texts):
             answers[i] = text
     return answers
+
+
+def routed_stream(model, tokenizer, cfg: InnerConfig, adapter: Pairs | None, prompt: str, *,
+                  max_new_tokens: int) -> Iterator[str]:
+    """`routed_generate` of one prompt through `adapter` (None: no adapter), in pieces as they are generated."""
+    if adapter is None:
+        yield from stream(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
+        return
+    with installed_adapters(model, [cfg], [adapter]) as multi, multi.only(0) as routed:
+        yield from stream(routed, tokenizer, prompt, max_new_tokens=max_new_tokens)

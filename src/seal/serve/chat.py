@@ -5,17 +5,18 @@ best passages of documents not yet consolidated in the prompt: what was added a 
 retrieval, what was consolidated last night from the weights. The response says which documents it used.
 `"remember": true` stores the exchange as a pending document, so an agent's conversations are learned at the
 next consolidation. Concurrent requests are answered in batches (`seal.serve.answers`). Answers are greedy
-(sampling fields such as temperature are accepted and ignored), and the memory returns an answer whole: a
-streamed response sends it as chunks once it is written.
+(sampling fields such as temperature are accepted and ignored). A streamed answer is sent as SSE chunks while
+it is generated; a failure after the response has begun ends it with an error event, which OpenAI clients
+raise.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
+import traceback
 import uuid
-from typing import Literal
+from typing import Callable, Iterator, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
@@ -75,29 +76,46 @@ def chat(body: ChatIn, request: Request):
     if len(question) > svc.cfg.max_document_chars:
         raise HTTPException(413, f"message of {len(question)} characters; the limit is {svc.cfg.max_document_chars}")
     hits = svc.search(question, svc.cfg.chat_passages) if body.retrieval and svc.cfg.chat_passages else []
-    answer, used_version = svc.answers.answer(question, tuple((h["title"], h["text"]) for h in hits), version)
-    seal = {"version": used_version, "documents": [{"id": h["document"], "title": h["title"], "score": h["score"]}
-                                                   for h in hits]}
-    if body.remember:
-        exchange = "\n".join(f"{m.role}: {m.text()}" for m in body.messages) + f"\nassistant: {answer}"
-        doc, _ = svc.store.add_document(f"conversation: {question[:80]}", exchange, None)
-        seal["remembered"] = doc["id"]
+    context = tuple((h["title"], h["text"]) for h in hits)
+
+    def report(answer: str, used_version: str) -> dict:
+        """The response's `seal` field, once the answer is complete (remembering the exchange if asked)."""
+        seal = {"version": used_version, "documents": [{"id": h["document"], "title": h["title"], "score": h["score"]}
+                                                       for h in hits]}
+        if body.remember:
+            exchange = "\n".join(f"{m.role}: {m.text()}" for m in body.messages) + f"\nassistant: {answer}"
+            doc, _ = svc.store.add_document(f"conversation: {question[:80]}", exchange, None)
+            seal["remembered"] = doc["id"]
+        return seal
+
     cid, created = _completion_id(), int(time.time())
-    if not body.stream:
-        return {"id": cid, "object": "chat.completion", "created": created, "model": used_version,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-                "seal": seal}
-    return StreamingResponse(_sse(cid, created, used_version, answer, seal), media_type="text/event-stream")
+    if body.stream:
+        used_version, pieces = svc.answers.stream(question, context, version)
+        return StreamingResponse(_sse(cid, created, used_version, pieces, lambda a: report(a, used_version)),
+                                 media_type="text/event-stream")
+    answer, used_version = svc.answers.answer(question, context, version)
+    return {"id": cid, "object": "chat.completion", "created": created, "model": used_version,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "seal": report(answer, used_version)}
 
 
-def _sse(cid: str, created: int, model: str, answer: str, seal: dict):
+def _sse(cid: str, created: int, model: str, pieces: Iterator[str], report: Callable[[str], dict]) -> Iterator[str]:
     def event(delta: dict, finish: str | None = None, **extra) -> str:
         chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(chunk)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
-    for piece in re.findall(r"\s*\S+", answer) or [answer]:
-        yield event({"content": piece})
+    answer = ""
+    try:
+        for piece in pieces:
+            answer += piece
+            yield event({"content": piece})
+        seal = report(answer)
+    except Exception as exc:  # the status line is sent already: the error goes in the stream, and in the log
+        traceback.print_exception(exc)
+        error = {"message": f"{type(exc).__name__}: {exc}", "type": "server_error", "code": 500}
+        yield f"data: {json.dumps({'error': error})}\n\n"
+        return
     yield event({}, "stop", seal=seal)
     yield "data: [DONE]\n\n"
