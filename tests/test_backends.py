@@ -11,7 +11,7 @@ import torch
 from seal import backends, models
 from seal.backends import to_gguf
 from seal.config import InnerConfig, ModelConfig
-from seal.generation import chat_prompt, fill_in, generate, loglik, stream
+from seal.generation import chat_prompt, fill_in, generate, loglik, next_token_logprobs, stream
 from seal.inner.batched import batched_adapters
 from seal.inner.lora import fresh_adapter
 
@@ -199,6 +199,10 @@ def test_fill_in_and_loglik_match_hf(pair):
     assert sampled == fill_in(fast, tok, prompts, TEMPLATE, temperature=5.0, num_samples=4, seed=3)
     pairs = [(p, " 1843") for p in _prompts(tok)[:3]] + [("Orrin", " Canal joins the river Tesk")]
     assert loglik(fast, tok, pairs, batch_size=2) == pytest.approx(loglik(ref, tok, pairs), abs=1e-3)
+    tokens = [3, 40, 200]
+    prompts = _prompts(tok) + ["Orrin"] * 4  # more prompts than llama.cpp decodes together
+    for a, b in zip(next_token_logprobs(fast, tok, prompts, tokens), next_token_logprobs(ref, tok, prompts, tokens)):
+        assert a == pytest.approx(b, abs=1e-3)
 
 
 def test_sampling_is_seeded(pair):

@@ -1,5 +1,5 @@
 """seal.generation on the tiny model: greedy and sampled decoding, seeds, batching, left padding, chat prompts,
-filling in a template, and streaming."""
+filling in a template, streaming, log-likelihoods and next-token log-probabilities."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from seal import models
 from seal.config import SamplingConfig
-from seal.generation import chat_prompt, fill_in, generate, sample_self_edits, stream
+from seal.generation import chat_prompt, fill_in, generate, loglik, next_token_logprobs, sample_self_edits, stream
 
 PROMPTS = [
     "When did",
@@ -171,6 +171,33 @@ def test_fill_in_follows_the_template_and_its_greedy_choice_is_the_likeliest(lm)
     before = f"Describe the box.Colour:{colour} size ="
     number = max(TEMPLATE[2][1], key=lambda c: _choice_logprob(model, tok, before, c))
     assert text == f"Colour:{colour} size ={number}"
+
+
+@torch.no_grad()
+def test_loglik_of_texts_or_token_ids_equals_one_forward_pass_each(lm):
+    """Batched and padded, each pair scores as it does alone; token ids score as the text they cut."""
+    model, tok = lm
+    pairs = [(p, " 1843 and the river Tesk") for p in PROMPTS] + [("Orrin", "x")]
+    expected = [_choice_logprob(model, tok, p, a) for p, a in pairs]
+    assert loglik(model, tok, pairs, batch_size=3) == pytest.approx(expected, abs=1e-4)
+    ids = tok(PROMPTS[1], add_special_tokens=False)["input_ids"]
+    whole = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].float(), -1)
+    by_token = whole.gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
+    assert loglik(model, tok, [(ids[:1], ids[1:])]) == pytest.approx([by_token], abs=1e-4)
+    with pytest.raises(ValueError, match="empty"):
+        loglik(model, tok, [("When did", "")])
+
+
+@torch.no_grad()
+def test_next_token_logprobs_are_the_last_positions_distribution(lm):
+    model, tok = lm
+    tokens = [5, 17, 300]
+    got = next_token_logprobs(model, tok, PROMPTS, tokens)
+    for prompt, row in zip(PROMPTS, got):
+        ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        expected = torch.log_softmax(model(ids).logits[0, -1].float(), -1)[tokens]
+        assert row == pytest.approx(expected.tolist(), abs=1e-5)
+    assert got[0] != got[1]
 
 
 def test_fill_in_samples_are_seeded_and_vary(lm):

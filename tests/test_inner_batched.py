@@ -15,7 +15,6 @@ from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.episode import adapt_and_evaluate
 from seal.generation import chat_prompt, generate
 from seal.inner.batched import adapt_and_evaluate_many, batched_adapters
-from seal.inner.batched_eval import sequence_logprobs
 from seal.inner.batched_train import MultiAdamW, plan_microbatches
 from seal.inner.multi_lora import initial_adapter, target_names
 from seal.inner.lora import IGNORE, UpdateError, collate, fresh_adapter, load_adapter, train
@@ -261,14 +260,6 @@ def test_microbatches_cover_rows_once_and_cut_padding():
     padded = sum(len(g) * max(lengths[i] for i in g) for g in groups)
     assert padded < 1.2 * sum(lengths)
     assert plan_microbatches([10, 10, 10], overhead=1000) == [[0, 1, 2]]
-
-
-def test_sequence_logprobs_skips_ignored_positions():
-    logits = torch.randn(2, 4, 7)
-    labels = torch.tensor([[IGNORE, 3, 1, IGNORE], [IGNORE, IGNORE, 2, 5]])
-    logp = torch.log_softmax(logits, -1)
-    expected = torch.stack([logp[0, 0, 3] + logp[0, 1, 1], logp[1, 1, 2] + logp[1, 2, 5]])
-    torch.testing.assert_close(sequence_logprobs(logits, labels), expected)
 
 
 def test_long_training_of_uneven_candidates_stays_equal_to_training_alone(tiny):

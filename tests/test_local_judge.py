@@ -4,9 +4,11 @@ of the first reply token, on any prompt, and its bias moves the decision."""
 import math
 
 import pytest
+import torch
 
-from seal.domains.knowledge.grading import get_grader
+from seal.domains.knowledge.grading import JUDGE_PROMPT, get_grader
 from seal.domains.knowledge.local_judge import LocalJudge
+from seal.generation import chat_prompt
 from seal.models import ModelError
 
 CASE = ("In which year did the canal open?", "1843", "The canal opened in 1843.")
@@ -19,6 +21,17 @@ def test_verdict_follows_the_yes_no_margin(tiny):
     assert judge(*CASE) is (margin > 0)
     assert LocalJudge(loaded=tiny, bias=margin + 1)(*CASE) is False
     assert LocalJudge(loaded=tiny, bias=margin - 1)(*CASE) is True
+
+
+@torch.no_grad()
+def test_margin_is_the_yes_no_log_odds_of_the_first_reply_token(tiny):
+    model, tok = tiny
+    judge = LocalJudge(loaded=tiny)
+    ids = tok(chat_prompt(tok, JUDGE_PROMPT.format(question=CASE[0], gold=CASE[1], prediction=CASE[2])),
+              add_special_tokens=False, return_tensors="pt")["input_ids"]
+    logprobs = torch.log_softmax(model(ids).logits[0, -1], -1)
+    yes, no = (torch.logsumexp(logprobs[judge._ids[v]], 0).item() for v in (True, False))
+    assert judge.margin(*CASE) == pytest.approx(yes - no, abs=1e-5)
 
 
 def test_margin_depends_on_the_answer(tiny):

@@ -16,9 +16,10 @@ from seal import models
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.quiz import cloze_questions, usable_pairs
-from seal.inner.lora import load_adapter
+from seal.inner.lora import load_adapter, token_loss
 from seal.memory import Document, Memory, MemoryConfig, MemoryDirError, Question
 from seal.memory.config import RouterConfig
+from seal.memory.probe import perplexity
 from seal.memory.weights import fold_in
 
 CANAL = Document("Orrin Canal", "The Orrin Canal joins the river Tesk to the harbour of Lune. It opened in 1843 "
@@ -97,6 +98,16 @@ def test_without_questions_the_gate_uses_a_held_out_self_quiz(tiny_model_dir, tm
     assert {"question": "Fill in the blank: It opened in ___ after six years of work.", "answer": "1843",
             "source": "cloze"} in result.quiz
     assert len(result.answers_after) == len(result.quiz)
+
+
+@torch.no_grad()
+def test_probe_perplexity_is_the_exp_of_the_mean_next_token_loss(tiny):
+    model, tok = tiny
+    text = CANAL.text * 3
+    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    assert perplexity(model, tok, text) == pytest.approx(torch.exp(token_loss(model(ids).logits, ids)).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="two tokens"):
+        perplexity(model, tok, "x")
 
 
 def test_quiz_pairs_must_be_short_and_supported_by_the_document():

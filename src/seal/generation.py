@@ -1,5 +1,5 @@
 """Text generation for every caller: chat formatting, sampling and greedy decoding, filling in a template,
-and log-likelihoods, each run by the backend the model was loaded with (`seal.backends`).
+log-likelihoods and next-token log-probabilities, each run by the backend the model was loaded with (`seal.backends`).
 
 `generate` serves both uses in SEAL: sampling self-edits (temperature, top-p, several samples per prompt)
 and answering questions (greedy). `fill_in` samples self-edits whose format is fixed, value by value, for
@@ -13,11 +13,11 @@ import contextlib
 from typing import Iterator, Sequence
 
 from seal import backends
-from seal.backends.base import Slot
+from seal.backends.base import Slot, Text
 from seal.domains.base import Example
 
-__all__ = ["Slot", "chat_prompt", "fill_in", "generate", "loglik", "sample_self_edits", "self_edit_examples",
-           "stream"]
+__all__ = ["Slot", "Text", "chat_prompt", "fill_in", "generate", "loglik", "next_token_logprobs", "sample_self_edits",
+           "self_edit_examples", "stream"]
 
 
 def chat_prompt(tokenizer, user: str) -> str:
@@ -69,9 +69,16 @@ def fill_in(model, tokenizer, prompts: list[str], template: list[Slot], *, tempe
                                              num_samples=num_samples, seed=seed)
 
 
-def loglik(model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> list[float]:
-    """log p(answer | prompt) per (prompt, answer) pair, summed over the answer's tokens (no EOS)."""
+def loglik(model, tokenizer, pairs: Sequence[tuple[Text, Text]], *, batch_size: int = 32) -> list[float]:
+    """log p(answer | prompt) per (prompt, answer) pair, summed over the answer's tokens (no EOS). Each side
+    is a text (tokenised on its own) or token ids (e.g. a text's first token and the rest, for a perplexity)."""
     return backends.for_model(model).loglik(model, tokenizer, pairs, batch_size=batch_size)
+
+
+def next_token_logprobs(model, tokenizer, prompts: list[str], token_ids: Sequence[int]) -> list[list[float]]:
+    """log p(token | prompt) for each of `token_ids` as the next token, per prompt (e.g. a judge's "yes"
+    and "no" tokens after its question), from one pass over each prompt."""
+    return backends.for_model(model).next_token_logprobs(model, tokenizer, prompts, token_ids)
 
 
 def sample_self_edits(model, tokenizer, domain, contexts: list, sampling, num_samples: int, seed: int) -> list[list[str]]:

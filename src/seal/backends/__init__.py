@@ -1,7 +1,7 @@
 """Generation behind one interface: which engine runs is known here and nowhere else.
 
-Callers go through `seal.generation` (generate, fill_in, loglik, sample_self_edits), which asks
-`for_model(model)` for the backend chosen when the model was loaded (`model.backend` in the config):
+Callers go through `seal.generation` (generate, fill_in, loglik, next_token_logprobs, sample_self_edits),
+which asks `for_model(model)` for the backend chosen when the model was loaded (`model.backend` in the config):
 
 - `hf`: transformers' own forward passes; the reference every other backend is measured against.
 - `llamacpp`: llama.cpp on the CPU (llama-cpp-python's low-level API) over a GGUF of the very weights the

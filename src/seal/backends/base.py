@@ -13,6 +13,7 @@ from typing import Iterator, Protocol, Sequence
 from seal.models import ModelError
 
 Slot = tuple[str, tuple[str, ...]]  # fixed text, then the choices for the value that follows it (none: ())
+Text = str | Sequence[int]  # formatted text, or token ids already (a text cut where tokenising would not cut it)
 
 
 class BackendError(ModelError):
@@ -41,8 +42,12 @@ class Backend(Protocol):
         """Completions along `template`: fixed texts verbatim, each value one of its choices, drawn with a
         softmax at `temperature` over the model's log-probability of each choice (the likeliest at 0)."""
 
-    def loglik(self, model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int) -> list[float]:
+    def loglik(self, model, tokenizer, pairs: Sequence[tuple[Text, Text]], *, batch_size: int) -> list[float]:
         """log p(answer | prompt) summed over the answer's tokens (tokenised on its own, no EOS), per pair."""
+
+    def next_token_logprobs(self, model, tokenizer, prompts: list[str], token_ids: Sequence[int]) -> list[list[float]]:
+        """log p(token | prompt) of each of `token_ids` as the token that follows the prompt, per prompt: a
+        whole distribution's worth of answers (a verdict word, say) from one pass over the prompt."""
 
 
 def check_generate(prompts: list[str], max_new_tokens: int, temperature: float, num_samples: int) -> None:
@@ -59,12 +64,13 @@ def check_fill_in(template: list[Slot], temperature: float, num_samples: int) ->
         raise ValueError("a template slot needs no choice or at least two non-empty ones")
 
 
-def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+def encode_pairs(tokenizer, pairs: Sequence[tuple[Text, Text]]) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, answer ids) per pair, each text tokenised on its own, as training rows are built."""
+    encode = lambda text: (tokenizer(text, add_special_tokens=False)["input_ids"] if isinstance(text, str)  # noqa: E731
+                           else list(text))
     encoded = []
     for prompt, answer in pairs:
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        p, a = encode(prompt), encode(answer)
         if not p or not a:
             raise ValueError(f"empty prompt or answer in the pair {(prompt[:60], answer[:60])!r}")
         encoded.append((p, a))

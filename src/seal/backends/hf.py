@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 import torch
 from transformers import StoppingCriteria, TextIteratorStreamer
 
-from seal.backends.base import Slot, check_fill_in, check_generate, encode_pairs
+from seal.backends.base import Slot, Text, check_fill_in, check_generate, encode_pairs
 
 
 class HFBackend:
@@ -121,7 +121,7 @@ class HFBackend:
         return outputs
 
     @torch.no_grad()
-    def loglik(self, model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> list[float]:
+    def loglik(self, model, tokenizer, pairs: Sequence[tuple[Text, Text]], *, batch_size: int = 32) -> list[float]:
         rows = [(p + a, len(p)) for p, a in encode_pairs(tokenizer, pairs)]
         scores: list[float] = []
         for start in range(0, len(rows), batch_size):
@@ -136,6 +136,17 @@ class HFBackend:
             for r, (row, cut) in enumerate(chunk):
                 targets = torch.tensor(row[cut:], device=logprobs.device)
                 scores.append(logprobs[r, cut - 1 : len(row) - 1].gather(1, targets[:, None]).sum().item())
+        return scores
+
+    @torch.no_grad()
+    def next_token_logprobs(self, model, tokenizer, prompts: list[str], token_ids: Sequence[int]) -> list[list[float]]:
+        """One prompt at a time, keeping the last position's logits only (batching prompts of unequal lengths
+        would need padding, whose positions shift the logits slightly)."""
+        scores = []
+        for prompt in prompts:
+            ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
+            logprobs = torch.log_softmax(model(ids, logits_to_keep=1).logits[0, -1].float(), -1)
+            scores.append(logprobs[list(token_ids)].tolist())
         return scores
 
 

@@ -33,10 +33,11 @@ import torch
 
 from seal.backends import adapters as adapter_rows
 from seal.backends import to_gguf
-from seal.backends.base import BackendError, Slot, check_fill_in, check_generate, encode_pairs, stop_ids
+from seal.backends.base import BackendError, Slot, Text, check_fill_in, check_generate, encode_pairs, stop_ids
 from seal.backends.hf import choose
 
 MAX_ADAPTERS = 16  # GGUF LoRAs kept loaded per model; older ones are freed
+PROMPTS_PER_BATCH = 8  # next_token_logprobs: prompts decoded together (its callers pass no batch size)
 _llama = None
 
 
@@ -366,7 +367,7 @@ class LlamaCppBackend:
         return text
 
     @torch.no_grad()
-    def loglik(self, model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> list[float]:
+    def loglik(self, model, tokenizer, pairs: Sequence[tuple[Text, Text]], *, batch_size: int = 32) -> list[float]:
         engine, encoded = self.engine(model), encode_pairs(tokenizer, pairs)
         scores = [0.0] * len(encoded)
         for adapter, rows in self._groups(model, len(encoded)):
@@ -379,4 +380,22 @@ class LlamaCppBackend:
                 logits = iter(engine.decode(entries))
                 for r in chunk:
                     scores[r] = sum(float(_log_softmax(next(logits))[t]) for t in encoded[r][1])
+        return scores
+
+    @torch.no_grad()
+    def next_token_logprobs(self, model, tokenizer, prompts: list[str], token_ids: Sequence[int]) -> list[list[float]]:
+        """PROMPTS_PER_BATCH prompts at a time, as the sequences of one batch, with logits at their last token only."""
+        engine = self.engine(model)
+        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        scores: list[list[float]] = [[] for _ in prompts]
+        for adapter, rows in self._groups(model, len(prompts)):
+            for start in range(0, len(rows), PROMPTS_PER_BATCH):
+                chunk = rows[start : start + PROMPTS_PER_BATCH]
+                engine.reserve(max(len(encoded[r]) for r in chunk), len(chunk))
+                engine.use(adapter, lambda a: self._lora_file(model, a))
+                entries = [(t, pos, s, pos == len(ids) - 1)
+                           for s, ids in enumerate(encoded[r] for r in chunk) for pos, t in enumerate(ids)]
+                for r, logits in zip(chunk, engine.decode(entries)):
+                    logprobs = _log_softmax(logits)
+                    scores[r] = [float(logprobs[t]) for t in token_ids]
         return scores

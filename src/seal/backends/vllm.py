@@ -4,9 +4,9 @@ vLLM loads weights from a directory, so the torch model's current weights are sa
 its base weights (`to_gguf.signature`) and an engine is built on them with `enable_lora`. Each distinct
 adapter (by the hash of its weights, `adapters.Adapter.key`) is saved in PEFT format and served through
 its own `LoRARequest` with a unique name and id, so the rows of one call can each use a different adapter.
-Filling in a template and log-likelihoods need cache surgery vLLM does not expose, and its offline engine
-hands a completion over whole: these and streamed completions run on the torch model itself (the hf
-backend), which sits on the same GPU.
+Filling in a template and (next-token) log-likelihoods need cache surgery vLLM does not expose, and its
+offline engine hands a completion over whole: these and streamed completions run on the torch model itself
+(the hf backend), which sits on the same GPU.
 
 Only the configuration is tested on machines without a GPU (`engine_args`, `LoraRegistry`).
 """
@@ -25,7 +25,7 @@ import torch
 
 from seal.backends import adapters as adapter_rows
 from seal.backends import to_gguf
-from seal.backends.base import Slot, check_generate
+from seal.backends.base import Slot, Text, check_generate
 from seal.backends.hf import HFBackend
 
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's LoRA kernels are built for
@@ -156,5 +156,8 @@ class VLLMBackend:
         return self._fallback.fill_in(model, tokenizer, prompts, template, temperature=temperature,
                                       num_samples=num_samples, seed=seed)
 
-    def loglik(self, model, tokenizer, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> list[float]:
+    def loglik(self, model, tokenizer, pairs: Sequence[tuple[Text, Text]], *, batch_size: int = 32) -> list[float]:
         return self._fallback.loglik(model, tokenizer, pairs, batch_size=batch_size)
+
+    def next_token_logprobs(self, model, tokenizer, prompts: list[str], token_ids: Sequence[int]) -> list[list[float]]:
+        return self._fallback.next_token_logprobs(model, tokenizer, prompts, token_ids)

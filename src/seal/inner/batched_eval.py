@@ -1,5 +1,6 @@
-"""Scoring K candidate adapters together: batched greedy decoding, gold-answer log-likelihoods, and
-the per-domain choice of how to evaluate all candidates on one context.
+"""Scoring K candidate adapters together: batched greedy decoding, gold-answer log-likelihoods (both
+through `seal.generation`, each batch row routed to its candidate), and the per-domain choice of how to
+evaluate all candidates on one context.
 
 Decoding is memory-bound, so K candidates answering the same questions in one batched `generate` cost
 about as much as one: the answers to a passage's questions are decoded for all K candidates at once.
@@ -12,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 
 from seal.domains.base import Score
-from seal.inner.lora import IGNORE, collate
 
 if TYPE_CHECKING:
     from seal.inner.batched import MultiAdapter
@@ -24,64 +24,42 @@ def generate_all(multi: MultiAdapter, tokenizer, prompts: Sequence[Sequence[str]
     `batch_size` rows); prompts are already formatted (seal.generation.chat_prompt)."""
     from seal.generation import generate
 
-    if len(prompts) != multi.k:
-        raise ValueError(f"{len(prompts)} prompt lists for {multi.k} candidates")
-    jobs = [(k, p) for k, ps in enumerate(prompts) for p in ps]
-    answers: list[str] = []
+    def run(chunk: list[str]) -> list[str]:
+        return [o[0] for o in generate(multi.model, tokenizer, chunk, max_new_tokens=max_new_tokens,
+                                       batch_size=len(chunk))]
+
+    return _per_candidate(multi, prompts, batch_size, run)
+
+
+def gold_loglik(multi: MultiAdapter, tokenizer, pairs: Sequence[Sequence[tuple[str, str]]],
+                batch_size: int = 32) -> list[list[float]]:
+    """log p(answer | prompt) summed over the answer's tokens, per pair, for candidate k on pairs[k]
+    (`seal.generation.loglik`, each row through its candidate): a cheap score, one forward pass, no decoding."""
+    from seal.generation import loglik
+
+    return _per_candidate(multi, pairs, batch_size,
+                          lambda chunk: loglik(multi.model, tokenizer, chunk, batch_size=len(chunk)))
+
+
+def _per_candidate(multi: MultiAdapter, items: Sequence[Sequence[Any]], batch_size: int | None,
+                   run: Callable[[list[Any]], list[Any]]) -> list[list[Any]]:
+    """run(chunk) over items[k] for every candidate k, rows of all candidates together in chunks of
+    `batch_size` (all in one without), each row routed to its candidate; the results per candidate."""
+    if len(items) != multi.k:
+        raise ValueError(f"{len(items)} lists of inputs for {multi.k} candidates")
+    jobs = [(k, item) for k, per_candidate in enumerate(items) for item in per_candidate]
+    results: list[Any] = []
     size = batch_size or max(len(jobs), 1)
     multi.model.eval()
     for start in range(0, len(jobs), size):
         chunk = jobs[start : start + size]
-        with multi.rows([k for k, _ in chunk]):
-            outs = generate(multi.model, tokenizer, [p for _, p in chunk], max_new_tokens=max_new_tokens,
-                            batch_size=len(chunk))
-        answers += [o[0] for o in outs]
-    result, i = [], 0
-    for ps in prompts:
-        result.append(answers[i : i + len(ps)])
-        i += len(ps)
-    return result
-
-
-@torch.no_grad()
-def gold_loglik(multi: MultiAdapter, tokenizer, pairs: Sequence[Sequence[tuple[str, str]]],
-                batch_size: int = 32) -> list[list[float]]:
-    """log p(answer | prompt) summed over the answer's tokens, per pair, for candidate k on pairs[k].
-
-    A cheap score (one forward pass, no decoding): prompts are formatted text, answers are
-    tokenised on their own and appended (no EOS), like `tokenize_examples` builds training rows.
-    """
-    if len(pairs) != multi.k:
-        raise ValueError(f"{len(pairs)} pair lists for {multi.k} candidates")
-    jobs = []
-    for k, ps in enumerate(pairs):
-        for prompt, answer in ps:
-            p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            a = tokenizer(answer, add_special_tokens=False)["input_ids"]
-            if not a:
-                raise ValueError(f"empty answer for prompt {prompt[:60]!r}")
-            jobs.append((k, p + a, [IGNORE] * len(p) + a))
-    multi.model.eval()
-    scores: list[float] = []
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start : start + batch_size]
-        batch = collate([(ids, labels) for _, ids, labels in chunk], tokenizer.pad_token_id, multi.flat.device)
-        labels = batch.pop("labels")
-        logits = multi.forward([k for k, _, _ in chunk], **batch, use_cache=False).logits
-        scores += sequence_logprobs(logits, labels).tolist()
-    result, i = [], 0
-    for ps in pairs:
-        result.append(scores[i : i + len(ps)])
-        i += len(ps)
-    return result
-
-
-def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of log p(label) over labelled positions, per row (next-token alignment, as token_loss)."""
-    targets = labels[:, 1:]
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * (targets != IGNORE)).sum(-1)
+        with torch.no_grad(), multi.rows([k for k, _ in chunk]):
+            results += run([item for _, item in chunk])
+    grouped, i = [], 0
+    for per_candidate in items:
+        grouped.append(results[i : i + len(per_candidate)])
+        i += len(per_candidate)
+    return grouped
 
 
 def knowledge_evaluate_many(domain, multi: MultiAdapter, tokenizer, passage) -> list[Score]:

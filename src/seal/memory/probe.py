@@ -14,10 +14,8 @@ import random
 from importlib.resources import files
 from pathlib import Path
 
-import torch
-
 from seal.domains.knowledge.data import Passage, Question, load_squad, split_eval
-from seal.inner.lora import token_loss
+from seal.generation import loglik
 from seal.memory.config import ProbeConfig
 
 MAX_TEXT_TOKENS = 512
@@ -55,12 +53,14 @@ def candidates(cfg: ProbeConfig) -> tuple[list[dict], str]:
     return items[: cfg.candidates], text
 
 
-@torch.no_grad()
 def perplexity(model, tokenizer, text: str) -> float:
-    """exp(mean next-token loss) of `text` (its first MAX_TEXT_TOKENS tokens)."""
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :MAX_TEXT_TOKENS]
-    ids = ids.to(model.device)
-    return math.exp(token_loss(model(input_ids=ids).logits, ids).item())
+    """exp(mean next-token loss) of `text` (its first MAX_TEXT_TOKENS tokens): every token after the first
+    is scored, as the log-likelihood of the rest given the first."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:MAX_TEXT_TOKENS]
+    if len(ids) < 2:
+        raise ValueError(f"the perplexity text needs at least two tokens, got {text!r}")
+    (total,) = loglik(model, tokenizer, [(ids[:1], ids[1:])])
+    return math.exp(-total / (len(ids) - 1))
 
 
 def probe_passages(items: list[dict]) -> list[tuple[str, str]]:

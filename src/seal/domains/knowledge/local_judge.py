@@ -12,7 +12,7 @@ import torch
 
 from seal import models
 from seal.domains.knowledge.grading import JUDGE_PROMPT
-from seal.generation import chat_prompt
+from seal.generation import chat_prompt, next_token_logprobs
 
 DEFAULT_JUDGE_MODEL = "qwen2.5-coder-0.5b-instruct"
 VERDICT_WORDS = {True: ("yes", "Yes", " yes", " Yes"), False: ("no", "No", " no", " No")}
@@ -33,14 +33,12 @@ class LocalJudge:
         if not all(self._ids.values()):
             raise ValueError(f"the tokenizer of {self.version} cannot tell 'yes' from 'no' by their first token")
 
-    @torch.no_grad()
     def margin(self, question: str, gold: str, prediction: str) -> float:
         """log P(a "yes" word) - log P(a "no" word) for the judge's first reply token."""
         prompt = chat_prompt(self.tokenizer, JUDGE_PROMPT.format(question=question, gold=gold, prediction=prediction))
-        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.model.device)
-        logprobs = torch.log_softmax(self.model(ids, logits_to_keep=1).logits[0, -1].float(), -1)
-        yes, no = (torch.logsumexp(logprobs[self._ids[v]], 0).item() for v in (True, False))
-        return yes - no
+        (logprobs,) = next_token_logprobs(self.model, self.tokenizer, [prompt], self._ids[True] + self._ids[False])
+        yes, no = torch.tensor(logprobs).split([len(self._ids[True]), len(self._ids[False])])
+        return torch.logsumexp(yes, 0).item() - torch.logsumexp(no, 0).item()
 
     def __call__(self, question: str, gold: str, prediction: str) -> bool:
         if not prediction.strip():
