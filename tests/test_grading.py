@@ -76,6 +76,12 @@ def test_empty_prediction_is_wrong_for_every_offline_grader(name, prediction):
         ("Who designed the tower?", "Marta Ilves", "It was designed by the architect Marta Ilves.", True),
         ("How many seats does the hall have?", "12,500", "The hall seats about 12500 people.", True),
         ("How many moons does it have?", "two", "It has 2 moons.", True),
+        ("When was the text written?", "the 16th century", "It was written in 1566.", True),  # a year states its century
+        ("When was the text written?", "the 16th century", "It was written in 1666.", False),
+        ("When was the text written?", "the 2nd century", "It was written in 1566.", False),  # 2nd millennium, not century
+        ("When did writing begin there?", "in the 1st millennium BCE", "Around 900 BC.", True),
+        ("When did the craze peak?", "the 1970s", "In 1975.", True),
+        ("When did the craze peak?", "1975", "In the 1970s.", False),  # a decade does not state its year
         ("What did the guild make?", "wooden toys", "The guild made toys out of wood.", True),
         ("What river runs through the valley?", "the Ostra river", "A river runs through the valley.", False),
         ("Why was the fair cancelled?", "heavy rain flooded the main square",

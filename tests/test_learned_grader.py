@@ -3,13 +3,15 @@ bad model files are refused, and the training script reproduces the shipped mode
 verdicts and its seed."""
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from seal.domains.knowledge.grader_features import FEATURE_NAMES, features
+from seal.domains.knowledge.grader_features import FEATURE_NAMES, features, rarity
+from seal.domains.knowledge.grader_training import train
 from seal.domains.knowledge.grading import get_grader
 from seal.domains.knowledge.learned_grader import DEFAULT_MODEL, LearnedGrader, model_version
 
@@ -24,6 +26,7 @@ def test_shipped_model_loads_small_and_versioned():
     assert grader.name == "learned" and grader.version == model_version(shipped)
     assert len(grader.version) == 12 and DEFAULT_MODEL.stat().st_size < 5_000_000
     assert shipped["training"]["half"] == "tune" and shipped["training"]["rows"] > 1000
+    assert set(shipped["features"]) <= set(FEATURE_NAMES)
 
 
 def test_probability_rises_with_the_gold_in_the_answer():
@@ -42,12 +45,21 @@ def test_features_follow_their_names():
     assert named["prediction_negations"] == 1.0 and named["question_negated"] == 0.0
 
 
+def test_weighted_recall_counts_rare_gold_words_more():
+    assert rarity("savanna") > rarity("large") > rarity("the") == 0.5
+    named = lambda prediction: dict(zip(FEATURE_NAMES, features("What covers it?", "savanna or large desert", prediction)))  # noqa: E731
+    rare, common = named("A savanna."), named("A large lake.")
+    assert rare["recall"] == common["recall"] == pytest.approx(1 / 3)  # one gold word of three each
+    assert rare["weighted_recall"] > 1 / 3 > common["weighted_recall"] > 0
+
+
 def test_bad_model_files_are_refused(tmp_path):
     shipped = json.loads(DEFAULT_MODEL.read_text())
     other = tmp_path / "other.json"
-    other.write_text(json.dumps(shipped | {"features": ["recall"]}))
-    with pytest.raises(ValueError, match="other features"):
-        LearnedGrader(other)
+    for features_read in (["telepathy"] * len(shipped["coef"]), shipped["features"] + ["recall"]):
+        other.write_text(json.dumps(shipped | {"features": features_read}))
+        with pytest.raises(ValueError, match="other features"):
+            LearnedGrader(other)
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({k: v for k, v in shipped.items() if k != "coef"}))
     with pytest.raises(ValueError, match="lacks coef"):
@@ -64,6 +76,26 @@ def test_training_script_reproduces_the_shipped_model(tmp_path):
     assert run.returncode == 0, run.stderr
     assert out.read_bytes() == DEFAULT_MODEL.read_bytes()
     assert LearnedGrader(out).version in run.stdout
+
+
+def test_training_selects_features_that_separate_the_verdicts(tmp_path):
+    rng = random.Random(0)
+    names = ["Varga", "Holm", "Marsk", "Teral", "Oskend", "Corvin", "Ostra", "Brennock", "Caddow", "Salle"]
+    rows = []
+    for title in range(20):
+        gold, other = rng.sample(names, 2)
+        for says_gold in (True, False, True, False):
+            prediction = f"It was {gold if says_gold else other}, in {rng.randint(1900, 1999)}."
+            rows.append({"title": f"t{title}", "question": "Who was it?", "gold": gold, "prediction": prediction,
+                         "gpt41_correct": says_gold})
+    data = tmp_path / "verdicts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = train(data, seed=0)
+    assert 1 <= len(model["features"]) <= 3 and model["training"]["cv_agreement"] == 1.0
+    out = tmp_path / "model.json"
+    out.write_text(json.dumps(model))
+    grader = LearnedGrader(out)
+    assert grader("Who was it?", "Lina", "Lina, surely.") and not grader("Who was it?", "Lina", "Peter, surely.")
 
 
 def test_training_script_rejects_missing_data(tmp_path):

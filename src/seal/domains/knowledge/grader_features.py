@@ -3,14 +3,17 @@
 Each feature is a cue a human judge uses: how much of the gold the answer says (recall, F1,
 containment, character overlap), whether it says it early and briefly or buries it in a page,
 whether numbers agree, whether the answer negates or hedges, and whether it merely restates the
-question. Everything here is plain Python over short strings, fast enough to grade thousands of
-answers a second; ``FEATURE_NAMES`` fixes the order the trained model expects.
+question. Everything here is plain Python over short strings and a word-frequency table, fast enough
+to grade thousands of answers a second; ``FEATURE_NAMES`` fixes the order of the vector.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+
+from wordfreq import zipf_frequency
 
 from seal.domains.knowledge.grading import (
     _content_words,
@@ -34,6 +37,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 FEATURE_NAMES: tuple[str, ...] = (
     "recall",
+    "weighted_recall",
     "recall_first_sentence",
     "recall_with_question_words",
     "f1",
@@ -60,6 +64,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "yes_no_question",
     "answers_yes_or_no",
 )
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def rarity(word: str) -> float:
+    """A gold word's weight in ``weighted_recall``: 8 minus its Zipf frequency in English, at least 0.5
+    ("savanna" 5.2, "large" 2.6, "the" 0.5). Rare words tend to name the answer, common ones qualify it:
+    "large amounts" says little of the gold "large areas"."""
+    return max(0.5, 8.0 - zipf_frequency(word, "en"))
 
 
 def _first_sentence(text: str) -> str:
@@ -90,6 +102,7 @@ def features(question: str, gold: str, prediction: str) -> list[float]:
 
     variants = _gold_variants(gold)
     recall = max(gold_recall(question, v, prediction) for v in variants)
+    weighted_recall = max(gold_recall(question, v, prediction, rarity) for v in variants)
     first = _first_sentence(prediction)
     recall_first = max(gold_recall(question, v, first) for v in variants)
     prediction_stems = [_stem(w) for w in prediction_words]
@@ -121,6 +134,7 @@ def features(question: str, gold: str, prediction: str) -> list[float]:
 
     return [
         recall,
+        weighted_recall,
         recall_first,
         recall_all,
         f1,

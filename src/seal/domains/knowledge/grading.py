@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 class GradingError(RuntimeError):
@@ -92,6 +92,7 @@ _NUMBER_WORDS |= {
         ("st", "nd", "rd") + ("th",) * 7,
     )
 }
+_NUMBER_WORDS |= {"bce": "bc", "ce": "ad"}  # "900 BCE" and "900 BC" name one year
 _SUFFIXES = ("ies", "es", "s", "ing", "ed", "ly")
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3})")
 _PARENTHESISED = re.compile(r"(.+?)\s*\((.+)\)\W*")
@@ -132,23 +133,53 @@ def _found(token: str, prediction_tokens: set[str]) -> bool:
     return not _is_number(token) and any(_shares_prefix(token, other) for other in prediction_tokens)
 
 
-def gold_recall(question: str, gold: str, prediction: str) -> float:
+_YEAR = re.compile(r"\d{3,4}")
+_CENTURY, _MILLENNIUM = ({_stem(w) for w in words} for words in (("century", "centuries"), ("millennium", "millennia")))
+_DECADE = re.compile(r"\d+0s")
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _periods_stated(prediction_words: list[str], gold_words: list[str]) -> set[str]:
+    """The periods that the prediction's years state, in the terms the gold uses: for a gold in centuries
+    "1566" says "16th century", in millennia "900 BCE" says "1st millennium", in decades "1975" says
+    "1970s" (GPT-4.1 accepts "written in 1566" for the key "the 16th century")."""
+    gold_stems = {_stem(w) for w in gold_words}
+    years = [int(w) for w in prediction_words if _YEAR.fullmatch(w)]
+    out = set()
+    for period, span in ((_CENTURY, 100), (_MILLENNIUM, 1000)):
+        if years and period & gold_stems:
+            out |= period | {_ordinal((year - 1) // span + 1) for year in years}
+    if any(_DECADE.fullmatch(w) for w in gold_words):
+        out |= {_stem(f"{year // 10 * 10}s") for year in years}
+    return out
+
+
+def gold_recall(question: str, gold: str, prediction: str, weight: Callable[[str], float] | None = None) -> float:
     """Fraction of the gold's content words that the prediction contains.
 
     Gold words the question already contains are skipped (restating the
     question earns nothing) unless nothing would be left. A gold number
-    missing from the prediction makes the recall 0.
+    missing from the prediction makes the recall 0. `weight` (of a gold
+    word as written, lower-cased) makes it a weighted fraction; every word
+    counts 1 without it.
     """
-    prediction_tokens = {_stem(w) for w in _words(prediction)}
-    gold_tokens = _content_words(gold) or [_stem(w) for w in _words(gold)]
+    prediction_words = _words(prediction)
+    prediction_tokens = {_stem(w) for w in prediction_words}
+    gold_words = [w for w in _words(gold) if w not in _STOPWORDS] or _words(gold)
+    prediction_tokens |= _periods_stated(prediction_words, gold_words)
     question_tokens = set(_content_words(question))
-    gold_tokens = [t for t in gold_tokens if t not in question_tokens] or gold_tokens
-    if not gold_tokens or not prediction_tokens:
+    terms = [(w, _stem(w)) for w in gold_words]
+    terms = [(w, t) for w, t in terms if t not in question_tokens] or terms
+    if not terms or not prediction_tokens:
         return 0.0
-    found = [_found(t, prediction_tokens) for t in gold_tokens]
-    if any(_is_number(t) and not hit for t, hit in zip(gold_tokens, found)):
+    found = [_found(t, prediction_tokens) for _, t in terms]
+    if any(_is_number(t) and not hit for (_, t), hit in zip(terms, found)):
         return 0.0
-    return sum(found) / len(found)
+    weights = [weight(w) if weight else 1.0 for w, _ in terms]
+    return sum(x for x, hit in zip(weights, found) if hit) / sum(weights)
 
 
 _NEGATIONS = frozenset("not no never none nor neither without cannot".split())
@@ -246,7 +277,7 @@ class LenientGrader:
 
     @property
     def version(self) -> str:
-        return f"2, threshold {self.threshold:g}"  # 2: an answer that denies the gold is wrong
+        return f"3, threshold {self.threshold:g}"  # 2: an answer that denies the gold is wrong; 3: years state centuries
 
     def __call__(self, question: str, gold: str, prediction: str) -> bool:
         return not denies_gold(question, gold, prediction) and any(

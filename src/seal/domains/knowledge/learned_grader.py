@@ -1,7 +1,7 @@
-"""A grader learned from GPT-4.1's verdicts: logistic regression over ``grader_features``.
+"""A grader learned from GPT-4.1's verdicts: logistic regression over a few of ``grader_features``.
 
-The model ships as plain JSON (feature names, standardisation, coefficients, decision threshold and
-how it was trained), written by ``scripts/train_grader.py``. JSON rather than a pickled scikit-learn
+The model ships as plain JSON (the features it reads, standardisation, coefficients, decision threshold
+and how it was trained), written by ``scripts/train_grader.py``. JSON rather than a pickled scikit-learn
 object: loading it runs no code, and a dot product per answer is faster than a scikit-learn call on
 one row, so grading needs neither scikit-learn nor numpy.
 """
@@ -40,9 +40,11 @@ class LearnedGrader:
             raise ValueError(f"cannot read the learned grader's model {path}: {err}") from err
         if missing:
             raise ValueError(f"learned grader model {path} lacks {', '.join(missing)}")
-        if tuple(model["features"]) != FEATURE_NAMES:
+        sizes = {len(model[k]) for k in ("features", "mean", "scale", "coef")}
+        if not set(model["features"]) <= set(FEATURE_NAMES) or len(sizes) != 1:
             raise ValueError(f"learned grader model {path} was trained on other features; retrain it "
                              "with scripts/train_grader.py")
+        self._columns = [FEATURE_NAMES.index(name) for name in model["features"]]
         self.version = model_version(model)
         self.training = model.get("training", {})
         # Fold the standardisation into the weights once: w·(x - mean)/scale + b = (w/scale)·x + b'.
@@ -51,7 +53,8 @@ class LearnedGrader:
         self._threshold = model["threshold"]
 
     def probability(self, question: str, gold: str, prediction: str) -> float:
-        logit = self._bias + sum(w * x for w, x in zip(self._weights, features(question, gold, prediction)))
+        vector = features(question, gold, prediction)
+        logit = self._bias + sum(w * vector[c] for w, c in zip(self._weights, self._columns))
         return 1.0 / (1.0 + math.exp(-max(min(logit, 60.0), -60.0)))
 
     def __call__(self, question: str, gold: str, prediction: str) -> bool:
