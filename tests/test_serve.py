@@ -3,6 +3,7 @@ the official openai client, consolidation in the worker, rollback, metrics, and 
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,33 @@ def test_bad_documents_are_refused_and_nothing_is_written(api, body, status, wor
     assert r.status_code == status
     assert words in r.json()["error"]["message"]
     assert snapshot(api) == before
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_before_it_is_all_sent(server, api):
+    """No Content-Length to check: the server counts the body's bytes as they come and answers 413 once they
+    pass max_request_bytes (20000), while the client has sent 25 kB of a 30 kB body and not ended it. A server
+    that read the whole body first would wait for the rest, and the response would time out."""
+    before = snapshot(api)
+    body = json.dumps({"title": "Huge", "text": "w" * 30_000}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    try:
+        conn.putrequest("POST", "/v1/documents")
+        for name, value in (("Authorization", f"Bearer {WRITE_KEY}"), ("Content-Type", "application/json"),
+                            ("Transfer-Encoding", "chunked")):
+            conn.putheader(name, value)
+        conn.endheaders()
+        for start in range(0, 25_000, 1000):
+            conn.send(b"%x\r\n%s\r\n" % (1000, body[start:start + 1000]))
+        r = conn.getresponse()
+        assert r.status == 413 and "20000 bytes" in json.loads(r.read())["error"]["message"]
+    finally:
+        conn.close()
+    assert snapshot(api) == before
+    small = json.dumps({"title": "Chunked", "text": "Sent in pieces of forty bytes."}).encode()
+    r = api.post("/v1/documents", content=iter([small[i:i + 40] for i in range(0, len(small), 40)]),
+                 headers={"content-type": "application/json"})  # an iterator is sent chunked, with no length
+    assert r.status_code == 202 and api.get(f"/v1/documents/{r.json()['id']}").json()["title"] == "Chunked"
+    api.delete(f"/v1/documents/{r.json()['id']}")
 
 
 def test_unknown_things_are_404(api):

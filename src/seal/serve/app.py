@@ -56,6 +56,31 @@ class Service:
         return self.index.search(query, k)
 
 
+class BodyLimit:
+    """Refuses (413) a request body as soon as more than `limit` bytes of it have arrived. A chunked upload
+    has no Content-Length to check beforehand: the count is kept while the body is received, so that no more
+    than the limit is ever read into memory. The refusal is raised where the body is read, before a handler
+    runs, so nothing is written."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(413, f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def error(status: int, message: str, kind: str | None = None) -> JSONResponse:
     """Every error in the shape OpenAI clients read: {"error": {"message", "type", "code"}}."""
     kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 409: "conflict_error",
@@ -97,7 +122,8 @@ def create_app(data: str | Path, cfg: ServeConfig, keys: Keys) -> FastAPI:
     app.state.service = service
 
     def refusal(request: Request) -> JSONResponse | None:
-        """Size limit and keys, checked before the body is read or anything written."""
+        """A declared size over the limit, and keys, checked before the body is read (`BodyLimit` counts the
+        bytes of a body whose size is not declared)."""
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > cfg.max_request_bytes):
             return error(413, f"request body over {cfg.max_request_bytes} bytes")
@@ -110,6 +136,9 @@ def create_app(data: str | Path, cfg: ServeConfig, keys: Keys) -> FastAPI:
             return error(403, "this key may only read")
         request.state.access = access
         return None
+
+    # inside `guard` (added before it): `guard` reads the body in a task group, which would wrap the refusal
+    app.add_middleware(BodyLimit, limit=cfg.max_request_bytes)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):

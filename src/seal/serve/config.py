@@ -37,7 +37,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # loopback unless the user opens it up
     port: int = bounded(8000, ge=0, le=65535)
     max_document_chars: int = bounded(20_000, ge=1)  # a longer one is refused with 413 (seal.memory refuses > 20k)
-    max_request_bytes: int = bounded(1_000_000, ge=1)  # a larger body is refused with 413 before it is read
+    max_request_bytes: int = bounded(1_000_000, ge=1)  # a larger body is refused with 413, read no further
     passage_words: int = bounded(120, ge=8)  # pending documents are searched in passages of about this length
     search_k: int = bounded(3, ge=1)  # default k of /v1/search
     chat_passages: int = bounded(2, ge=0)  # retrieved passages of pending documents put into a chat prompt
