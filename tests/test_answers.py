@@ -57,10 +57,11 @@ def test_protocol_credits_the_labelled_cases_as_labelled(case, grader):
     assert [d["correct"] for d in score.details] == [q["credited"] for q in case["questions"]]
 
 
-def test_the_no_model_recitation_control_scores_zero_on_the_labelled_documents():
+@pytest.mark.parametrize("grader", sorted({DEFAULT_GRADER, "lenient"}))
+def test_the_no_model_recitation_control_scores_zero_on_the_labelled_documents(grader):
     for case in (c for c in CASES if c["kind"] == "recitation" and len({q["generation"] for q in c["questions"]}) == 1):
         questions = [Question(q["question"], q["gold"]) for q in case["questions"]]
-        details = score_answers(get_grader("lenient"), case["document"], questions,
+        details = score_answers(get_grader(grader), case["document"], questions,
                                 [case["document"][:180]] * len(questions))
         assert not any(d["correct"] for d in details)
         assert all(d["identical"] for d in details)

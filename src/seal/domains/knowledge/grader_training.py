@@ -7,6 +7,12 @@ folds. The tune half holds only ~115 questions, each answered ~27 times: a featu
 question rather than the answer lets a model learn those questions' verdicts by heart, so the full
 set of 27 features agrees less with GPT-4.1 out of fold than a few chosen greedily
 (``select_features``). The same data and seed give the same JSON, byte for byte.
+
+Measured the same way and not kept, for no gain out of fold: gradient boosting and random forests
+(scikit-learn) on these features, lenient's verdict as a feature, and the packaged MiniLM's cosine
+similarities (answer vs gold, answer vs question + gold, and token-level max-similarity recall), which
+also grade only ~60 answers per CPU second. Most remaining disagreements are paraphrases that need
+world knowledge ("constant bitrate" for "uniform", "Conservative" for "Tory").
 """
 
 from __future__ import annotations

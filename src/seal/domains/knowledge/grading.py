@@ -399,7 +399,9 @@ _GRADERS = {
     "local-judge": _local_judge,
 }
 GRADER_NAMES: tuple[str, ...] = tuple(_GRADERS)
-DEFAULT_GRADER = "lenient"
+# learned beat lenient on the held-out half, 88.59 % against 88.40 % (27 answers against 19 where they
+# differ: not a significant margin, McNemar p = 0.30), and grades the recitation cases as labelled.
+DEFAULT_GRADER = "learned"
 
 
 def describe(grader: Grader) -> dict[str, str]:
