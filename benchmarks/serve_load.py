@@ -44,6 +44,14 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))] if values else float("nan")
 
 
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    """The options `start_server` reads."""
+    p.add_argument("--model", help="base model (default: seal's default model)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="seal serve config override (repeatable)")
+    p.add_argument("--start-timeout", type=float, default=600, help="seconds the server may take to start")
+
+
 def start_server(data: Path, args) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -153,16 +161,13 @@ async def run(args, url: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="base model (default: seal's default model)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="seal serve config override (repeatable)")
+    add_server_arguments(p)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=10, help="chat requests per client at most")
     p.add_argument("--seconds", type=float, default=120, help="chat load lasts at most this long")
     p.add_argument("--ingest", type=int, default=200, help="documents posted for the ingestion figure")
     p.add_argument("--documents", type=int, default=2, help="documents kept and consolidated")
     p.add_argument("--consolidation-timeout", type=float, default=1800)
-    p.add_argument("--start-timeout", type=float, default=600)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="seal-load-") as tmp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -80,6 +81,20 @@ class Server:
 
     def client(self, key: str | None = WRITE_KEY) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120, headers={"Authorization": f"Bearer {key}"} if key else {})
+
+
+def waiting_worker(server: Server, timeout: float = 120) -> int:
+    """The pid of the consolidation worker the server starts ahead of its next job: its one worker child while
+    no job runs (found in /proc)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):  # not a process, or gone since
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if parent == server.proc.pid and b"seal.serve.worker" in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+        time.sleep(0.2)
+    raise TimeoutError(f"no waiting consolidation worker after {timeout} s")
 
 
 def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict:

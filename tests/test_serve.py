@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
-from serve_helpers import READ_KEY, WRITE_KEY, Server, wait_for_job
+from serve_helpers import READ_KEY, WRITE_KEY, Server, wait_for_job, waiting_worker
 
 from seal.cli import main
 
@@ -276,10 +276,12 @@ def test_cli_clients(server, api, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr()
     assert "retrieved documents: Lune harbour" in out.err and out.out.strip() is not None
 
+    standby = waiting_worker(server)  # started when the last job ended: imported, waiting for the next job
     monkeypatch.setenv("SEAL_SERVER", server.url)
     assert main(["consolidate", "--wait"]) == 0
     job = json.loads(capsys.readouterr().out)
     assert job["state"] == "done" and job["decisions"][0]["document"] == doc["id"]
+    assert job["pid"] == standby
     assert api.get(f"/v1/documents/{doc['id']}").json()["state"] == "consolidated"
 
     assert main(["ask", "--server", "http://127.0.0.1:9", "anything"]) == 1  # nothing listens there

@@ -9,7 +9,7 @@ import sqlite3
 import time
 
 import pytest
-from serve_helpers import Server, wait_for_job
+from serve_helpers import Server, wait_for_job, waiting_worker
 
 from seal.serve.jobs import recover
 from seal.serve.store import ConflictError, Store
@@ -78,6 +78,12 @@ def test_kill_during_consolidation_then_restart(tiny_model_dir, tmp_path):
             assert all(d["state"] == "consolidated" for d in docs.values())
             final = api.get("/v1/versions").json()["versions"][-1]
             assert final["active"] and final["documents"] == [d["title"] for d in DOCS]  # each learned exactly once
+        standby = waiting_worker(server)
+        server.kill9()
+        deadline = time.monotonic() + 120  # one still importing notices when it is done (die_with_parent)
+        while alive(standby) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(standby), "the waiting worker outlived its server"
     finally:
         server.stop()
 

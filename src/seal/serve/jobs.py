@@ -60,11 +60,18 @@ def recover(store: Store, data: Path, versions: Callable[[], list[dict]]) -> lis
 
 
 class Consolidator:
-    """Starts the worker for a new job (409 if one runs) and closes the job if the worker dies without doing so."""
+    """Starts the worker for a new job (409 if one runs) and closes the job if the worker dies without doing so.
+
+    A worker process spends ~6 CPU seconds importing torch, transformers and peft before it can learn anything
+    (benchmarks/worker_start.py); so once a job has ended, the next job's worker is started at once and waits,
+    imported, for its job id on stdin. It holds no model and no lock while it waits."""
 
     def __init__(self, store: Store, data: Path, versions: Callable[[], list[dict]]):
         self.store, self.data, self.versions = store, data, versions
         self._worker: subprocess.Popen | None = None
+        self._standby: subprocess.Popen | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
 
     def start(self, trigger: str) -> dict:
         """Call from the event loop's thread: the worker's die-with-parent signal is tied to the thread that
@@ -73,26 +80,58 @@ class Consolidator:
         if not job["documents"]:
             self.store.update_job(job["id"], state="done", finished=time.time())
             return self.store.job(job["id"])
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        command = [sys.executable, "-m", "seal.serve.worker", str(self.data), job["id"], str(os.getpid())]
-        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        self._loop = asyncio.get_running_loop()
+        proc, self._standby = self._standby, None
+        if proc is None or not _hand_over(proc, job["id"]):  # none waiting, or it died since
+            proc = self._spawn()
+            _hand_over(proc, job["id"])
         self.store.update_job(job["id"], pid=proc.pid)
         self._worker = proc
         threading.Thread(target=self._watch, args=(job["id"], proc), daemon=True, name=f"watch-{job['id']}").start()
         return self.store.job(job["id"])
 
     def stop(self) -> None:
-        """At shutdown: stop a running worker and mark its job interrupted now rather than at the next start."""
+        """At shutdown: stop a waiting worker, and a running one, marking its job interrupted now rather than
+        at the next start."""
+        self._stopped = True
+        if self._standby is not None:
+            self._standby.terminate()
+            self._standby.wait()
         if self._worker is not None and self._worker.poll() is None:
             self._worker.terminate()
             self._worker.wait()
             recover(self.store, self.data, self.versions)
+
+    def _spawn(self) -> subprocess.Popen:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        command = [sys.executable, "-m", "seal.serve.worker", str(self.data), str(os.getpid())]
+        return subprocess.Popen(command, env=env, stdin=subprocess.PIPE)
+
+    def _prepare_next(self) -> None:
+        if self._standby is None and not self._stopped:
+            self._standby = self._spawn()
 
     def _watch(self, job_id: str, proc: subprocess.Popen) -> None:
         code = proc.wait()
         if self.store.job(job_id)["state"] == "running":  # the worker died without closing its job (killed, OOM)
             print(f"seal serve: consolidation worker of {job_id} exited with {code}", file=sys.stderr, flush=True)
             recover(self.store, self.data, self.versions)
+        try:
+            self._loop.call_soon_threadsafe(self._prepare_next)  # spawned by the loop's thread, as `start` says
+        except RuntimeError:  # the loop has closed: the server is gone
+            pass
+
+
+def _hand_over(proc: subprocess.Popen, job_id: str) -> bool:
+    """Give a waiting worker its job; False if it is no longer there to take it."""
+    if proc.poll() is not None:
+        return False
+    try:
+        proc.stdin.write(f"{job_id}\n".encode())
+        proc.stdin.close()
+    except OSError:
+        return False
+    return True
 
 
 def seconds_to_next(schedule: ScheduleConfig, last: float, now: float) -> float | None:

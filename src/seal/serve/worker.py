@@ -1,4 +1,5 @@
-"""The consolidation worker: `python -m seal.serve.worker DATA JOB PARENT_PID`, started by the server.
+"""The consolidation worker: `python -m seal.serve.worker DATA PARENT_PID`, started by the server, which writes
+the job's id to its stdin (at once, or, for a worker started ahead of its job, when the job comes).
 
 It learns the job's pending documents one by one into the memory (`Memory.learn`: self-edit, self-quiz, LoRA
 update, gate) and records each decision in the store as soon as it is made. It runs in a process of its own
@@ -104,8 +105,11 @@ def consolidate(data: Path, job_id: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    data, job_id, parent = Path(argv[0]), argv[1], int(argv[2])
+    data, parent = Path(argv[0]), int(argv[1])
     die_with_parent(parent)
+    job_id = sys.stdin.readline().strip()
+    if not job_id:  # stdin closed without a job: the server has stopped
+        return 0
     lock = acquire_lock(data, blocking=False)
     store = Store(data / DB_FILE)
     if lock is None:

@@ -5,20 +5,30 @@ questions route to different adapters is answered in shared forward passes (seal
 
 from __future__ import annotations
 
+import functools
 import re
 
 from rank_bm25 import BM25Okapi
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from seal.memory.strategies.base import State, Strategy
 
 _WORD = re.compile(r"\w+")
 
 
+@functools.cache
+def _stop_words() -> frozenset[str]:
+    """scikit-learn's English stop words, imported at first use: importing scikit-learn takes over a second,
+    which every process that imports seal.memory (the server, each consolidation worker) paid for a word list."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return ENGLISH_STOP_WORDS
+
+
 def _tokens(text: str) -> list[str]:
     """Lower-cased words without stop words: a question that shares only "what", "is", "the" with a learned
     document must not reach its adapter."""
-    return [w for w in _WORD.findall(text.lower()) if w not in ENGLISH_STOP_WORDS]
+    stop = _stop_words()
+    return [w for w in _WORD.findall(text.lower()) if w not in stop]
 
 
 class Router(Strategy):
