@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -281,7 +282,8 @@ def test_cli_clients(server, api, tmp_path, monkeypatch, capsys):
     assert main(["consolidate", "--wait"]) == 0
     job = json.loads(capsys.readouterr().out)
     assert job["state"] == "done" and job["decisions"][0]["document"] == doc["id"]
-    assert job["pid"] == standby
+    with sqlite3.connect(server.data / "seal.db") as db:  # the worker's pid is the server's record, not the API's
+        assert db.execute("SELECT pid FROM jobs WHERE id = ?", (job["id"],)).fetchone()[0] == standby
     assert api.get(f"/v1/documents/{doc['id']}").json()["state"] == "consolidated"
 
     assert main(["ask", "--server", "http://127.0.0.1:9", "anything"]) == 1  # nothing listens there
