@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -83,6 +84,12 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=120, headers={"Authorization": f"Bearer {key}"} if key else {})
 
 
+def job_workers(server: Server) -> set[int]:
+    """The pids of the workers that ran the server's jobs so far (the store's record)."""
+    with sqlite3.connect(server.data / "seal.db") as db:
+        return {pid for (pid,) in db.execute("SELECT pid FROM jobs WHERE pid IS NOT NULL")}
+
+
 def waiting_worker(server: Server, timeout: float = 120) -> int:
     """The pid of the consolidation worker the server starts ahead of its next job: its one worker child while
     no job runs (found in /proc)."""
@@ -91,7 +98,8 @@ def waiting_worker(server: Server, timeout: float = 120) -> int:
         for entry in Path("/proc").iterdir():
             with contextlib.suppress(OSError, ValueError, IndexError):  # not a process, or gone since
                 parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                if parent == server.proc.pid and b"seal.serve.worker" in (entry / "cmdline").read_bytes():
+                if (parent == server.proc.pid and b"seal.serve.worker" in (entry / "cmdline").read_bytes()
+                        and int(entry.name) not in job_workers(server)):  # not a finished job's worker still exiting
                     return int(entry.name)
         time.sleep(0.2)
     raise TimeoutError(f"no waiting consolidation worker after {timeout} s")
