@@ -43,16 +43,17 @@ def graded_answer(text: str) -> str:
     return " ".join(sentence.split()[:MAX_ANSWER_WORDS])
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
+    """Lower-cased words, punctuation dropped: the unit of the recitation test and of matching text to sentences."""
     return _WORD.findall(text.lower())
 
 
 def recites(answer: str, document: str, gold: str = "", run: int = RECITATION_WORDS) -> bool:
     """Whether `answer` copies `run` or more consecutive words of `document` (case and punctuation ignored)
     beyond the gold answer: quoting a long gold span word for word is answering, not reciting."""
-    words = _words(answer)
-    doc, key = (" " + " ".join(_words(text)) + " " for text in (document, gold))
-    windows = (" " + " ".join(words[i : i + run]) + " " for i in range(len(words) - run + 1))
+    answer_words = words(answer)
+    doc, key = (" " + " ".join(words(text)) + " " for text in (document, gold))
+    windows = (" " + " ".join(answer_words[i : i + run]) + " " for i in range(len(answer_words) - run + 1))
     return any(w in doc and w not in key for w in windows)
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from seal.config import EvalConfig
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
-from seal.domains.knowledge.answers import score_answers, sentences, summary
+from seal.domains.knowledge.answers import score_answers, sentences, summary, words
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
 from seal.domains.knowledge.prompts import (QA_SCAFFOLD, QA_SCAFFOLD_ANSWER, QA_SCAFFOLD_QUESTION, answer_prompt,
@@ -22,10 +21,6 @@ SCAFFOLD_SENTENCES = 12  # sentences of a passage that structured self-QA asks a
 def _first_line(text: str, stop: str | None = None) -> str:
     line = text.strip().split("\n")[0]
     return (line.split(stop)[0] if stop else line).strip()
-
-
-def _word_set(text: str) -> set[str]:
-    return set(re.findall(r"\w+", text.lower()))
 
 
 def _scaffold_prompt(tokenizer, title: str, sentence: str) -> str:
@@ -87,7 +82,8 @@ class KnowledgeDomain:
         for item in split_self_edit(self_edit):
             pair = qa_pair(item)
             if pair and candidates:
-                sentence = max(candidates, key=lambda s: len(_word_set(s) & _word_set(item)))
+                item_words = set(words(item))
+                sentence = max(candidates, key=lambda s: len(item_words.intersection(words(s))))
                 examples.append(Example(f" {pair[0]}{QA_SCAFFOLD_ANSWER} {pair[1]}",
                                         prompt=_scaffold_prompt(tokenizer, passage.title, sentence)))
         return examples
