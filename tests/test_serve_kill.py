@@ -88,9 +88,25 @@ def test_kill_during_consolidation_then_restart(tiny_model_dir, tmp_path):
         server.stop()
 
 
-def test_recover_records_a_version_made_just_before_the_kill(tmp_path):
+class FakeMemory:
+    """Versions and a pointer, as recovery sees a memory."""
+
+    def __init__(self, names: list[str], active: str):
+        self.names, self.active = names, active
+
+    def versions(self) -> list[dict]:
+        return [{"name": n, "active": n == self.active} for n in self.names]
+
+    def activate(self, version: str) -> None:
+        self.active = version
+
+
+@pytest.mark.parametrize("active", ["v0001", "base"])
+def test_recover_records_a_version_made_just_before_the_kill(tmp_path, active):
     """The one window a kill can fall in between the memory and the store: the new version exists, the
-    decision was not yet written. Recovery credits the document with that version instead of learning it twice."""
+    decision was not yet written. Recovery credits the document with that version instead of learning it twice;
+    when the kill also came before the memory moved its pointer (active still `base`), recovery moves it, or
+    the document would be in neither the weights nor retrieval."""
     (tmp_path / "data").mkdir()
     store = Store(tmp_path / "data" / "seal.db")
     first, _ = store.add_document("A", "text a", None)
@@ -99,11 +115,23 @@ def test_recover_records_a_version_made_just_before_the_kill(tmp_path):
     with pytest.raises(ConflictError):
         store.start_job("request")
     store.update_job(job["id"], current={"document": first["id"], "versions_before": ["base"]})
-    versions = [{"name": "base"}, {"name": "v0001"}]
-    assert recover(store, tmp_path / "data", lambda: versions) == [job["id"]]
+    memory = FakeMemory(["base", "v0001"], active)
+    assert recover(store, tmp_path / "data", memory) == [job["id"]]
+    assert memory.active == "v0001"
     job = store.job(job["id"])
     assert job["state"] == "interrupted" and job["current"] is None and "1 document(s)" in job["error"]
     assert store.document(first["id"])["state"] == "consolidated" and store.document(first["id"])["version"] == "v0001"
     assert store.document(second["id"])["state"] == "pending"
     assert json.loads(json.dumps(job["decisions"]))[0]["version"] == "v0001"
     assert store.start_job("request")["documents"] == [second["id"]]  # the rerun takes only what is left
+
+
+def test_recover_leaves_the_pointer_when_the_job_made_no_version(tmp_path):
+    (tmp_path / "data").mkdir()
+    store = Store(tmp_path / "data" / "seal.db")
+    doc, _ = store.add_document("A", "text a", None)
+    job = store.start_job("request")
+    store.update_job(job["id"], current={"document": doc["id"], "versions_before": ["base", "v0001", "v0002"]})
+    memory = FakeMemory(["base", "v0001", "v0002"], "v0001")  # a rollback to v0001 before this job
+    assert recover(store, tmp_path / "data", memory) == [job["id"]]
+    assert memory.active == "v0001" and store.document(doc["id"])["state"] == "pending"

@@ -44,7 +44,7 @@ class Service:
         save_config(cfg, data / CONFIG_FILE)  # the worker reads the server's exact settings
         self.store = Store(data / DB_FILE)
         self.index = PendingIndex(cfg.passage_words)
-        self.consolidator = Consolidator(self.store, data, self.versions)
+        self.consolidator = Consolidator(self.store, data, self.memory)
         self.metrics = Metrics(self.store.counts, self.store.job_counts, lambda: self.memory.active)
         self.answers = AnswerBatcher(self.memory, cfg.chat_batch, self.metrics.chat_batch.observe)
 
@@ -107,7 +107,7 @@ def create_app(data: str | Path, cfg: ServeConfig, keys: Keys) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        for job in recover(service.store, service.data, service.versions):
+        for job in recover(service.store, service.data, service.memory):
             print(f"seal serve: consolidation {job} was interrupted; its unfinished documents are pending again",
                   file=sys.stderr, flush=True)
         task = asyncio.create_task(run_schedule(cfg.schedule, service.consolidator,

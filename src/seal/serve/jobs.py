@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from seal.serve.config import ScheduleConfig
 from seal.serve.store import ConflictError, Store
@@ -20,7 +20,15 @@ from seal.serve.worker import acquire_lock
 _LOCK_WAIT_SECONDS = 30
 
 
-def recover(store: Store, data: Path, versions: Callable[[], list[dict]]) -> list[str]:
+class Versions(Protocol):
+    """What recovery needs of the memory: its versions (with their `active` flag) and the pointer."""
+
+    def versions(self) -> list[dict]: ...
+
+    def activate(self, version: str) -> None: ...
+
+
+def recover(store: Store, data: Path, memory: Versions) -> list[str]:
     """Mark jobs left 'running' by a killed server or worker as interrupted; returns their ids.
 
     The lock is taken first, so no worker is still running (it dies with its server, and the kernel frees the
@@ -28,6 +36,12 @@ def recover(store: Store, data: Path, versions: Callable[[], list[dict]]) -> lis
     whose decision had not yet been written, is recorded as consolidated under that version (the first new
     one: the `consolidate` strategy may add a second), so it is neither lost nor learned twice; every other
     unfinished document is simply still pending. Only the worker adds versions, under the memory's own lock.
+
+    The memory writes a version file only once its adapters and documents are in place, then moves the
+    pointer; a kill between the two leaves a complete version that is not active, and a document recorded
+    under it would be in neither the weights nor retrieval. Recovery finishes that commit: no one else can
+    have moved the pointer while the job ran (activation is refused then), so the job's newest version is
+    the one it was about to activate.
     """
     lock = None
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
@@ -43,7 +57,11 @@ def recover(store: Store, data: Path, versions: Callable[[], list[dict]]) -> lis
             current = job["current"]
             if current:
                 doc = store.document(current["document"])
-                new = [v["name"] for v in versions() if v["name"] not in current["versions_before"]]
+                versions = memory.versions()
+                new = [v for v in versions if v["name"] not in current["versions_before"]]
+                if new and not new[-1]["active"]:
+                    memory.activate(new[-1]["name"])
+                new = [v["name"] for v in new]
                 if doc is not None and doc["state"] == "pending" and new:
                     reason = "learned just before the interruption; recorded on restart"
                     store.record_decision(job["id"], {"document": doc["id"], "title": doc["title"], "accepted": True,
@@ -66,8 +84,8 @@ class Consolidator:
     (benchmarks/worker_start.py); so once a job has ended, the next job's worker is started at once and waits,
     imported, for its job id on stdin. It holds no model and no lock while it waits."""
 
-    def __init__(self, store: Store, data: Path, versions: Callable[[], list[dict]]):
-        self.store, self.data, self.versions = store, data, versions
+    def __init__(self, store: Store, data: Path, memory: Versions):
+        self.store, self.data, self.memory = store, data, memory
         self._worker: subprocess.Popen | None = None
         self._standby: subprocess.Popen | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,7 +118,7 @@ class Consolidator:
         if self._worker is not None and self._worker.poll() is None:
             self._worker.terminate()
             self._worker.wait()
-            recover(self.store, self.data, self.versions)
+            recover(self.store, self.data, self.memory)
 
     def _spawn(self) -> subprocess.Popen:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
@@ -115,7 +133,7 @@ class Consolidator:
         code = proc.wait()
         if self.store.job(job_id)["state"] == "running":  # the worker died without closing its job (killed, OOM)
             print(f"seal serve: consolidation worker of {job_id} exited with {code}", file=sys.stderr, flush=True)
-            recover(self.store, self.data, self.versions)
+            recover(self.store, self.data, self.memory)
         try:
             self._loop.call_soon_threadsafe(self._prepare_next)  # spawned by the loop's thread, as `start` says
         except RuntimeError:  # the loop has closed: the server is gone
