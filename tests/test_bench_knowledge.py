@@ -263,6 +263,10 @@ def test_status_pools_shards_run_at_different_offsets(tiny_model_dir, data, tmp_
     capsys.readouterr()
     assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     assert "3 of 3 passages done" in " ".join(capsys.readouterr().err.split())
+    assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "b"), "--grader", "exact"]) == 0
+    assert "3 of 3 passages done, regraded by exact 1" in " ".join(capsys.readouterr().err.split())
+    assert main(["bench", "status", str(tmp_path / "a"), "--grader", "no-such"]) == 2
+    assert "unknown grader 'no-such'" in capsys.readouterr().err
 
     run_bench(dataclasses.replace(cfg, offset=1, passages=2), tmp_path / "overlap")
     with pytest.raises(ValueError, match="overlap"):
@@ -295,3 +299,26 @@ def test_comparisons_pair_rounds_and_files_over_shared_passages():
     assert got == {("self-edit", "passage"): (-1.0, 1), (r2, "passage"): (0.0, 1), ("file:gpt4_1", "passage"): (0.0, 1),
                    (r2, "self-edit"): (0.5, 2), ("file:gpt4_1", "self-edit"): (0.75, 2), ("file:gpt4_1", r2): (0.25, 2)}
     assert comparisons(eps, ["base", "file:gpt4_1"]) == []  # neither the passage nor a round to compare with
+
+
+def test_regrade_recomputes_accuracy_from_the_stored_answers_with_the_live_credit_rule():
+    from seal.bench.knowledge_status import regrade
+    from seal.domains.knowledge.grading import get_grader
+
+    def answer(question, gold, text):
+        return {"question": question, "gold": gold, "answer": text, "judged": True, "correct": True}
+
+    stored = [answer("Where?", "Lune", "in Lune"), answer("When?", "1842", "1842"),
+              answer("Where first?", "Lune", "Lune in 1842"), answer("When first?", "1842", "Lune in 1842")]
+    episode = {"event": "episode", "condition": "passage", "passages": [0],
+               "scores": [{"accuracy": 1.0, "f1": 0.5, "recitation": 0.25, "answers": stored}]}
+    exact = regrade(episode, get_grader("exact"))["scores"][0]
+    assert exact["accuracy"] == 0.25 and [a["judged"] for a in exact["answers"]] == [False, True, False, False]
+    assert (exact["f1"], exact["recitation"]) == (0.5, 0.25)  # the grader decides none of these
+    contained = regrade(episode, get_grader("containment"))["scores"][0]
+    # "Lune in 1842" contains the gold of both its questions, but one answer to two different golds is generic
+    assert [a["judged"] for a in contained["answers"]] == [True] * 4
+    assert contained["accuracy"] == 0.5 and [a["correct"] for a in contained["answers"]] == [True, True, False, False]
+    assert episode["scores"][0]["accuracy"] == 1.0  # the stored episode is not modified
+    assert regrade({"event": "episode", "condition": "self-edit", "error": "no usable self-edit"},
+                   get_grader("exact")) == {"event": "episode", "condition": "self-edit", "error": "no usable self-edit"}

@@ -101,12 +101,15 @@ def cmd_bench_status(args) -> int:
                    f"{results['episodes']} of {results['planned']} episodes done")
         return 0
     from seal.bench.knowledge_status import interim
+    from seal.domains.knowledge.grading import get_grader
 
-    results = interim(*args.runs)
+    grader = get_grader(args.grader) if args.grader else None
+    results = interim(*args.runs, grader=grader)
     if not results["rows"]:
         raise ValueError(f"{runs}: no passage has all its episodes finished yet")
     _print_knowledge(results, f"{runs}: {results['setting']} passage, {results['model']}, "
-                f"{results['passages_done']} of {results['passages']} passages done")
+                f"{results['passages_done']} of {results['passages']} passages done"
+                + (f", regraded by {grader.name} {grader.version}" if grader else ""))
     return 0
 
 
@@ -194,6 +197,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="run", help="the benchmark's run directory; several: parts of one "
                    "benchmark pooled into one table (knowledge: the same config at different offsets; "
                    "ARC: the same config with different conditions or tasks)")
+    p.add_argument("--grader", help="knowledge: grade every stored answer again with this grader (e.g. runs "
+                   "made under an older default, pooled on one measure)")
     p.set_defaults(func=cmd_bench_status)
 
     p = bench.add_parser("arc", help="ARC table: ICL, TTT with self-edits, SEAL generators, oracle")

@@ -1,6 +1,7 @@
 """`seal bench status` for knowledge benchmarks: the table of a run still going or killed, or of shards of
 one run (the same config at different offsets, e.g. one per core), over the passages whose every episode
-is done; read-only."""
+is done; read-only. Every episode stores its graded answers, so the table can also be recomputed under
+another grader (`regrade`): runs made under different graders are then compared on one measure."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from seal.bench.knowledge import KnowledgeBenchConfig, conditions_of, samples
 from seal.bench.knowledge_table import comparisons, summarise
 from seal.config import load_config
+from seal.domains.knowledge.answers import credit
 from seal.runs import read_records
 
 
@@ -24,10 +26,24 @@ def _shard(out: str | Path) -> tuple[KnowledgeBenchConfig, list[dict]]:
     return cfg, [{**e, "passages": [cfg.offset + i for i in e["passages"]]} for e in episodes]
 
 
-def interim(*outs: str | Path) -> dict:
+def regrade(episode: dict, grader) -> dict:
+    """The episode with each passage's accuracy recomputed from its stored answers under `grader` (the same
+    credit rule as live grading: a generic answer is credited for none of its questions); F1, exact match,
+    recitation and identical rates do not depend on the grader and are kept."""
+    scores = []
+    for score in episode.get("scores", []):
+        answers = score["answers"]
+        judged = [bool(a["answer"]) and bool(grader(a["question"], a["gold"], a["answer"])) for a in answers]
+        credited = credit(judged, [a["answer"] for a in answers], [a["gold"] for a in answers])
+        scores.append({**score, "accuracy": sum(credited) / len(answers),
+                       "answers": [{**a, "judged": j, "correct": c} for a, j, c in zip(answers, judged, credited)]})
+    return {**episode, "scores": scores} if "scores" in episode else episode
+
+
+def interim(*outs: str | Path, grader=None) -> dict:
     """The table of one benchmark, or of shards of one (the same config at different `offset`s, run in
     parallel), still running or killed: over the passages whose every episode is done, so that every row
-    averages the same passages; read-only."""
+    averages the same passages; read-only. With `grader`, every stored answer is graded again by it."""
     shards = [_shard(out) for out in outs]
     cfg = shards[0][0]
     for out, (other, _) in zip(outs, shards):
@@ -44,6 +60,8 @@ def interim(*outs: str | Path) -> dict:
     done = Counter((tuple(e["passages"]), e["condition"]) for e in episodes)
     complete = {idx for idx, _ in done if all(done[idx, c] >= samples(cfg, c) for c in conditions_of(cfg))}
     finished = [e for e in episodes if tuple(e["passages"]) in complete]
+    if grader is not None:
+        finished = [regrade(e, grader) for e in finished]
     return {"model": cfg.model.name, "setting": cfg.setting, "passages_done": sum(len(i) for i in complete),
             "passages": sum(c.passages for c, _ in shards), "k": cfg.k,
             "rows": summarise(finished, conditions_of(cfg)) if complete else [],
