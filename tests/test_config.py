@@ -108,12 +108,18 @@ def test_bad_overrides_name_the_key(overrides, names):
     ["inner.epochs=0", "inner.lr=0", "inner.lr=-1e-3", "inner.rank=0", "inner.batch_size=0", "inner.dropout=1.5",
      "sampling.num_samples=0", "sampling.max_new_tokens=0", "sampling.top_p=0", "sampling.top_p=1.5",
      "sampling.temperature=-1", "sampling.batch_size=0", "eval.max_new_tokens=0", "eval.batch_size=0",
-     "inner.lr=.nan", "inner.warmup=1", "inner.warmup=-0.1"],
+     "inner.lr=.nan", "inner.warmup=1", "inner.warmup=-0.1",
+     "sampling.answers=bogus", "sampling.answers=open-book"],  # open-book answers need structured self-QA
 )
 def test_out_of_range_values_are_config_errors(override):
     key = override.partition("=")[0]
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(LearnConfig, overrides=[override])
+
+
+def test_open_book_answers_with_structured_sampling_load():
+    cfg = load_config(LearnConfig, overrides=["sampling.structured=true", "sampling.answers=checked"])
+    assert (cfg.sampling.structured, cfg.sampling.answers) == (True, "checked")
 
 
 @pytest.mark.parametrize("override", ["noequals", "=3", "inner..lr=1"])

@@ -242,6 +242,54 @@ def test_structured_knowledge_self_edits_are_question_answer_pairs_written_sente
     assert any(items) and all(qa_pair(item) for per_edit in items for item in per_edit)
 
 
+def test_self_qa_answered_open_book_trains_what_the_model_says_with_the_passage_in_view(lm, monkeypatch):
+    from seal.domains.knowledge import domain as knowledge
+    from seal.domains.knowledge.data import Passage
+    from seal.domains.knowledge.prompts import answer_prompt
+    from seal.domains.knowledge.selfedit import qa_pair, split_self_edit
+
+    _, tok = lm
+    passage = Passage("Orrin Canal", "The Orrin Canal opened in 1843. It joins the Tesk to Lune. Barges pay a toll.")
+    book = (passage.title, passage.context)
+    asked_open_book = []
+
+    def scripted(model, tokenizer, prompts, **kwargs):  # the model's side, by prompt: ask, scaffold answer, open book
+        outs = []
+        for p in prompts:
+            n = next(i for i, s in enumerate(("opened in 1843", "joins the Tesk", "pay a toll")) if s in p)
+            if p.endswith("Question:"):
+                outs.append([f" Fact {n}?\nAnswer: ignored"])
+            elif p.endswith("Answer:"):
+                outs.append([f" scaffold {n}\nmore"])
+            else:  # the whole passage is in view: the question says which
+                asked_open_book.append(p)
+                n = p.rsplit("Fact ", 1)[1][0]
+                outs.append([f"open {n}. A second sentence is not graded, so not trained."])
+        return outs
+
+    monkeypatch.setattr(knowledge, "generate", scripted)
+    domain = knowledge.KnowledgeDomain(prompt="self-qa", qa_format="chat")
+
+    def pairs(answers):
+        [[text]] = domain.write_self_edits(None, tok, [passage], SamplingConfig(structured=True, answers=answers), 1, 0)
+        return [qa_pair(item) for item in split_self_edit(text)]
+
+    assert pairs("scaffold") == [(f"Fact {n}?", f"scaffold {n}") for n in range(3)] and not asked_open_book
+    assert pairs("open-book") == [(f"Fact {n}?", f"open {n}.") for n in range(3)]
+    # asked exactly as the closed-book eval asks, with the passage before the question
+    assert asked_open_book == [chat_prompt(tok, answer_prompt(passage.title, f"Fact {n}?", book)) for n in range(3)]
+
+    calls = []
+
+    def agrees_on_the_middle_one(question, gold, prediction):
+        calls.append((question, gold, prediction))
+        return question == "Fact 1?"
+
+    domain.grader = agrees_on_the_middle_one
+    assert pairs("checked") == [("Fact 1?", "open 1.")]  # the others are dropped
+    assert calls == [(f"Fact {n}?", f"open {n}.", f"scaffold {n}") for n in range(3)]  # gold: the open-book answer
+
+
 def test_a_structured_self_edit_is_cloned_as_the_scaffold_prompts_it_was_written_from(lm):
     from seal.domains.knowledge.data import Passage
     from seal.domains.knowledge.domain import KnowledgeDomain

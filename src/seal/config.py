@@ -47,14 +47,22 @@ class ModelConfig:
 class SamplingConfig:
     """How self-edits are sampled from the generator. `structured`: fill in the domain's self-edit template
     choice by choice (`generation.fill_in`) instead of free generation; top_p and max_new_tokens then
-    do not apply."""
+    do not apply. `answers`: who answers the questions of a structured self-QA (see
+    KnowledgeDomain.write_self_edits): the scaffold, the model open book, or the model open book where it
+    agrees with the scaffold."""
 
     structured: bool = False
+    answers: Literal["scaffold", "open-book", "checked"] = "scaffold"
     temperature: float = bounded(1.0, ge=0)
     top_p: float = bounded(0.95, gt=0, le=1)
     max_new_tokens: int = bounded(320, ge=1)
     num_samples: int = bounded(1, ge=1)
     batch_size: int = bounded(8, ge=1)
+
+    def __post_init__(self):
+        if self.answers != "scaffold" and not self.structured:
+            raise ConfigError(f"sampling.answers={self.answers} needs sampling.structured=true (it decides who "
+                              "answers the questions of a structured self-QA)")
 
 
 @dataclass

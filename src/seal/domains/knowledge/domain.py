@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from seal.config import EvalConfig
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
-from seal.domains.knowledge.answers import score_answers, sentences, summary, words
+from seal.domains.knowledge.answers import graded_answer, score_answers, sentences, summary, words
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
 from seal.domains.knowledge.prompts import (QA_SCAFFOLD, QA_SCAFFOLD_ANSWER, QA_SCAFFOLD_QUESTION, answer_prompt,
@@ -55,22 +55,44 @@ class KnowledgeDomain:
                          seed: int) -> list[list[str]]:
         """Structured self-QA (`sampling.structured`): for each sentence (at most `SCAFFOLD_SENTENCES`) the model
         writes a question the sentence answers (sampled) and then its short answer (greedy), each in a prompt of
-        its own; a self-edit is one sample's pairs, as "Question: ...\nAnswer: ..." items."""
+        its own; a self-edit is one sample's pairs, as "Question: ...\nAnswer: ..." items.
+
+        `sampling.answers` decides who answers. `scaffold`: the scaffold, seeing only the sentence. `open-book`:
+        the model asked the question exactly as it is asked closed-book, but with the passage before it; its
+        graded answer is the one trained, so the update teaches the model to say without the passage what it
+        says with it. `checked`: the open-book answer, kept only where the grader finds it agrees with the
+        scaffold's (two readings of the document that agree; a question neither answers the same is dropped)."""
         jobs = [(i, s) for i, p in enumerate(passages) for s in sentences(p.context)[:SCAFFOLD_SENTENCES]]
         asks = [_scaffold_prompt(tokenizer, passages[i].title, s) for i, s in jobs]
         questions = generate(model, tokenizer, asks, max_new_tokens=48, temperature=sampling.temperature,
                              top_p=sampling.top_p, num_samples=num_samples, batch_size=sampling.batch_size, seed=seed)
         questions = [[_first_line(q, stop="Answer") for q in qs] for qs in questions]
-        answer_prompts = [f"{ask} {q}{QA_SCAFFOLD_ANSWER}" for ask, qs in zip(asks, questions) for q in qs]
-        answers = iter(_first_line(a[0]) for a in generate(model, tokenizer, answer_prompts, max_new_tokens=24,
-                                                            batch_size=sampling.batch_size))
+        asked = [(i, ask, q) for (i, _), ask, qs in zip(jobs, asks, questions) for q in qs]
+        if sampling.answers == "scaffold":
+            answers = self._scaffold_answers(model, tokenizer, asked, sampling)
+        else:
+            answers = self._open_book_answers(model, tokenizer, passages, asked, sampling)
+        if sampling.answers == "checked":
+            scaffold = self._scaffold_answers(model, tokenizer, asked, sampling)
+            answers = [a if a and s and self.grader(q, a, s) else "" for (_, _, q), a, s in zip(asked, answers, scaffold)]
         pairs: list[list[list[str]]] = [[[] for _ in range(num_samples)] for _ in passages]
-        for (i, _), qs in zip(jobs, questions):
-            for j, q in enumerate(qs):
-                answer = next(answers)
-                if q and answer:
-                    pairs[i][j].append(f"Question: {q}\nAnswer: {answer}")
+        for n, ((i, _, q), answer) in enumerate(zip(asked, answers)):
+            if q and answer:
+                pairs[i][n % num_samples].append(f"Question: {q}\nAnswer: {answer}")
         return [["\n\n".join(sample) for sample in per_passage] for per_passage in pairs]
+
+    def _scaffold_answers(self, model, tokenizer, asked: list[tuple[int, str, str]], sampling) -> list[str]:
+        prompts = [f"{ask} {q}{QA_SCAFFOLD_ANSWER}" for _, ask, q in asked]
+        outs = generate(model, tokenizer, prompts, max_new_tokens=24, batch_size=sampling.batch_size)
+        return [_first_line(o[0]) for o in outs]
+
+    def _open_book_answers(self, model, tokenizer, passages: list[Passage], asked: list[tuple[int, str, str]],
+                           sampling) -> list[str]:
+        prompts = [chat_prompt(tokenizer, answer_prompt(passages[i].title, q, (passages[i].title, passages[i].context)))
+                   for i, _, q in asked]
+        outs = generate(model, tokenizer, prompts, max_new_tokens=self.eval.max_new_tokens,
+                        batch_size=sampling.batch_size)
+        return [graded_answer(o[0]) for o in outs]
 
     def scaffold_examples(self, tokenizer, passage: Passage, self_edit: str) -> list[Example]:
         """What ReST-EM's M-step clones from a rewarded structured self-edit: each of its question-answer pairs as
