@@ -100,6 +100,23 @@ def test_without_questions_the_gate_uses_a_held_out_self_quiz(tiny_model_dir, tm
     assert len(result.answers_after) == len(result.quiz)
 
 
+def test_self_qa_items_train_in_the_configured_answer_format(tiny_model_dir, tmp_path, monkeypatch):
+    from seal.memory import memory as memory_module
+
+    self_edit = "Question: Which river does the canal join?\nAnswer: the Tesk"
+    monkeypatch.setattr(memory_module, "sample_self_edits", lambda *a, **k: [[self_edit]])
+    for qa_format in ("chat", "text"):
+        mem = Memory.open(tmp_path / qa_format, config(tiny_model_dir, prompt="self-qa", qa_format=qa_format))
+        mem.learn(CANAL)
+        [doc] = (tmp_path / qa_format / "documents").iterdir()
+        passage, item = json.loads(doc.read_text())["sequences"]
+        assert passage[0] == "" and CANAL.text in passage[1]
+        if qa_format == "chat":  # the closed-book question as the prompt, the loss on the answer only
+            assert "Which river does the canal join?" in item[0] and item[1].strip() == "the Tesk"
+        else:
+            assert item[0] == "" and "Which river does the canal join?" in item[1] and "the Tesk" in item[1]
+
+
 @torch.no_grad()
 def test_probe_perplexity_is_the_exp_of_the_mean_next_token_loss(tiny):
     model, tok = tiny

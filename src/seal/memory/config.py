@@ -54,6 +54,7 @@ class MemoryConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     strategy: Literal["merge", "replay", "router", "consolidate"] = "merge"
     prompt: str = "implications"
+    qa_format: Literal["text", "chat"] = "text"  # how question-answer items train: see KnowledgeDomain
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
