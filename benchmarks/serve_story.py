@@ -9,8 +9,8 @@
     python benchmarks/serve_story.py                      # the default model, seal's built-in Velmora document
     python benchmarks/serve_story.py --model NAME --set memory.inner.epochs=8 ...
 
-Answers are graded with seal's default grader; every answer is printed beside its gold answer. The last line
-printed is JSON.
+Answers are graded as every benchmark grades them (seal's default grader on the answer's first sentence);
+every answer is printed beside its gold answer. The last line printed is JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 from serve_load import KEY, start_server
 
+from seal.domains.knowledge.answers import graded_answer
 from seal.domains.knowledge.domain import grader_for
 
 
@@ -37,7 +38,7 @@ def ask_all(api: httpx.Client, questions: list[dict], retrieval: bool) -> dict:
             {"role": "user", "content": q["question"]}]}).json()
         answer = reply["choices"][0]["message"]["content"]
         rows.append({"question": q["question"], "gold": q["answer"], "answer": answer,
-                     "correct": bool(grade(q["question"], q["answer"], answer)), "version": reply["seal"]["version"],
+                     "correct": bool(grade(q["question"], q["answer"], graded_answer(answer))), "version": reply["seal"]["version"],
                      "retrieved": [d["title"] for d in reply["seal"]["documents"]]})
     return {"accuracy": sum(r["correct"] for r in rows) / len(rows), "rows": rows}
 
