@@ -268,8 +268,19 @@ def test_status_pools_shards_run_at_different_offsets(tiny_model_dir, data, tmp_
     assert main(["bench", "status", str(tmp_path / "a"), "--grader", "no-such"]) == 2
     assert "unknown grader 'no-such'" in capsys.readouterr().err
 
+    # a run killed in its last passage, continued by a shard from that passage: pooled, each passage from the
+    # run that finished it
+    killed = tmp_path / "killed"
+    run_bench(cfg, killed)
+    lines = (killed / "metrics.jsonl").read_text().splitlines()
+    (killed / "metrics.jsonl").write_text("\n".join(lines[: next(i for i, x in enumerate(lines) if '"passages": [2]' in x)
+                                                           + 1]) + "\n")
+    continued = interim(killed, tmp_path / "b")
+    assert continued["passages"] == continued["passages_done"] == 3
+    assert [{k: r[k] for k in measured} for r in continued["rows"]] == [{k: r[k] for k in measured} for r in whole["rows"]]
+
     run_bench(dataclasses.replace(cfg, offset=1, passages=2), tmp_path / "overlap")
-    with pytest.raises(ValueError, match="overlap"):
+    with pytest.raises(ValueError, match=r"overlap: .* both finished passage\(s\) \[1\]"):
         interim(tmp_path / "a", tmp_path / "overlap")
     run_bench(dataclasses.replace(cfg, offset=2, passages=1, inner=InnerConfig(rank=2, alpha=4, epochs=2)),
               tmp_path / "other")

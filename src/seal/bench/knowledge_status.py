@@ -6,6 +6,7 @@ another grader (`regrade`): runs made under different graders are then compared 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -40,6 +41,12 @@ def regrade(episode: dict, grader) -> dict:
     return {**episode, "scores": scores} if "scores" in episode else episode
 
 
+def _complete(cfg: KnowledgeBenchConfig, episodes: list[dict]) -> set[tuple[int, ...]]:
+    """The passages (index tuples) whose every planned episode is in `episodes`."""
+    done = Counter((tuple(e["passages"]), e["condition"]) for e in episodes)
+    return {idx for idx, _ in done if all(done[idx, c] >= samples(cfg, c) for c in conditions_of(cfg))}
+
+
 def interim(*outs: str | Path, grader=None) -> dict:
     """The table of one benchmark, or of shards of one (the same config at different `offset`s, run in
     parallel), still running or killed: over the passages whose every episode is done, so that every row
@@ -53,16 +60,20 @@ def interim(*outs: str | Path, grader=None) -> dict:
         raise ValueError("multi-passage runs are one update over all their passages and cannot be pooled")
     if len(shards) > 1 and "retrieval" in cfg.conditions:
         raise ValueError("retrieval searches only its own run's passages, so shards of it cannot be pooled")
-    ranges = sorted((c.offset, c.offset + c.passages) for c, _ in shards)
-    if any(end > start for (_, end), (start, _) in zip(ranges, ranges[1:])):
-        raise ValueError(f"the runs' passages overlap: {ranges}")
-    episodes = [e for _, eps in shards for e in eps]
-    done = Counter((tuple(e["passages"]), e["condition"]) for e in episodes)
-    complete = {idx for idx, _ in done if all(done[idx, c] >= samples(cfg, c) for c in conditions_of(cfg))}
-    finished = [e for e in episodes if tuple(e["passages"]) in complete]
+    # A killed run continued by a shard at the passage where it stopped: the killed run planned (and may have
+    # begun) passages the shard finished. Each passage counts from the run that finished it; two runs that both
+    # finished one are not shards of one benchmark.
+    finished_by = [_complete(cfg, eps) for _, eps in shards]
+    for (a, first), (b, second) in itertools.combinations(zip(outs, finished_by), 2):
+        if first & second:
+            both = sorted(i for passages in first & second for i in passages)
+            raise ValueError(f"the runs' passages overlap: {a} and {b} both finished passage(s) {both}")
+    planned = set().union(*(range(c.offset, c.offset + c.passages) for c, _ in shards))
+    complete = set().union(*finished_by)
+    finished = [e for (_, eps), mine in zip(shards, finished_by) for e in eps if tuple(e["passages"]) in mine]
     if grader is not None:
         finished = [regrade(e, grader) for e in finished]
     return {"model": cfg.model.name, "setting": cfg.setting, "passages_done": sum(len(i) for i in complete),
-            "passages": sum(c.passages for c, _ in shards), "k": cfg.k,
+            "passages": len(planned), "k": cfg.k,
             "rows": summarise(finished, conditions_of(cfg)) if complete else [],
             "comparisons": comparisons(finished, cfg.conditions)}
