@@ -38,7 +38,8 @@ def ask_all(api: httpx.Client, questions: list[dict], retrieval: bool) -> dict:
             {"role": "user", "content": q["question"]}]}).json()
         answer = reply["choices"][0]["message"]["content"]
         rows.append({"question": q["question"], "gold": q["answer"], "answer": answer,
-                     "correct": bool(grade(q["question"], q["answer"], graded_answer(answer))), "version": reply["seal"]["version"],
+                     "correct": bool(grade(q["question"], q["answer"], graded_answer(answer))),
+                     "version": reply["seal"]["version"],
                      "retrieved": [d["title"] for d in reply["seal"]["documents"]]})
     return {"accuracy": sum(r["correct"] for r in rows) / len(rows), "rows": rows}
 

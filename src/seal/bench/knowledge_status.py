@@ -31,14 +31,16 @@ def regrade(episode: dict, grader) -> dict:
     """The episode with each passage's accuracy recomputed from its stored answers under `grader` (the same
     credit rule as live grading: a generic answer is credited for none of its questions); F1, exact match,
     recitation and identical rates do not depend on the grader and are kept."""
+    if "scores" not in episode:  # a failed episode: nothing was answered
+        return episode
     scores = []
-    for score in episode.get("scores", []):
+    for score in episode["scores"]:
         answers = score["answers"]
         judged = [bool(a["answer"]) and bool(grader(a["question"], a["gold"], a["answer"])) for a in answers]
         credited = credit(judged, [a["answer"] for a in answers], [a["gold"] for a in answers])
         scores.append({**score, "accuracy": sum(credited) / len(answers),
                        "answers": [{**a, "judged": j, "correct": c} for a, j, c in zip(answers, judged, credited)]})
-    return {**episode, "scores": scores} if "scores" in episode else episode
+    return {**episode, "scores": scores}
 
 
 def _complete(cfg: KnowledgeBenchConfig, episodes: list[dict]) -> set[tuple[int, ...]]:

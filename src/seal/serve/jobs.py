@@ -57,16 +57,15 @@ def recover(store: Store, data: Path, memory: Versions) -> list[str]:
             current = job["current"]
             if current:
                 doc = store.document(current["document"])
-                versions = memory.versions()
-                new = [v for v in versions if v["name"] not in current["versions_before"]]
+                new = [v for v in memory.versions() if v["name"] not in current["versions_before"]]
                 if new and not new[-1]["active"]:
                     memory.activate(new[-1]["name"])
-                new = [v["name"] for v in new]
                 if doc is not None and doc["state"] == "pending" and new:
                     reason = "learned just before the interruption; recorded on restart"
+                    version = new[0]["name"]
                     store.record_decision(job["id"], {"document": doc["id"], "title": doc["title"], "accepted": True,
-                                                      "version": new[0], "reason": reason},
-                                          ("consolidated", reason, new[0]))
+                                                      "version": version, "reason": reason},
+                                          ("consolidated", reason, version))
             left = len(job["documents"]) - len(store.job(job["id"])["decisions"])
             store.update_job(job["id"], state="interrupted", current=None, finished=time.time(),
                              error=f"interrupted (server or worker killed); {left} document(s) not consolidated are "

@@ -74,7 +74,8 @@ class KnowledgeDomain:
             answers = self._open_book_answers(model, tokenizer, passages, asked, sampling)
         if sampling.answers == "checked":
             scaffold = self._scaffold_answers(model, tokenizer, asked, sampling)
-            answers = [a if a and s and self.grader(q, a, s) else "" for (_, _, q), a, s in zip(asked, answers, scaffold)]
+            answers = [a if a and s and self.grader(q, a, s) else ""
+                       for (_, _, q), a, s in zip(asked, answers, scaffold)]
         pairs: list[list[list[str]]] = [[[] for _ in range(num_samples)] for _ in passages]
         for n, ((i, _, q), answer) in enumerate(zip(asked, answers)):
             if q and answer:
@@ -88,11 +89,8 @@ class KnowledgeDomain:
 
     def _open_book_answers(self, model, tokenizer, passages: list[Passage], asked: list[tuple[int, str, str]],
                            sampling) -> list[str]:
-        prompts = [chat_prompt(tokenizer, answer_prompt(passages[i].title, q, (passages[i].title, passages[i].context)))
-                   for i, _, q in asked]
-        outs = generate(model, tokenizer, prompts, max_new_tokens=self.eval.max_new_tokens,
-                        batch_size=sampling.batch_size)
-        return [graded_answer(o[0]) for o in outs]
+        books = [(passages[i].title, q, (passages[i].title, passages[i].context)) for i, _, q in asked]
+        return [graded_answer(o) for o in self._ask(model, tokenizer, books, sampling.batch_size)]
 
     def scaffold_examples(self, tokenizer, passage: Passage, self_edit: str) -> list[Example]:
         """What ReST-EM's M-step clones from a rewarded structured self-edit: each of its question-answer pairs as
@@ -128,10 +126,13 @@ class KnowledgeDomain:
         """Greedy answers to the passage's questions: closed-book (the model sees the topic and the question,
         never the passage) unless `supports` gives a (title, text) passage to put before each question."""
         supports = supports or [None] * len(passage.questions)
-        prompts = [chat_prompt(tokenizer, answer_prompt(passage.title, q.question, s))
-                   for q, s in zip(passage.questions, supports)]
-        outs = generate(model, tokenizer, prompts, max_new_tokens=self.eval.max_new_tokens,
-                        batch_size=self.eval.batch_size)
+        asks = [(passage.title, q.question, s) for q, s in zip(passage.questions, supports)]
+        return self._ask(model, tokenizer, asks, self.eval.batch_size)
+
+    def _ask(self, model, tokenizer, asks: list[tuple[str, str, tuple[str, str] | None]], batch_size: int) -> list[str]:
+        """Greedy generations for (title, question, support) triples, in the evaluation's answer prompt."""
+        prompts = [chat_prompt(tokenizer, answer_prompt(title, question, support)) for title, question, support in asks]
+        outs = generate(model, tokenizer, prompts, max_new_tokens=self.eval.max_new_tokens, batch_size=batch_size)
         return [o[0] for o in outs]
 
     def evaluate(self, model, tokenizer, passage: Passage, supports=None) -> Score:
