@@ -1,7 +1,7 @@
 """How well the router's retrieval picks adapters, measured without any model: SQuAD evaluation passages
 are "learned" T at a time (indexed as the router indexes them, with the probe's passages as background);
 each question of a learned passage should reach its own passage's adapter, each question of a passage
-never learned should reach none. Prints both rates per `router.min_score`, for the sequences that
+never learned should reach none. Prints both rates per `router.min_coverage`, for the sequences that
 `seal bench forgetting` uses (same data, seed, T and S).
 
     python benchmarks/router_locality.py --documents 8 --sequences 4
@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--documents", type=int, default=8)
     parser.add_argument("--sequences", type=int, default=4)
-    parser.add_argument("--min-score", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0, 8.0])
+    parser.add_argument("--min-coverage", type=float, nargs="+", default=[0.2, 0.28, 0.32, 0.36, 0.45])
     args = parser.parse_args()
     cfg = ForgettingBenchConfig(documents=args.documents, sequences=args.sequences)
     seqs = sequences(cfg)
@@ -36,12 +36,12 @@ def main() -> None:
     background = [f"{t} {x}" for t, x in probe_passages(items)]
     table = Table(title=f"router retrieval: {args.sequences} sequence(s) of {args.documents} SQuAD passages, "
                   f"{len(background)} background passages, {len(unlearned)} passages never learned")
-    for column in ("min_score", "right adapter (learned)", "no adapter (never learned)", "questions"):
+    for column in ("min_coverage", "right adapter (learned)", "no adapter (never learned)", "questions"):
         table.add_column(column)
-    for min_score in args.min_score:
+    for min_coverage in args.min_coverage:
         right = none = n_learned = n_other = 0
         for passages in seqs:
-            index = DocumentIndex([f"{p.title} {p.context}" for p in passages], background, min_score)
+            index = DocumentIndex([f"{p.title} {p.context}" for p in passages], background, min_coverage)
             for j, p in enumerate(passages):
                 for q in p.questions:
                     right += index.route(f"{p.title} {q.question}") == j
@@ -50,7 +50,7 @@ def main() -> None:
                 for q in p.questions:
                     none += index.route(f"{p.title} {q.question}") is None
                     n_other += 1
-        table.add_row(f"{min_score:g}", f"{right / n_learned:.1%}", f"{none / n_other:.1%}", f"{n_learned} / {n_other}")
+        table.add_row(f"{min_coverage:g}", f"{right / n_learned:.1%}", f"{none / n_other:.1%}", f"{n_learned} / {n_other}")
     console.print(table)
 
 

@@ -18,7 +18,6 @@ from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.quiz import cloze_questions, usable_pairs
 from seal.inner.lora import load_adapter, token_loss
 from seal.memory import Document, Memory, MemoryConfig, MemoryDirError, Question
-from seal.memory.config import RouterConfig
 from seal.memory.probe import perplexity
 from seal.memory.weights import fold_in
 
@@ -166,8 +165,7 @@ def test_folded_weights_match_peft_merge(scrambled_model_dir, tmp_path):
 
 
 def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(scrambled_model_dir, tmp_path):
-    # short documents score low under BM25: the default threshold is calibrated on SQuAD passages
-    mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, strategy="router", router=RouterConfig(min_score=1.0)))
+    mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, strategy="router"))
     mem.learn(CANAL)
     mem.learn(GLACIER)
     mem.answer("warm up")  # loads the active version

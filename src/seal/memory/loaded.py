@@ -45,7 +45,7 @@ class LoadedVersion:
         self.routed = [({k: document(r["document"])[k] for k in ("title", "text")},
                         read_adapter(self.model, self.cfg.inner, adapter_path(r["adapter"]))[1]) for r in state.routed]
         texts = [f"{d['title']} {d['text']}" for d, _ in self.routed]
-        self.index = (DocumentIndex(texts, [f"{t} {x}" for t, x in background], self.cfg.router.min_score)
+        self.index = (DocumentIndex(texts, [f"{t} {x}" for t, x in background], self.cfg.router.min_coverage)
                       if self.routed else None)
         self.name = name
 

@@ -6,6 +6,7 @@ questions route to different adapters is answered in shared forward passes (seal
 from __future__ import annotations
 
 import functools
+import math
 import re
 
 from rank_bm25 import BM25Okapi
@@ -41,19 +42,38 @@ class Router(Strategy):
 
 class DocumentIndex:
     """BM25 over the routed documents plus background passages. `route(query)` is the index of the routed
-    document that scores best, or None when a background passage scores higher or the best score is below
-    `min_score`. The background keeps BM25's document frequencies meaningful with only one or two
-    documents learned, and gives off-topic questions somewhere else to go."""
+    document that scores best, or None when a background passage scores higher or the query is not about
+    that document: less than `min_coverage` of the query's words, weighted by IDF, occur in it. The
+    background keeps the document frequencies meaningful with only one or two documents learned, and gives
+    off-topic questions somewhere else to go.
 
-    def __init__(self, documents: list[str], background: list[str], min_score: float):
+    Why a covered share and not a minimum BM25 score: the score grows with log(corpus size) and shrinks with
+    the document's length against the average, so no one threshold holds across memories. A score of 6,
+    tuned on 8 SQuAD passages, routed 1 of the 6 built-in Velmora questions in a one-document memory, and
+    let 59 % of the questions about never-learned passages through at 50. The share is a ratio of the same
+    corpus's IDFs, so it barely moves with either (benchmarks/router_locality.py)."""
+
+    def __init__(self, documents: list[str], background: list[str], min_coverage: float):
         self.count = len(documents)
-        self.min_score = min_score
+        self.min_coverage = min_coverage
         corpus = [_tokens(text) for text in documents + background]
+        self.words = [set(words) for words in corpus[: self.count]]
         self.index = BM25Okapi(corpus) if corpus and any(corpus) else None
+        # a query word found nowhere weighs as much as the rarest possible word: it says the query is elsewhere
+        self.unseen_idf = math.log((len(corpus) + 0.5) / 0.5)
 
     def route(self, query: str) -> int | None:
         if self.index is None or self.count == 0:
             return None
-        scores = self.index.get_scores(_tokens(query))
+        words = _tokens(query)
+        scores = self.index.get_scores(words)
         best = max(range(len(scores)), key=lambda i: scores[i])
-        return best if best < self.count and scores[best] >= self.min_score else None
+        if best >= self.count or scores[best] <= 0:
+            return None
+        return best if self.coverage(words, best) >= self.min_coverage else None
+
+    def coverage(self, words: list[str], document: int) -> float:
+        """The IDF-weighted share of `words` that occur in routed document `document`."""
+        weight = {w: self.index.idf.get(w, self.unseen_idf) for w in set(words)}
+        total = sum(weight.values())
+        return sum(v for w, v in weight.items() if w in self.words[document]) / total if total else 0.0
