@@ -80,6 +80,18 @@ def test_resume_with_a_changed_config_is_refused_and_writes_nothing(tmp_path):
     assert [r["n"] for r in Run(tmp_path / "r", saved).records(event="step")] == [1]
 
 
+def test_a_run_from_before_a_setting_existed_resumes_with_that_setting_at_its_default(tmp_path):
+    run = Run(tmp_path / "r", _cfg())
+    run.log({"event": "step", "n": 1})
+    saved = yaml.safe_load((run.path / "config.yaml").read_text())
+    del saved["sampling"]["temperature"]  # as if the run started before seal had this setting
+    (run.path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert [r["n"] for r in Run(tmp_path / "r", _cfg()).records(event="step")] == [1]
+    (run.path / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(RunExistsError, match=r"different config \(sampling\.temperature\)"):
+        Run(tmp_path / "r", load_config(LearnConfig, overrides=["inner.lr=3e-4", "gate=false", "sampling.temperature=0.3"]))
+
+
 def test_resume_false_accepts_a_missing_or_empty_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     Run(tmp_path / "empty", _cfg(), resume=False)

@@ -143,11 +143,13 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def check_same_config(saved: Path, config: Any) -> None:
-    """A resumed run must use the config it started with, or its records would mix two experiments."""
+    """A resumed run must use the config it started with, or its records would mix two experiments. A setting
+    the saved config lacks was added to seal after the run started, and the run had its default's behaviour."""
     if not saved.exists():
         return
-    old = _flatten(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
-    new = _flatten(yaml.safe_load(yaml.safe_dump(to_dict(config))))
+    flat = lambda c: _flatten(yaml.safe_load(yaml.safe_dump(to_dict(c))))  # noqa: E731
+    old = {**flat(type(config)()), **_flatten(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})}
+    new = flat(config)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
         raise RunExistsError(f"{saved.parent} holds an unfinished run with a different config ({', '.join(changed)}); "
