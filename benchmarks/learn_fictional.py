@@ -3,7 +3,7 @@ seen by any model): closed-book accuracy before and after each document's update
 with the recitation and identical-answer rates behind it. The documents are not the demo's, so tuning the
 demo cannot tune this figure.
 
-    python benchmarks/learn_fictional.py --out runs/learn-fictional [--config qwen2.5-coder-0.5b-instruct] \
+    python benchmarks/learn_fictional.py --out runs/learn-fictional [--config smollm2-135m-instruct] \
         [--set prompt=self-qa ...]
 
 Each document runs in `OUT/<name>/` (a finished one is read back, not rerun). Prints one row per document

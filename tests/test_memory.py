@@ -28,7 +28,7 @@ GLACIER = Document("Vattna Glacier", "The Vattna Glacier covers the northern pla
 
 
 def config(model_dir, **kw) -> MemoryConfig:
-    kw = {"gate": False, **kw}
+    kw = {"gate": False, "strategy": "merge", **kw}  # the strategy most tests exercise; router is the default
     return MemoryConfig(model=ModelConfig(name=str(model_dir)), sampling=SamplingConfig(max_new_tokens=12),
                         inner=InnerConfig(rank=2, alpha=4, epochs=2, lr=1e-2),
                         eval=EvalConfig(max_new_tokens=6, grader="containment"), **kw)

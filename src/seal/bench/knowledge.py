@@ -29,7 +29,8 @@ from typing import Literal
 
 from seal import models
 from seal.bench.knowledge_table import answers_page, comparisons, report, summarise
-from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, bounded
+from seal.config import (KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, EvalConfig, InnerConfig, ModelConfig, SamplingConfig,
+                         bounded, knowledge_sampling)
 from seal.datapaths import data_file
 from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
@@ -58,9 +59,9 @@ class KnowledgeBenchConfig:
     setting: str = "single"  # single: one update per passage | multi: one update on all passages
     conditions: list[str] = field(default_factory=lambda: ["base", "passage", "self-edit", "file:gpt4_1", "file:base"])
     k: int = bounded(1, ge=1)  # self-edits per passage (single: one episode each, averaged; multi: all in one update)
-    prompt: str = "implications"
-    qa_format: Literal["text", "chat"] = "text"  # how question-answer items train: see KnowledgeDomain
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    prompt: str = KNOWLEDGE_PROMPT
+    qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
+    sampling: SamplingConfig = field(default_factory=knowledge_sampling)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig, bounded
+from seal.config import (KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, EvalConfig, InnerConfig, ModelConfig, SamplingConfig,
+                         bounded, knowledge_sampling)
 
 STRATEGIES = ("merge", "replay", "router", "consolidate")
 
@@ -53,10 +54,12 @@ class MemoryConfig:
     when the memory is created; the rest may change between `Memory.open` calls."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    strategy: Literal["merge", "replay", "router", "consolidate"] = "merge"
-    prompt: str = "implications"
-    qa_format: Literal["text", "chat"] = "text"  # how question-answer items train: see KnowledgeDomain
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # router: on the default model only an adapter kept apart passed the service's story; merged into the
+    # weights, the same Velmora update raised the probe's perplexity from 68 to 872 (benchmarks/serve_story.py)
+    strategy: Literal["merge", "replay", "router", "consolidate"] = "router"
+    prompt: str = KNOWLEDGE_PROMPT
+    qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
+    sampling: SamplingConfig = field(default_factory=knowledge_sampling)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     quiz: QuizConfig = field(default_factory=QuizConfig)
