@@ -92,6 +92,24 @@ def test_a_run_from_before_a_setting_existed_resumes_with_that_setting_at_its_de
         Run(tmp_path / "r", load_config(LearnConfig, overrides=["inner.lr=3e-4", "gate=false", "sampling.temperature=0.3"]))
 
 
+def test_a_run_from_before_a_default_changed_resumes_with_what_it_did(tmp_path):
+    """sampling.answers came in as "scaffold" and is "checked" by default now: a run that predates the setting
+    answered with the scaffold, and its saved config reads so, for resuming as for reports."""
+    run = Run(tmp_path / "r", load_config(LearnConfig, overrides=["sampling.answers=scaffold"]))
+    run.log({"event": "step", "n": 1})
+    saved = yaml.safe_load((run.path / "config.yaml").read_text())
+    del saved["sampling"]["answers"]
+    (run.path / "config.yaml").write_text(yaml.safe_dump(saved))
+    recorded = load_config(LearnConfig, run.path / "config.yaml")
+    assert recorded.sampling.answers == "scaffold" and LearnConfig().sampling.answers == "checked"
+    with pytest.raises(RunExistsError, match=r"different config \(sampling\.answers\)"):
+        Run(tmp_path / "r", LearnConfig())
+    assert [r["n"] for r in Run(tmp_path / "r", recorded).records(event="step")] == [1]
+    elsewhere = tmp_path / "c.yaml"  # a config file of the user's own: today's defaults fill it
+    elsewhere.write_text(yaml.safe_dump(saved))
+    assert load_config(LearnConfig, elsewhere).sampling.answers == "checked"
+
+
 def test_resume_false_accepts_a_missing_or_empty_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     Run(tmp_path / "empty", _cfg(), resume=False)

@@ -266,8 +266,20 @@ def config_path(name: str | Path) -> Path:
     return SHIPPED / f"{name}.yaml"
 
 
+# Settings whose default changed after runs were recorded without them: a run's saved config that lacks one
+# ran with the value here, not today's default (sampling.answers came in as "scaffold", later became "checked").
+RECORDED_BEFORE = {"sampling": {"answers": "scaffold"}}
+
+
+def as_recorded(data: dict) -> dict:
+    """A run's saved config `data`, with each setting it predates set to what the run did."""
+    return {**data, **{section: {**keys, **data[section]} for section, keys in RECORDED_BEFORE.items()
+                       if isinstance(data.get(section), dict)}}
+
+
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
-    """Defaults <- YAML file (or shipped config) <- overrides, validated against `cls`."""
+    """Defaults <- YAML file (or shipped config) <- overrides, validated against `cls`. A run's own config.yaml
+    (beside its metrics.jsonl) is read `as_recorded`."""
     data: dict = {}
     if path is not None:
         path = config_path(path)
@@ -288,6 +300,8 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping at top level")
         data = loaded or {}
+        if (path.parent / "metrics.jsonl").exists():
+            data = as_recorded(data)
     return from_dict(cls, apply_overrides(data, overrides or []))
 
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from seal.config import save_config, to_dict
+from seal.config import as_recorded, save_config, to_dict
 
 
 class RunExistsError(FileExistsError):
@@ -144,11 +144,12 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def check_same_config(saved: Path, config: Any) -> None:
     """A resumed run must use the config it started with, or its records would mix two experiments. A setting
-    the saved config lacks was added to seal after the run started, and the run had its default's behaviour."""
+    the saved config lacks was added to seal after the run started, and the run did what its default does (or,
+    for a default changed since, what `as_recorded` says)."""
     if not saved.exists():
         return
     flat = lambda c: _flatten(yaml.safe_load(yaml.safe_dump(to_dict(c))))  # noqa: E731
-    old = {**flat(type(config)()), **_flatten(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})}
+    old = {**flat(type(config)()), **_flatten(as_recorded(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}))}
     new = flat(config)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
