@@ -29,7 +29,7 @@ USER_ERRORS = (ConfigError, DataError, ModelError, RunExistsError, GradingError,
 
 
 def config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file, or the name of a shipped one (e.g. qwen2.5-coder-0.5b-instruct)")
+    p.add_argument("--config", help="YAML config file, or the name of a shipped one (e.g. smollm2-135m-instruct)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set inner.lr=3e-4 (repeatable)")
 
