@@ -192,8 +192,8 @@ def test_shipped_configs_load_by_name_for_learn_and_bench(name):
 
 def test_a_file_in_the_working_directory_wins_over_a_shipped_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "qwen2.5-coder-0.5b-instruct").write_text("seed: 7\n", encoding="utf-8")
-    cfg = load_config(LearnConfig, "qwen2.5-coder-0.5b-instruct")
+    (tmp_path / "smollm2-135m-instruct").write_text("seed: 7\n", encoding="utf-8")
+    cfg = load_config(LearnConfig, "smollm2-135m-instruct")
     assert cfg.seed == 7 and cfg.model.name == LearnConfig().model.name
 
 
