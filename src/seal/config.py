@@ -259,7 +259,7 @@ def shipped_configs() -> list[str]:
 
 
 def config_path(name: str | Path) -> Path:
-    """A YAML file's path, or the name of a shipped config (`--config qwen2.5-coder-0.5b-instruct`)."""
+    """A YAML file's path, or the name of a shipped config (`--config smollm2-135m-instruct`)."""
     path = Path(name)
     if path.exists() or str(name) not in shipped_configs():
         return path
