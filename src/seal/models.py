@@ -58,10 +58,7 @@ EMBEDDED = {
         ),
     )
 }
-# Qwen2.5-0.5B learns what it writes about a document, SmolLM2-135M much less: with the default self-edit,
-# four fictional documents went from 0 to 66.7 % closed-book on Qwen and to 20.8 % on SmolLM2
-# (benchmarks/learn_fictional.py), and the service's story passes on Qwen only (benchmarks/serve_story.py).
-DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+DEFAULT_MODEL = ModelConfig().name  # why this one: there
 
 
 def cache_root() -> Path:
