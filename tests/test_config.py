@@ -205,3 +205,13 @@ def test_a_partial_override_of_a_nested_config_keeps_the_parents_own_defaults():
     assert cfg.memory.probe.data == data_file("squad/squad_val.json")  # the benchmark's default probe source survives a sibling override
     assert cfg.memory.probe.candidates == 20 and cfg.memory.model.name == "tiny"
     assert load_config(ForgettingBenchConfig, None, ["memory.probe.data="]).memory.probe.data == ""
+
+
+def test_restem_trains_the_self_edit_that_the_knowledge_commands_write():
+    from seal.memory.config import MemoryConfig
+    from seal.train import TrainKnowledgeConfig
+
+    cfg = load_config(TrainKnowledgeConfig, None, ["restem.sampling.temperature=1.0"])
+    writers = (LearnConfig(), KnowledgeBenchConfig(), MemoryConfig())
+    assert all((w.prompt, w.qa_format) == (cfg.prompt, cfg.qa_format) for w in writers)
+    assert dataclasses.replace(cfg.restem.sampling, temperature=0.7) == knowledge_sampling()  # the override kept the rest

@@ -8,7 +8,7 @@ from typing import Literal
 
 from seal import models
 from seal.bench.stats import number, percent
-from seal.config import EvalConfig, bounded
+from seal.config import KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, EvalConfig, bounded, knowledge_sampling
 from seal.datapaths import data_file
 from seal.domains.arc.domain import ArcConfig, ArcDomain
 from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
@@ -23,12 +23,14 @@ from seal.runs import Run
 
 @dataclass
 class TrainKnowledgeConfig:
-    restem: RestEMConfig = field(default_factory=RestEMConfig)
+    """ReST-EM trains the generator to write the self-edit that `learn` writes (config.KNOWLEDGE_PROMPT)."""
+
+    restem: RestEMConfig = field(default_factory=lambda: RestEMConfig(sampling=knowledge_sampling()))
     data: str = field(default_factory=lambda: data_file("squad/squad_val.json"))  # see seal.datapaths
     passages: int = bounded(12, ge=1)  # training passages, taken from outside the 200-passage evaluation set
     offset: int = bounded(0, ge=0)
-    prompt: str = "implications"
-    qa_format: Literal["text", "chat"] = "text"  # how question-answer items train: see KnowledgeDomain
+    prompt: str = KNOWLEDGE_PROMPT
+    qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
