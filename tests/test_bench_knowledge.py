@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from seal import models
+from seal.bench import knowledge
 from seal.bench.knowledge import (KnowledgeBenchConfig, conditions_of, merged_plan, multi_passage_updates, run_bench,
-                                  run_episode, select_passages)
+                                  run_episode, sampled_self_edits, select_passages)
 from seal.bench.knowledge_table import comparisons, report, summarise
 from seal.bench.stats import format_ci, mean_ci, paired_difference
 from seal.cli import main
@@ -20,6 +21,7 @@ from seal.domains.knowledge.data import split_eval, load_squad
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.grading import describe, get_grader
 from seal.domains.knowledge.retrieval import Retriever
+from seal.runs import Run
 
 PASSAGES = [
     {"title": "Orrin Canal", "context": "The Orrin Canal joins the river Tesk to the harbour of Lune. It opened in 1843.",
@@ -81,6 +83,36 @@ def test_bench_writes_table_and_resumes(tiny_model_dir, data, tmp_path, setting)
     after = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(after) == len(lines)
     assert [r["condition"] for r in again["rows"]] == ["recitation", *cfg.conditions]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_self_edits_sampled_before_a_kill_are_kept_and_the_rest_sampled_as_without_one(tiny_model_dir, data, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setattr(knowledge, "SAMPLING_CHUNK", 1)
+    cfg = config(tiny_model_dir, *data, setting="single")
+    model, tokenizer = models.load(cfg.model)
+    domain, passages = KnowledgeDomain(eval=cfg.eval), select_passages(cfg)
+    whole = sampled_self_edits(cfg, Run(tmp_path / "whole", cfg), "self-edit", model, tokenizer, domain, passages)
+
+    sample, calls, kill = knowledge.sample_self_edits, [], True
+
+    def killed_at_the_second_chunk(model, tokenizer, domain, chunk, *args, **kwargs):
+        calls.append([p.title for p in chunk])
+        if kill and len(calls) == 2:
+            raise Killed
+        return sample(model, tokenizer, domain, chunk, *args, **kwargs)
+
+    monkeypatch.setattr(knowledge, "sample_self_edits", killed_at_the_second_chunk)
+    with pytest.raises(Killed):
+        sampled_self_edits(cfg, Run(tmp_path / "killed", cfg), "self-edit", model, tokenizer, domain, passages)
+    calls.clear()
+    kill = False
+    resumed = sampled_self_edits(cfg, Run(tmp_path / "killed", cfg), "self-edit", model, tokenizer, domain, passages)
+    assert calls == [[passages[1].title], [passages[2].title]]  # the first passage's self-edits were not redone
+    assert resumed == whole
 
 
 def test_multi_passage_updates_trained_together_score_as_one_at_a_time(tiny_model_dir, data):

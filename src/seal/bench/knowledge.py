@@ -42,7 +42,7 @@ from seal.generation import sample_self_edits
 from seal.inner.batched import batchable, batched_adapters, evaluator_for
 from seal.inner.lora import fresh_update, train
 from seal.plots import plot_accuracy_per_round, plot_conditions
-from seal.progress import console, progress_bar
+from seal.progress import progress_bar
 from seal.runs import Run, atomic_write
 
 NO_UPDATE = ("base", "open-book", "retrieval", "recitation")
@@ -101,17 +101,30 @@ def check_conditions(conditions: list[str]) -> None:
         raise ValueError(f"unknown condition(s) {bad}; use {', '.join(fixed)}, file:NAME or generator:PATH")
 
 
+# Passages whose self-edits are sampled in one call: enough to fill generation batches, few enough that a
+# kill loses little and the bar moves. Chunks are fixed by passage index and seeded by their number, so a
+# resumed run samples exactly what an uninterrupted one would.
+SAMPLING_CHUNK = 4
+
+
 def sampled_self_edits(cfg, run: Run, condition: str, model, tokenizer, domain, passages) -> list[list[str]]:
-    """k self-edits per passage from `model`, logged once so that a resumed run reuses them."""
+    """k self-edits per passage from `model`, logged chunk by chunk so that a resumed run reuses them."""
     logged = {r["passage"]: r["texts"] for r in run.records(event="self_edits", condition=condition)}
-    todo = [i for i in range(len(passages)) if i not in logged]
+    chunks = [range(start, min(start + SAMPLING_CHUNK, len(passages)))
+              for start in range(0, len(passages), SAMPLING_CHUNK)]
+    todo = [(n, chunk) for n, chunk in enumerate(chunks) if any(i not in logged for i in chunk)]
     if todo:
-        with console.status(f"{condition}: sampling {cfg.k} self-edit(s) for {len(todo)} passages"):
-            texts = sample_self_edits(model, tokenizer, domain, [passages[i] for i in todo], cfg.sampling, cfg.k,
-                                      seed=cfg.seed)
-        for i, t in zip(todo, texts):
-            logged[i] = t
-            run.log({"event": "self_edits", "condition": condition, "passage": i, "texts": t})
+        with progress_bar() as bar:
+            task = bar.add_task(f"{condition}: sampling self-edits", status=f"k={cfg.k}",
+                                total=sum(len(chunk) for _, chunk in todo))
+            for n, chunk in todo:
+                texts = sample_self_edits(model, tokenizer, domain, [passages[i] for i in chunk], cfg.sampling, cfg.k,
+                                          seed=cfg.seed + n)
+                for i, t in zip(chunk, texts):
+                    if i not in logged:
+                        logged[i] = t
+                        run.log({"event": "self_edits", "condition": condition, "passage": i, "texts": t})
+                bar.advance(task, len(chunk))
     return [logged[i] for i in range(len(passages))]
 
 
