@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seal import models
-from seal.bench import knowledge
+from seal.bench import knowledge, self_edits
 from seal.bench.knowledge import (KnowledgeBenchConfig, conditions_of, merged_plan, multi_passage_updates, run_bench,
                                   run_episode, sampled_self_edits, select_passages)
 from seal.bench.knowledge_table import comparisons, report, summarise
@@ -91,7 +91,7 @@ class Killed(Exception):
 
 def test_self_edits_sampled_before_a_kill_are_kept_and_the_rest_sampled_as_without_one(tiny_model_dir, data, tmp_path,
                                                                                         monkeypatch):
-    monkeypatch.setattr(knowledge, "SAMPLING_CHUNK", 1)
+    monkeypatch.setattr(self_edits, "SAMPLING_CHUNK", 1)
     cfg = config(tiny_model_dir, *data, setting="single")
     model, tokenizer = models.load(cfg.model)
     domain, passages = KnowledgeDomain(eval=cfg.eval), select_passages(cfg)

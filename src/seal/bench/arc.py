@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal import models
+from seal.bench.self_edits import logged_self_edits
 from seal.bench.stats import format_ci, mean_ci
 from seal.config import ModelConfig, bounded, load_config
 from seal.domains.arc.domain import ArcConfig, ArcDomain
@@ -32,7 +33,7 @@ from seal.domains.base import SelfEditError, UpdateError
 from seal.episode import adapt_and_evaluate
 from seal.generation import sample_self_edits
 from seal.plots import plot_conditions
-from seal.progress import console, progress_bar
+from seal.progress import progress_bar
 from seal.runs import Run, read_records
 
 
@@ -66,19 +67,9 @@ def check_conditions(conditions: list[str]) -> None:
 
 def sampled_self_edits(cfg: ArcBenchConfig, run: Run, condition: str, model, tokenizer, domain,
                        tasks) -> list[list[str]]:
-    """k self-edits per task, logged once so that a resumed run reuses them."""
-    logged = {r["task"]: r["texts"] for r in run.records(event="self_edits", condition=condition)}
-    todo = [i for i in range(len(tasks)) if i not in logged]
-    if todo:
-        start = time.perf_counter()
-        with console.status(f"{condition}: sampling {cfg.k} self-edit(s) for {len(todo)} tasks"):
-            texts = sample_self_edits(model, tokenizer, domain, [tasks[i] for i in todo], cfg.sampling, cfg.k,
-                                      seed=cfg.seed)
-        seconds = (time.perf_counter() - start) / len(todo)
-        for i, t in zip(todo, texts):
-            logged[i] = t
-            run.log({"event": "self_edits", "condition": condition, "task": i, "texts": t, "seconds": seconds})
-    return [logged[i] for i in range(len(tasks))]
+    """k self-edits per task, logged so that a resumed run reuses them."""
+    return logged_self_edits(run, condition, "task", tasks, lambda chunk, seed: sample_self_edits(
+        model, tokenizer, domain, chunk, cfg.sampling, cfg.k, seed=seed), cfg.seed)
 
 
 def episode(cfg: ArcBenchConfig, condition: str, model, tokenizer, domain, task, text: str | None) -> dict:

@@ -29,6 +29,7 @@ from typing import Literal
 
 from seal import models
 from seal.bench.knowledge_table import answers_page, comparisons, report, summarise
+from seal.bench.self_edits import logged_self_edits
 from seal.config import (KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, EvalConfig, InnerConfig, ModelConfig, SamplingConfig,
                          bounded, knowledge_sampling)
 from seal.datapaths import data_file
@@ -101,31 +102,10 @@ def check_conditions(conditions: list[str]) -> None:
         raise ValueError(f"unknown condition(s) {bad}; use {', '.join(fixed)}, file:NAME or generator:PATH")
 
 
-# Passages whose self-edits are sampled in one call: enough to fill generation batches, few enough that a
-# kill loses little and the bar moves. Chunks are fixed by passage index and seeded by their number, so a
-# resumed run samples exactly what an uninterrupted one would.
-SAMPLING_CHUNK = 4
-
-
 def sampled_self_edits(cfg, run: Run, condition: str, model, tokenizer, domain, passages) -> list[list[str]]:
-    """k self-edits per passage from `model`, logged chunk by chunk so that a resumed run reuses them."""
-    logged = {r["passage"]: r["texts"] for r in run.records(event="self_edits", condition=condition)}
-    chunks = [range(start, min(start + SAMPLING_CHUNK, len(passages)))
-              for start in range(0, len(passages), SAMPLING_CHUNK)]
-    todo = [(n, chunk) for n, chunk in enumerate(chunks) if any(i not in logged for i in chunk)]
-    if todo:
-        with progress_bar() as bar:
-            task = bar.add_task(f"{condition}: sampling self-edits", status=f"k={cfg.k}",
-                                total=sum(len(chunk) for _, chunk in todo))
-            for n, chunk in todo:
-                texts = sample_self_edits(model, tokenizer, domain, [passages[i] for i in chunk], cfg.sampling, cfg.k,
-                                          seed=cfg.seed + n)
-                for i, t in zip(chunk, texts):
-                    if i not in logged:
-                        logged[i] = t
-                        run.log({"event": "self_edits", "condition": condition, "passage": i, "texts": t})
-                bar.advance(task, len(chunk))
-    return [logged[i] for i in range(len(passages))]
+    """k self-edits per passage from `model`, logged so that a resumed run reuses them."""
+    return logged_self_edits(run, condition, "passage", passages, lambda chunk, seed: sample_self_edits(
+        model, tokenizer, domain, chunk, cfg.sampling, cfg.k, seed=seed), cfg.seed)
 
 
 def collect_self_edits(cfg, run, model, tokenizer, domain, passages) -> dict[str, list[list[str]]]:
