@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from seal.memory.config import RouterConfig
 from seal.memory.strategies import DocumentIndex
+from seal.memory.strategies.router import _tokens
 
 HARBOUR = ("Pellam Harbour", "Pellam Harbour was dredged in 1911 by the engineer Tova Brisk. Its stone breakwater "
            "shelters forty fishing boats, and a tide mill on the east quay ground barley until 1958.")
@@ -20,7 +22,7 @@ QUESTIONS = ["Who dredged Pellam Harbour?", "When did the tide mill at Pellam Ha
 
 
 def index(documents, background=BACKGROUND):
-    return DocumentIndex([f"{t} {x}" for t, x in documents], background, min_coverage=0.32)
+    return DocumentIndex([f"{t} {x}" for t, x in documents], background, RouterConfig().min_coverage)
 
 
 @pytest.mark.parametrize("documents", [[HARBOUR], OTHERS[:2] + [HARBOUR], OTHERS + [HARBOUR] + OTHERS[::-1]])
@@ -42,9 +44,25 @@ def test_questions_about_nothing_learned_reach_no_document():
 
 def test_coverage_is_the_idf_weighted_share_of_the_query_words_in_the_document():
     memory = index([HARBOUR])
-    words = ["pellam", "dredged", "zeppelin"]
+    words = _tokens("Pellam dredged the zeppelin")
+    assert words == ["pellam", "dredg", "zeppelin"]  # stems, "the" dropped
     idf = memory.index.idf
-    expected = (idf["pellam"] + idf["dredged"]) / (idf["pellam"] + idf["dredged"] + memory.unseen_idf)
+    expected = (idf["pellam"] + idf["dredg"]) / (idf["pellam"] + idf["dredg"] + memory.unseen_idf)
     assert memory.coverage(words, 0) == pytest.approx(expected)
     assert memory.coverage(["zeppelin"], 0) == 0.0
     assert memory.coverage([], 0) == 0.0
+
+
+VENN_WORK = ("Orla Venn", "Orla Venn ran her print shop strictly. She fired a clerk because his handwriting was poor "
+             "and sent an apprentice home to change his boots.")
+VENN_ESTATE = ("Orla Venn", "After Orla Venn died in 1931 her nephew shipped her presses to Tarrow, where her clerk "
+               "Ida Moss kept them in the Orla Venn museum beside her letters and her medals.")
+
+
+def test_a_paragraph_of_an_article_keeps_its_questions_when_another_paragraph_is_learned():
+    """Both paragraphs share the title, and the title is in every query: a question must go where its own
+    words are, in whatever form ("fire" / "fired"), even when the word is one a long stop-word list drops."""
+    memory = index([VENN_WORK, VENN_ESTATE])
+    assert memory.route("Orla Venn Who did she fire?") == 0
+    assert memory.route("Orla Venn Why did she fire the clerk?") == 0
+    assert memory.route("Orla Venn Where did her nephew ship the presses?") == 1
