@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from seal import models
-from seal.bench import knowledge, self_edits
+from seal.bench import self_edits
 from seal.bench.knowledge import (KnowledgeBenchConfig, conditions_of, merged_plan, multi_passage_updates, run_bench,
-                                  run_episode, sampled_self_edits, select_passages)
+                                  run_episode, select_passages)
 from seal.bench.knowledge_table import comparisons, report, summarise
+from seal.bench.self_edits import sampled_self_edits
 from seal.bench.stats import format_ci, mean_ci, paired_difference
 from seal.cli import main
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
@@ -95,9 +96,11 @@ def test_self_edits_sampled_before_a_kill_are_kept_and_the_rest_sampled_as_witho
     cfg = config(tiny_model_dir, *data, setting="single")
     model, tokenizer = models.load(cfg.model)
     domain, passages = KnowledgeDomain(eval=cfg.eval), select_passages(cfg)
-    whole = sampled_self_edits(cfg, Run(tmp_path / "whole", cfg), "self-edit", model, tokenizer, domain, passages)
+    sample_into = lambda run: sampled_self_edits(cfg, run, "self-edit", "passage", model, tokenizer, domain,  # noqa: E731
+                                                 passages)
+    whole = sample_into(Run(tmp_path / "whole", cfg))
 
-    sample, calls, kill = knowledge.sample_self_edits, [], True
+    sample, calls, kill = self_edits.sample_self_edits, [], True
 
     def killed_at_the_second_chunk(model, tokenizer, domain, chunk, *args, **kwargs):
         calls.append([p.title for p in chunk])
@@ -105,12 +108,12 @@ def test_self_edits_sampled_before_a_kill_are_kept_and_the_rest_sampled_as_witho
             raise Killed
         return sample(model, tokenizer, domain, chunk, *args, **kwargs)
 
-    monkeypatch.setattr(knowledge, "sample_self_edits", killed_at_the_second_chunk)
+    monkeypatch.setattr(self_edits, "sample_self_edits", killed_at_the_second_chunk)
     with pytest.raises(Killed):
-        sampled_self_edits(cfg, Run(tmp_path / "killed", cfg), "self-edit", model, tokenizer, domain, passages)
+        sample_into(Run(tmp_path / "killed", cfg))
     calls.clear()
     kill = False
-    resumed = sampled_self_edits(cfg, Run(tmp_path / "killed", cfg), "self-edit", model, tokenizer, domain, passages)
+    resumed = sample_into(Run(tmp_path / "killed", cfg))
     assert calls == [[passages[1].title], [passages[2].title]]  # the first passage's self-edits were not redone
     assert resumed == whole
 

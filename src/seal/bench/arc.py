@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seal import models
-from seal.bench.self_edits import logged_self_edits
+from seal.bench.self_edits import sampled_self_edits
 from seal.bench.stats import format_ci, mean_ci
 from seal.config import ModelConfig, bounded, load_config
 from seal.domains.arc.domain import ArcConfig, ArcDomain
@@ -31,7 +31,6 @@ from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
 from seal.domains.arc.tasks import ArcTask, load_tasks, require_answers
 from seal.domains.base import SelfEditError, UpdateError
 from seal.episode import adapt_and_evaluate
-from seal.generation import sample_self_edits
 from seal.plots import plot_conditions
 from seal.progress import progress_bar
 from seal.runs import Run, read_records
@@ -63,13 +62,6 @@ def check_conditions(conditions: list[str]) -> None:
     bad = [c for c in conditions if c not in fixed and not c.startswith("generator:")]
     if bad or not conditions:
         raise ValueError(f"unknown or no condition(s) {bad}; use {', '.join(fixed)} or generator:PATH")
-
-
-def sampled_self_edits(cfg: ArcBenchConfig, run: Run, condition: str, model, tokenizer, domain,
-                       tasks) -> list[list[str]]:
-    """k self-edits per task, logged so that a resumed run reuses them."""
-    return logged_self_edits(run, condition, "task", tasks, lambda chunk, seed: sample_self_edits(
-        model, tokenizer, domain, chunk, cfg.sampling, cfg.k, seed=seed), cfg.seed)
 
 
 def episode(cfg: ArcBenchConfig, condition: str, model, tokenizer, domain, task, text: str | None) -> dict:
@@ -110,7 +102,7 @@ def run_bench(cfg: ArcBenchConfig, out: str | Path) -> dict:
             domain = ArcDomain(tokenizer, cfg.arc, cfg.inner.max_length, cfg.inner.batch_size)
             texts = None
             if sampled(condition):
-                texts = sampled_self_edits(cfg, run, condition, model, tokenizer, domain, tasks)
+                texts = sampled_self_edits(cfg, run, condition, "task", model, tokenizer, domain, tasks)
             for i, j in todo:
                 start = time.perf_counter()
                 record = episode(cfg, condition, model, tokenizer, domain, tasks[i], texts[i][j] if texts else None)

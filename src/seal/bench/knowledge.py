@@ -29,7 +29,7 @@ from typing import Literal
 
 from seal import models
 from seal.bench.knowledge_table import answers_page, comparisons, report, summarise
-from seal.bench.self_edits import logged_self_edits
+from seal.bench.self_edits import sampled_self_edits
 from seal.config import (KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, EvalConfig, InnerConfig, ModelConfig, SamplingConfig,
                          bounded, knowledge_sampling)
 from seal.datapaths import data_file
@@ -39,7 +39,6 @@ from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.grading import describe
 from seal.domains.knowledge.retrieval import Retriever
 from seal.episode import adapt_and_evaluate_all
-from seal.generation import sample_self_edits
 from seal.inner.batched import batchable, batched_adapters, evaluator_for
 from seal.inner.lora import fresh_update, train
 from seal.plots import plot_accuracy_per_round, plot_conditions
@@ -102,22 +101,16 @@ def check_conditions(conditions: list[str]) -> None:
         raise ValueError(f"unknown condition(s) {bad}; use {', '.join(fixed)}, file:NAME or generator:PATH")
 
 
-def sampled_self_edits(cfg, run: Run, condition: str, model, tokenizer, domain, passages) -> list[list[str]]:
-    """k self-edits per passage from `model`, logged so that a resumed run reuses them."""
-    return logged_self_edits(run, condition, "passage", passages, lambda chunk, seed: sample_self_edits(
-        model, tokenizer, domain, chunk, cfg.sampling, cfg.k, seed=seed), cfg.seed)
-
-
 def collect_self_edits(cfg, run, model, tokenizer, domain, passages) -> dict[str, list[list[str]]]:
     out = {}
     for c in conditions_of(cfg):
         if c == "self-edit":
-            out[c] = sampled_self_edits(cfg, run, c, model, tokenizer, domain, passages)
+            out[c] = sampled_self_edits(cfg, run, c, "passage", model, tokenizer, domain, passages)
         elif c.startswith("file:"):
             out[c] = file_self_edits(Path(cfg.synthetic_dir) / f"{c[5:]}_val.json", passages, cfg.k)
         elif c.startswith("generator:"):
             gen_model, gen_tok = models.load(dataclasses.replace(cfg.model, name=c[10:]))
-            out[c] = sampled_self_edits(cfg, run, c, gen_model, gen_tok, domain, passages)
+            out[c] = sampled_self_edits(cfg, run, c, "passage", gen_model, gen_tok, domain, passages)
             del gen_model
     return out
 

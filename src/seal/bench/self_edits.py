@@ -10,18 +10,20 @@ an uninterrupted one would.
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
+from seal.generation import sample_self_edits
 from seal.progress import progress_bar
 from seal.runs import Run
 
 SAMPLING_CHUNK = 4
 
 
-def logged_self_edits(run: Run, condition: str, key: str, items: Sequence,
-                      sample: Callable[[list, int], list[list[str]]], seed: int) -> list[list[str]]:
-    """The self-edits of each item for `condition`: those `run` logged already, then `sample(chunk, seed)`
-    for each chunk that lacks some, logged as `{"event": "self_edits", key: index, "texts", "seconds"}`."""
+def sampled_self_edits(cfg, run: Run, condition: str, key: str, model, tokenizer, domain,
+                       items: Sequence) -> list[list[str]]:
+    """`cfg.k` self-edits of each item (a benchmark's config: `sampling`, `k`, `seed`) for `condition`: those
+    `run` logged already, then sampled from `model` for each chunk that lacks some, logged as
+    `{"event": "self_edits", key: index, "texts", "seconds"}`."""
     logged = {r[key]: r["texts"] for r in run.records(event="self_edits", condition=condition)}
     chunks = [range(start, min(start + SAMPLING_CHUNK, len(items))) for start in range(0, len(items), SAMPLING_CHUNK)]
     todo = [(n, chunk) for n, chunk in enumerate(chunks) if any(i not in logged for i in chunk)]
@@ -31,7 +33,8 @@ def logged_self_edits(run: Run, condition: str, key: str, items: Sequence,
                                 total=sum(len(chunk) for _, chunk in todo))
             for n, chunk in todo:
                 start = time.perf_counter()
-                texts = sample([items[i] for i in chunk], seed + n)
+                texts = sample_self_edits(model, tokenizer, domain, [items[i] for i in chunk], cfg.sampling, cfg.k,
+                                          seed=cfg.seed + n)
                 seconds = (time.perf_counter() - start) / len(chunk)
                 for i, t in zip(chunk, texts):
                     if i not in logged:
