@@ -135,12 +135,14 @@ class FakeEndpoint:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                endpoint.requests.append((self.path, dict(self.headers), json.loads(body)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                endpoint.requests.append((self.path, headers, json.loads(body)))
                 status, reply = endpoint.replies.pop(0) if endpoint.replies else (500, "no reply queued")
                 data = reply.encode() if isinstance(reply, str) else json.dumps(reply).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                self.send_header("retry-after-ms", "1")  # the client's retries honour it: no backoff in tests
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -174,7 +176,7 @@ def serve():
 
 
 def judge(endpoint, **options):
-    return get_grader("llm-judge", base_url=endpoint.base_url, model="judge-model", backoff=0, **options)
+    return get_grader("llm-judge", base_url=endpoint.base_url, model="judge-model", **options)
 
 
 def test_llm_judge_yes_and_no(serve):
@@ -185,7 +187,7 @@ def test_llm_judge_yes_and_no(serve):
 
     path, headers, body = endpoint.requests[0]
     assert path == "/v1/chat/completions"
-    assert headers["Authorization"] == "Bearer sk-test"
+    assert headers["authorization"] == "Bearer sk-test"
     assert body["model"] == "judge-model" and body["temperature"] == 0
     prompt = body["messages"][-1]["content"]
     for part in ("Who founded the mill?", "Ada Verne", "Ada Verne founded it.", "yes", "no"):
@@ -197,9 +199,9 @@ def test_llm_judge_reads_options_from_the_environment(serve, monkeypatch):
     monkeypatch.setenv("SEAL_JUDGE_BASE_URL", endpoint.base_url)
     monkeypatch.setenv("SEAL_JUDGE_MODEL", "env-model")
     monkeypatch.setenv("SEAL_JUDGE_API_KEY", "sk-env")
-    assert get_grader("llm-judge", backoff=0)("Q?", "gold", "gold") is True
+    assert get_grader("llm-judge")("Q?", "gold", "gold") is True
     _, headers, body = endpoint.requests[0]
-    assert body["model"] == "env-model" and headers["Authorization"] == "Bearer sk-env"
+    assert body["model"] == "env-model" and headers["authorization"] == "Bearer sk-env"
 
 
 def test_llm_judge_rejects_a_reply_that_is_neither_yes_nor_no(serve):

@@ -5,9 +5,10 @@ yes/no question). That judge is slow, costs money and needs the network, so
 this module also provides offline graders; ``benchmarks/grader_agreement.py``
 measures how often each one agrees with GPT-4.1's verdicts, and
 ``DEFAULT_GRADER`` is the offline grader that agreed best on held-out data.
-Two more live in their own modules and are built on request: ``learned``
-(``learned_grader.py``, fitted to GPT-4.1's verdicts) and ``local-judge``
-(``local_judge.py``, the yes/no judge on a local model).
+Three more live in their own modules and are built on request: ``learned``
+(``learned_grader.py``, fitted to GPT-4.1's verdicts), ``local-judge``
+(``local_judge.py``, the yes/no judge on a local model) and ``llm-judge``
+(``llm_judge.py``, the same judge behind an OpenAI-compatible endpoint).
 
 An empty prediction always grades False: callers report generation failures
 separately, so a grader never has to guess what an empty answer means.
@@ -16,14 +17,9 @@ separately, so a grader never has to guess what an empty answer means.
 from __future__ import annotations
 
 import functools
-import http.client
-import json
 import os
 import re
 import string
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -301,86 +297,16 @@ different answer, contradicts the key, or never commits to the key's answer.
 Reply with exactly one word: yes if the answer is correct, no otherwise."""
 
 
-class LLMJudge:
-    """Asks an OpenAI-compatible chat-completions endpoint for a yes/no verdict.
-
-    Options fall back to the environment: ``SEAL_JUDGE_BASE_URL``,
-    ``SEAL_JUDGE_MODEL`` and ``SEAL_JUDGE_API_KEY`` (or ``OPENAI_API_KEY``).
-    Transport errors, HTTP 429 and 5xx are retried ``retries`` times; any
-    other failure, or a reply that is not yes/no, raises ``GradingError``.
-    """
-
-    name = "llm-judge"
-
-    def __init__(
-        self,
-        base_url: str | None = None,
-        model: str | None = None,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        retries: int = 3,
-        backoff: float = 2.0,
-    ) -> None:
-        base_url = base_url or os.environ.get("SEAL_JUDGE_BASE_URL", "https://api.openai.com/v1")
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model or os.environ.get("SEAL_JUDGE_MODEL", "gpt-4.1")
-        self.version = self.model
-        self.api_key = api_key or os.environ.get("SEAL_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-
-    def __call__(self, question: str, gold: str, prediction: str) -> bool:
-        if not prediction.strip():
-            return False
-        prompt = JUDGE_PROMPT.format(question=question, gold=gold, prediction=prediction)
-        reply = self._complete(prompt)
-        verdict = re.sub(r"[^a-z]", "", reply.lower())
-        if verdict not in ("yes", "no"):
-            raise GradingError(f"judge replied neither yes nor no: {reply[:200]!r}")
-        return verdict == "yes"
-
-    def _complete(self, prompt: str) -> str:
-        body = json.dumps(
-            {"model": self.model, "temperature": 0, "messages": [{"role": "user", "content": prompt}]}
-        ).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                return self._post(body, headers)
-            except urllib.error.HTTPError as err:
-                failure = err
-                if err.code != 429 and err.code < 500:
-                    break
-            except (OSError, http.client.HTTPException) as err:
-                failure = err
-                if isinstance(getattr(err, "reason", err), ConnectionRefusedError):
-                    break  # nothing listens there: waiting will not help
-        raise GradingError(f"judge request to {self.url} failed after {attempt + 1} attempt(s) ({failure}); point "
-                           "SEAL_JUDGE_BASE_URL (and SEAL_JUDGE_MODEL, SEAL_JUDGE_API_KEY) at a reachable "
-                           "OpenAI-compatible endpoint") from failure
-
-    def _post(self, body: bytes, headers: dict[str, str]) -> str:
-        request = urllib.request.Request(self.url, data=body, headers=headers)
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            raw = response.read()
-        try:
-            content = json.loads(raw)["choices"][0]["message"]["content"]
-        except (ValueError, LookupError, TypeError):
-            content = None
-        if not isinstance(content, str):
-            raise GradingError(f"malformed reply from {self.url}: {raw[:200]!r}")
-        return content
-
-
 def _learned(**options) -> Grader:
     from seal.domains.knowledge.learned_grader import LearnedGrader  # its features build on this module
 
     return LearnedGrader(**options)
+
+
+def _llm_judge(**options) -> Grader:
+    from seal.domains.knowledge.llm_judge import LLMJudge  # imports the openai client: only on request
+
+    return LLMJudge(**options)
 
 
 def _local_judge(**options) -> Grader:
@@ -394,7 +320,7 @@ _GRADERS = {
     "containment": ContainmentGrader,
     "exact": ExactGrader,
     "f1": F1Grader,
-    "llm-judge": LLMJudge,
+    "llm-judge": _llm_judge,
     "learned": _learned,
     "local-judge": _local_judge,
 }
