@@ -86,6 +86,22 @@ def test_bench_writes_table_and_resumes(tiny_model_dir, data, tmp_path, setting)
     assert [r["condition"] for r in again["rows"]] == ["recitation", *cfg.conditions]
 
 
+def test_combined_self_edits_train_together_in_one_episode_per_passage(tiny_model_dir, data, tmp_path):
+    squad, synthetic = data
+    stored = [{**p, "completions": [f"1. {p['title']} is old.", f"1. {p['title']} is far away.\n2. It is quiet."]}
+              for p in PASSAGES]
+    (synthetic / "two_val.json").write_text(json.dumps(stored))
+    cfg = dataclasses.replace(config(tiny_model_dir, squad, synthetic, k=2, combine=True),
+                              conditions=["passage", "file:two"])
+    results = run_bench(cfg, tmp_path / "run")
+    episodes = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    combined = [e for e in episodes if e.get("event") == "episode" and e["condition"] == "file:two"]
+    assert [e["sample"] for e in combined] == [0, 0, 0]  # one update per passage, not one per self-edit
+    assert all(e["sequences"] == 1 + 3 for e in combined)  # the passage + the items of both self-edits
+    assert {r["condition"]: r["episodes"] for r in results["rows"]}["file:two"] == 3
+    assert "k=2 self-edit(s) per passage trained together in one update" in (tmp_path / "run" / "report.md").read_text()
+
+
 class Killed(Exception):
     pass
 

@@ -59,6 +59,9 @@ class KnowledgeBenchConfig:
     setting: str = "single"  # single: one update per passage | multi: one update on all passages
     conditions: list[str] = field(default_factory=lambda: ["base", "passage", "self-edit", "file:gpt4_1", "file:base"])
     k: int = bounded(1, ge=1)  # self-edits per passage (single: one episode each, averaged; multi: all in one update)
+    # single: train a passage's k self-edits together, one update of all their items (one episode), instead of one
+    # update each: more phrasings of each fact for the same passage, at the cost of a longer update
+    combine: bool = False
     prompt: str = KNOWLEDGE_PROMPT
     qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
     sampling: SamplingConfig = field(default_factory=knowledge_sampling)
@@ -121,8 +124,8 @@ def conditions_of(cfg: KnowledgeBenchConfig) -> list[str]:
 
 
 def samples(cfg: KnowledgeBenchConfig, condition: str) -> int:
-    """Episodes per passage (single) or per run (multi) of a condition: k for sampled self-edits, else one."""
-    return 1 if cfg.setting == "multi" or condition in NO_UPDATE + ("passage",) else cfg.k
+    """Episodes per passage (single) or per run (multi) of a condition: k for uncombined self-edits, else one."""
+    return 1 if cfg.setting == "multi" or cfg.combine or condition in NO_UPDATE + ("passage",) else cfg.k
 
 
 def passage_plan(passage: Passage) -> UpdatePlan:
@@ -234,6 +237,8 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
                             domain, chosen, None if condition == "passage" else [self_edits[condition][i] for i in idx])
                     elif condition == "passage":
                         plan = passage_plan(chosen[0])
+                    elif cfg.combine:
+                        plan = domain.parse(chosen[0], "\n\n".join(self_edits[condition][idx[0]]))
                     else:
                         plan = domain.parse(chosen[0], self_edits[condition][idx[0]][j])
                     if plan is not None:
@@ -270,8 +275,8 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     episodes = run.records(event="episode")
     rows = summarise(episodes, conditions_of(cfg))
     results = {"model": cfg.model.name, "grader": describe(domain.grader), "split": cfg.split,
-               "setting": cfg.setting, "passages": len(passages), "k": cfg.k, "rows": rows,
-               "comparisons": comparisons(episodes, cfg.conditions)}
+               "setting": cfg.setting, "passages": len(passages), "k": cfg.k, "combine": cfg.combine,
+               "rows": rows, "comparisons": comparisons(episodes, cfg.conditions)}
     title = f"knowledge incorporation ({cfg.setting}-passage), {cfg.model.name}"
     plot_conditions(rows, run.path / "plots" / "conditions.png", title)
     if any(r["round"] for r in rows):

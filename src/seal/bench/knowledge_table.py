@@ -78,7 +78,8 @@ def report(results: dict) -> str:
     lines = [
         f"# Knowledge incorporation, {results['setting']} passage: {results['model']}",
         "",
-        f"{results['passages']} passages of the {results['split']} split, k={results['k']} self-edit(s) per passage. "
+        f"{results['passages']} passages of the {results['split']} split, k={results['k']} self-edit(s) per passage"
+        f"{' trained together in one update' if results.get('combine') else ''}. "
         "Accuracy is the mean over passages of closed-book accuracy on each passage's questions, over the episodes "
         "that ran; 95 % t-interval over the n passages scored (flagged under 5, none for 1). Only an answer's first "
         "sentence is graded, and an answer also given to a question it does not answer is not credited "
