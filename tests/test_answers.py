@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seal.domains.knowledge.answers import (MAX_ANSWER_WORDS, credit, graded_answer, recites, restates_question,
-                                            score_answers)
+from seal.domains.knowledge.answers import MAX_ANSWER_WORDS, credit, graded_answer, recites, score_answers
 from seal.config import EvalConfig
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
@@ -40,17 +39,6 @@ def test_recitation_is_a_long_run_of_the_document():
     gold = "between Port Ivy and the island of Caddow every day"  # a long gold quoted word for word is an answer
     assert not recites("It sails between Port Ivy and the island of Caddow every day.", doc, gold)
     assert recites("It crosses the Salle estuary between Port Ivy and the island of Caddow every day.", doc, gold)
-
-
-@pytest.mark.parametrize("question, answer, echo", [
-    ("What did Orla Venn believe in?", "Orla Venn believed in the tides.", False),  # "tides" is news
-    ("What did Orla Venn believe about the tides?", "Orla Venn believed in the tides.", True),  # stems match
-    ("Who built the canal to the harbour of Lune?", "The canal to the harbour of Lune was built by them.", True),
-    ("How many weeks of holiday does a worker get?", "4", False),
-    ("When did the canal open?", "", True),
-])
-def test_an_answer_restates_its_question_when_it_has_no_word_of_its_own(question, answer, echo):
-    assert restates_question(question, answer) is echo
 
 
 def test_a_text_given_to_questions_with_other_answers_is_credited_for_none():

@@ -251,7 +251,7 @@ def test_self_qa_answered_open_book_trains_what_the_model_says_with_the_passage_
     _, tok = lm
     passage = Passage("Orrin Canal", "The Orrin Canal opened in 1843. It joins the Tesk to Lune. Barges pay a toll.")
     book = (passage.title, passage.context)
-    asked_open_book, open_book_reply = [], {}
+    asked_open_book = []
 
     def scripted(model, tokenizer, prompts, **kwargs):  # the model's side, by prompt: ask, scaffold answer, open book
         outs = []
@@ -264,7 +264,7 @@ def test_self_qa_answered_open_book_trains_what_the_model_says_with_the_passage_
             else:  # the whole passage is in view: the question says which
                 asked_open_book.append(p)
                 n = p.rsplit("Fact ", 1)[1][0]
-                outs.append([open_book_reply.get(n, f"open {n}. A second sentence is not graded, so not trained.")])
+                outs.append([f"open {n}. A second sentence is not graded, so not trained."])
         return outs
 
     monkeypatch.setattr(knowledge, "generate", scripted)
@@ -288,13 +288,6 @@ def test_self_qa_answered_open_book_trains_what_the_model_says_with_the_passage_
     domain.grader = agrees_on_the_middle_one
     assert pairs("checked") == [("Fact 1?", "open 1.")]  # the others are dropped
     assert calls == [(f"Fact {n}?", f"open {n}.", f"scaffold {n}") for n in range(3)]  # gold: the open-book answer
-
-    # a checked answer must also say something its question does not, and must not be cut off mid-sentence
-    domain.grader = lambda question, gold, prediction: True
-    open_book_reply.update({"0": "It is fact 0.", "2": "The toll " + "is paid by every barge " * 6})
-    assert pairs("checked") == [("Fact 1?", "open 1.")]
-    open_book_reply.clear()
-    assert pairs("checked") == [(f"Fact {n}?", f"open {n}.") for n in range(3)]
 
 
 def test_a_structured_self_edit_is_cloned_as_the_scaffold_prompts_it_was_written_from(lm):

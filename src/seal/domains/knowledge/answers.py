@@ -22,16 +22,13 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-import snowballstemmer
-
-from seal.domains.knowledge.grading import STOPWORDS, exact_match, f1_score, normalize_answer
+from seal.domains.knowledge.grading import exact_match, f1_score, normalize_answer
 
 MAX_ANSWER_WORDS = 24
 RECITATION_WORDS = 10
 # A sentence ends at . ! ? after a word, then space and what starts a sentence ("3.5" does not end one).
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9%)\]\"”'][.!?])\s+(?=[A-Z0-9\"“(])")
 _WORD = re.compile(r"\w+")
-_STEMMER = snowballstemmer.stemmer("english")  # "believed" and "believe" are one word to `restates_question`
 
 
 def sentences(text: str) -> list[str]:
@@ -58,21 +55,6 @@ def recites(answer: str, document: str, gold: str = "", run: int = RECITATION_WO
     doc, key = (" " + " ".join(words(text)) + " " for text in (document, gold))
     windows = (" " + " ".join(answer_words[i : i + run]) + " " for i in range(len(answer_words) - run + 1))
     return any(w in doc and w not in key for w in windows)
-
-
-def restates_question(question: str, answer: str) -> bool:
-    """Whether `answer` says nothing its question does not: no content word outside the question's ("Chinggis
-    believed in the principle of justice." to "What did Chinggis believe in the principle of justice?").
-    Trained on, such a pair teaches the model to echo a question, not a fact."""
-    question_stems, answer_stems = ({_STEMMER.stemWord(w) for w in words(text) if w not in STOPWORDS}
-                                    for text in (question, answer))
-    return not answer_stems - question_stems
-
-
-def cut_off(answer: str) -> bool:
-    """Whether `graded_answer` cut `answer` at its word cap in mid-sentence ("... divide his army into small groups
-    concentrated in various"). Trained on, such answers teach the model to stop mid-sentence."""
-    return len(answer.split()) >= MAX_ANSWER_WORDS and not answer.rstrip().endswith((".", "!", "?", '"', ")"))
 
 
 def credit(correct: list[bool], answers: list[str], golds: list[str]) -> list[bool]:

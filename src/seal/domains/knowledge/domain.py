@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from seal.config import EvalConfig
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
-from seal.domains.knowledge.answers import (cut_off, graded_answer, restates_question, score_answers, sentences,
-                                            summary, words)
+from seal.domains.knowledge.answers import graded_answer, score_answers, sentences, summary, words
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
 from seal.domains.knowledge.prompts import (QA_SCAFFOLD, QA_SCAFFOLD_ANSWER, QA_SCAFFOLD_QUESTION, answer_prompt,
@@ -62,10 +61,7 @@ class KnowledgeDomain:
         the model asked the question exactly as it is asked closed-book, but with the passage before it; its
         graded answer is the one trained, so the update teaches the model to say without the passage what it
         says with it. `checked`: the open-book answer, kept only where the grader finds it agrees with the
-        scaffold's (two readings of the document that agree; a question neither answers the same is dropped), and
-        only where it says something its question does not and was not cut off mid-sentence: on Qwen2.5-0.5B such
-        pairs were 38 of 89 (sampled for 12 evaluation passages), and trained on, the model echoed questions and
-        stopped mid-sentence ("Corporal")."""
+        scaffold's (two readings of the document that agree; a question neither answers the same is dropped)."""
         jobs = [(i, s) for i, p in enumerate(passages) for s in sentences(p.context)[:SCAFFOLD_SENTENCES]]
         asks = [_scaffold_prompt(tokenizer, passages[i].title, s) for i, s in jobs]
         questions = generate(model, tokenizer, asks, max_new_tokens=48, temperature=sampling.temperature,
@@ -78,8 +74,8 @@ class KnowledgeDomain:
             answers = self._open_book_answers(model, tokenizer, passages, asked, sampling)
         if sampling.answers == "checked":
             scaffold = self._scaffold_answers(model, tokenizer, asked, sampling)
-            answers = [a if a and s and self.grader(q, a, s) and not restates_question(q, a) and not cut_off(a)
-                       else "" for (_, _, q), a, s in zip(asked, answers, scaffold)]
+            answers = [a if a and s and self.grader(q, a, s) else ""
+                       for (_, _, q), a, s in zip(asked, answers, scaffold)]
         pairs: list[list[list[str]]] = [[[] for _ in range(num_samples)] for _ in passages]
         for n, ((i, _, q), answer) in enumerate(zip(asked, answers)):
             if q and answer:

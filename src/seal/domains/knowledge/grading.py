@@ -66,7 +66,7 @@ def f1_score(prediction: str, gold: str) -> float:
 
 # --- lenient matching: how much of the gold does the prediction say? ---------
 
-STOPWORDS = frozenset(
+_STOPWORDS = frozenset(
     """a an the of in on at to for by with and or from as is are was were be been
     being that this these those it its which who whom what when where why how
     their there they he she his her him them we our us you your i my me do does
@@ -109,7 +109,7 @@ def _words(text: str, pattern: str = r"\w+") -> list[str]:
 
 
 def _content_words(text: str) -> list[str]:
-    return [_stem(w) for w in _words(text) if w not in STOPWORDS]
+    return [_stem(w) for w in _words(text) if w not in _STOPWORDS]
 
 
 def _is_number(token: str) -> bool:
@@ -164,7 +164,7 @@ def gold_recall(question: str, gold: str, prediction: str, weight: Callable[[str
     """
     prediction_words = _words(prediction)
     prediction_tokens = {_stem(w) for w in prediction_words}
-    gold_words = [w for w in _words(gold) if w not in STOPWORDS] or _words(gold)
+    gold_words = [w for w in _words(gold) if w not in _STOPWORDS] or _words(gold)
     prediction_tokens |= _periods_stated(prediction_words, gold_words)
     question_tokens = set(_content_words(question))
     terms = [(w, _stem(w)) for w in gold_words]
