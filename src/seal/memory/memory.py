@@ -21,7 +21,6 @@ point leaves the last complete version active (see seal.memory.store).
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 import uuid
@@ -43,7 +42,6 @@ from seal.memory.loaded import LoadedVersion
 from seal.memory.strategies import Consolidate, State, get_strategy
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-_CHOSEN_PROBES: dict[str, dict] = {}  # see Memory._choose_probe
 FIXED = ("model", "strategy", "inner.rank", "inner.alpha", "inner.target_modules")
 
 
@@ -120,7 +118,7 @@ class Memory:
             raise MemoryDirError(f"{path} is not empty and holds no memory")
         memory = cls(store, cfg)
         store.create({"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": to_dict(cfg),
-                      "probe": memory._choose_probe()})
+                      "probe": probes.choose(memory._loaded, memory.domain, cfg)})
         return memory
 
     # ---- reading
@@ -347,32 +345,13 @@ class Memory:
         d = self._document(doc_id)
         return Passage(d["title"], d["text"], tuple(Question(q["question"], q["answer"]) for q in d["quiz"]))
 
-    def _choose_probe(self) -> dict:
-        """The probe of a new memory: the candidates the untouched model answers right, the perplexity text.
-        The same model and settings always choose the same probe, so it is chosen once per process."""
-        key = json.dumps([to_dict(self.cfg.model), to_dict(self.cfg.probe), to_dict(self.cfg.eval)], sort_keys=True)
-        if key not in _CHOSEN_PROBES:
-            self._loaded.load_base()
-            items, text = probes.candidates(self.cfg.probe)
-            details = self.domain.score(_as_passage(items), self._loaded.answer(items)).details
-            kept = [item for item, d in zip(items, details) if d["correct"]]
-            _CHOSEN_PROBES[key] = {"items": kept, "background": probes.probe_passages(items), "text": text,
-                                   "tried": len(items), "base": {"accuracy": 1.0 if kept else None,
-                                                                 "perplexity": self._loaded.perplexity(text)}}
-        return _CHOSEN_PROBES[key]
-
     def _probe_of(self, version: str) -> dict:
         if version == BASE:
             return self.store.meta()["probe"]["base"]
         return self.store.version(version)["scores"]["probe"]
 
     def _probe_score(self) -> dict:
-        probe = self.store.meta()["probe"]
-        accuracy = None
-        if probe["items"]:
-            answers = self._loaded.answer(probe["items"])
-            accuracy = self.domain.score(_as_passage(probe["items"]), answers).value
-        return {"accuracy": accuracy, "perplexity": self._loaded.perplexity(probe["text"])}
+        return probes.measure(self._loaded, self.domain, self.store.meta()["probe"])
 
     # ---- weights
 
@@ -394,10 +373,6 @@ class Memory:
     def routed_documents(self) -> list[dict]:
         """The documents the held version keeps apart ({title, text}), in `route`'s index order."""
         return [d for d, _ in self._loaded.routed]
-
-
-def _as_passage(items: list[dict]) -> Passage:
-    return Passage("probe", "", tuple(Question(i["question"], i["answer"]) for i in items))
 
 
 def _quiz_dict(q: Question) -> dict:

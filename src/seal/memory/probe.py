@@ -16,9 +16,11 @@ from pathlib import Path
 
 from seal.domains.knowledge.data import Passage, Question, load_squad, split_eval
 from seal.generation import loglik
-from seal.memory.config import ProbeConfig
+from seal.config import to_dict
+from seal.memory.config import MemoryConfig, ProbeConfig
 
 MAX_TEXT_TOKENS = 512
+_CHOSEN: dict[str, dict] = {}  # see choose
 
 
 def probe_source(cfg: ProbeConfig) -> tuple[list[Passage], str]:
@@ -80,3 +82,29 @@ def holds(before: dict, after: dict, cfg: ProbeConfig) -> tuple[bool, str]:
         return False, f"perplexity on the probe text rose from {before['perplexity']:.1f} to {after['perplexity']:.1f}"
     return True, ""
 
+
+def choose(loaded, domain, cfg: MemoryConfig) -> dict:
+    """The probe of a new memory: the candidates the untouched model (`loaded`, a LoadedVersion) answers right,
+    graded by `domain`, and the perplexity text. The same model and settings always choose the same probe, so
+    it is chosen once per process."""
+    key = json.dumps([to_dict(cfg.model), to_dict(cfg.probe), to_dict(cfg.eval)], sort_keys=True)
+    if key not in _CHOSEN:
+        loaded.load_base()
+        items, text = candidates(cfg.probe)
+        details = domain.score(_as_passage(items), loaded.answer(items)).details
+        kept = [item for item, d in zip(items, details) if d["correct"]]
+        _CHOSEN[key] = {"items": kept, "background": probe_passages(items), "text": text, "tried": len(items),
+                        "base": {"accuracy": 1.0 if kept else None, "perplexity": loaded.perplexity(text)}}
+    return _CHOSEN[key]
+
+
+def measure(loaded, domain, probe: dict) -> dict:
+    """Accuracy on the probe's items (None when it kept none) and perplexity on its text, of the held weights."""
+    accuracy = None
+    if probe["items"]:
+        accuracy = domain.score(_as_passage(probe["items"]), loaded.answer(probe["items"])).value
+    return {"accuracy": accuracy, "perplexity": loaded.perplexity(probe["text"])}
+
+
+def _as_passage(items: list[dict]) -> Passage:
+    return Passage("probe", "", tuple(Question(i["question"], i["answer"]) for i in items))
