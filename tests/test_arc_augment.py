@@ -27,8 +27,7 @@ from seal.domains.arc.augment import (
     dedup,
     drop_oversized,
     group_transforms,
-    leave_one_out,
-    leave_two_out,
+    leave_k_out,
     permute_demonstrations,
 )
 from seal.domains.arc.grids import make_grid, shape
@@ -117,9 +116,9 @@ def tasks(draw, min_train=1, max_train=6):
 @given(tasks())
 def test_leave_out_counts(task):
     n = len(task.train)
-    loo = leave_one_out(task)
+    loo = leave_k_out(task, 1)
     assert len(loo) == (n if n >= 2 else 0)
-    assert len(leave_two_out(task)) == (math.comb(n, 2) if n >= 3 else 0)
+    assert len(leave_k_out(task, 2)) == (math.comb(n, 2) if n >= 3 else 0)
     for held, t in enumerate(loo):
         assert len(t.train) == n - 1
         assert (t.test_inputs, t.test_outputs) == ((task.train[held].input,), (task.train[held].output,))

@@ -107,11 +107,9 @@ def test_load_seal_json(split, count):
     assert len({t.id for t in tasks}) == count
     for task in tasks:
         assert task.train
-        assert [ex.input for ex in task.test_examples] == list(task.test_inputs)
+        assert task.test_outputs is not None and len(task.test_outputs) == len(task.test_inputs)
     hidden = load_seal_json(ARC_DATA / f"arc-agi_{stem}_challenges_filtered_1B_{suffix}.json")
     assert all(t.test_outputs is None for t in hidden)
-    with pytest.raises(ValueError, match="no test outputs"):
-        hidden[0].test_examples
 
 
 def test_load_seal_json_requires_every_solution(tmp_path):

@@ -278,16 +278,6 @@ def leave_k_out(task: ArcTask, k: int) -> list[ArcTask]:
     return out
 
 
-def leave_one_out(task: ArcTask) -> list[ArcTask]:
-    """n tasks, each with one demonstration held out as the test."""
-    return leave_k_out(task, 1)
-
-
-def leave_two_out(task: ArcTask) -> list[ArcTask]:
-    """C(n, 2) tasks, each with two demonstrations held out as the tests."""
-    return leave_k_out(task, 2)
-
-
 def _content_key(task: ArcTask) -> tuple:
     """What makes two tasks the same: their grids, ignoring id and demonstration order."""
     return (tuple(sorted((ex.input, ex.output) for ex in task.train)), task.test_inputs, task.test_outputs)

@@ -45,13 +45,6 @@ class ArcTask:
                 f" but {len(self.test_outputs)} test outputs"
             )
 
-    @property
-    def test_examples(self) -> tuple[Example, ...]:
-        """Test inputs paired with their outputs; raises if outputs are unknown."""
-        if self.test_outputs is None:
-            raise ValueError(f"task {self.id} has no test outputs")
-        return tuple(Example(i, o) for i, o in zip(self.test_inputs, self.test_outputs))
-
 
 def task_from_json(task_id: str, data: Mapping, solutions: Iterable | None = None) -> ArcTask:
     """Build a task from ARC JSON ``{"train": [{input, output}], "test": [{input[, output]}]}``.
