@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seal.domains.knowledge.answers import MAX_ANSWER_WORDS, credit, graded_answer, recites, score_answers
+from seal.domains.knowledge.answers import MAX_ANSWER_WORDS, credit, graded_answer, recites, score_answers, summary
 from seal.config import EvalConfig
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
@@ -67,12 +67,24 @@ def test_the_no_model_recitation_control_scores_zero_on_the_labelled_documents(g
         assert all(d["identical"] for d in details)
 
 
+def test_unrecited_accuracy_leaves_out_credited_answers_that_recite():
+    document = ("The Brannock ferry crossed the grey estuary twice a day from the old stone pier at Hollin Quay "
+                "until the bridge opened in 1974.")
+    questions = [Question("When did the bridge open?", "1974"), Question("Where did the ferry leave from?", "Hollin Quay")]
+    answers = ["The Brannock ferry crossed the grey estuary twice a day from the old stone pier, until 1974.",
+               "From Hollin Quay."]
+    details = score_answers(lambda question, gold, answer: gold in answer, document, questions, answers)
+    assert [(d["correct"], d["recites"]) for d in details] == [(True, True), (True, False)]
+    assert summary(details) == pytest.approx({"accuracy": 1.0, "f1": summary(details)["f1"], "em": 0.0,
+                                              "recitation": 0.5, "identical": 0.0, "unrecited": 0.5})
+
+
 def test_score_reports_the_protocol_metrics():
     case = CASES[0]
     passage = Passage(case["title"], case["document"],
                       tuple(Question(q["question"], q["gold"]) for q in case["questions"]))
     score = KnowledgeDomain().score(passage, [q["generation"] for q in case["questions"]])
     assert score.metrics == {"accuracy": 0.0, "f1": pytest.approx(score.metrics["f1"]), "em": 0.0,
-                             "recitation": 1.0, "identical": 1.0}
+                             "recitation": 1.0, "identical": 1.0, "unrecited": 0.0}
     # the grader alone credits the recitation where its first sentence holds the gold; the protocol does not
     assert [d["judged"] for d in score.details] == [False, True, False, False, False]

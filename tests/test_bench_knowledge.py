@@ -182,8 +182,16 @@ def test_summarise_counts_failed_episodes_apart_from_the_mean():
     assert row["ci_low"] is None  # one passage: no interval
     failed = summarise(eps[1:2], ["self-edit"])[0]
     assert failed["accuracy"] is None and failed["failed"] == 1 and failed["passages"] == 0
-    assert "| self-edit | - | none (n=0) | - | - | - | - | 1 |" in report({"setting": "single", "model": "m", "passages": 1,
+    assert "| self-edit | - | none (n=0) | - | - | - | - | - | 1 |" in report({"setting": "single", "model": "m", "passages": 1,
                                                                  "split": "eval", "k": 1, "rows": [failed]})
+
+
+def test_unrecited_accuracy_is_averaged_like_the_others_and_absent_from_older_records():
+    with_it = [{**s, "unrecited": u} for s, u in ((scores(1.0, 1.0)[0], 0.5), (scores(0.5, 0.5)[0], 0.0))]
+    eps = [{"passages": [i], "condition": "passage", "sample": 0, "scores": [s], "seconds": 1} for i, s in enumerate(with_it)]
+    assert summarise(eps, ["passage"])[0]["unrecited"] == pytest.approx(0.25)
+    older = eps + [{"passages": [2], "condition": "passage", "sample": 0, "scores": scores(0.0, 0.0), "seconds": 1}]
+    assert summarise(older, ["passage"])[0]["unrecited"] is None  # never a mean over the records that have it
 
 
 def test_intervals_are_t_intervals_with_their_n_and_small_n_is_flagged():

@@ -34,7 +34,7 @@ def test_demo_learns_the_document_on_the_default_model(real_cache, tmp_path):
     # the gate's verdict is the honest one: kept only if the graded answers improved, with the rates shown
     assert result["accepted"] == (result["adapted_accuracy"] > result["baseline_accuracy"])
     assert (out / "adapter" / "adapter_model.safetensors").is_file() == result["accepted"]
-    assert set(result["adapted_metrics"]) == {"accuracy", "f1", "em", "recitation", "identical"}
+    assert set(result["adapted_metrics"]) == {"accuracy", "f1", "em", "recitation", "identical", "unrecited"}
     assert "recited" in (out / "report.md").read_text()
     for name in ("config.yaml", "metrics.jsonl", "report.md", "plots/learn.png"):
         assert (out / name).is_file()

@@ -37,7 +37,8 @@ def _answers_table(title: str, score) -> Table:
     """The graded answers (first sentence of each generation), with recitation (R) and repetition (=) marked."""
     m = score.metrics
     table = Table(title=f"{title}: closed-book accuracy {m['accuracy']:.0%}, F1 {m['f1']:.2f}, "
-                        f"recited {m['recitation']:.0%}, identical {m['identical']:.0%}", show_lines=False)
+                        f"recited {m['recitation']:.0%}, identical {m['identical']:.0%}, unrecited {m['unrecited']:.0%}",
+                  show_lines=False)
     table.add_column("question")
     table.add_column("gold")
     table.add_column("answer")
@@ -234,4 +235,4 @@ def _report(r: dict) -> str:
 
 def _metrics_line(m: dict) -> str:
     return (f"accuracy {m['accuracy']:.1%}, F1 {m['f1']:.2f}, exact {m['em']:.1%}, recited {m['recitation']:.1%}, "
-            f"identical {m['identical']:.1%}")
+            f"identical {m['identical']:.1%}, unrecited {m['unrecited']:.1%}")

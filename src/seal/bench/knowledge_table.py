@@ -12,8 +12,8 @@ from seal.domains.knowledge.data import Passage
 
 
 def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, float]]:
-    """Mean accuracy, F1, exact match, recitation and identical-answer rates of `condition` per passage, over
-    its samples that ran.
+    """Mean accuracy, F1, exact match, recitation, identical-answer rates and unrecited accuracy of `condition`
+    per passage, over its samples that ran (a metric that records written before seal kept it lack is None).
 
     A failed episode (its self-edit unusable, its update impossible) has no score: it is counted in the
     row's `failed` column, never averaged in, and a passage whose every episode failed has no score at all.
@@ -23,7 +23,8 @@ def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, flo
         if e["condition"] == condition and "scores" in e:
             for i, s in zip(e["passages"], e["scores"]):
                 scores_of.setdefault(i, []).append(s)
-    return {i: {m: sum(s[m] for s in v) / len(v) for m in METRICS} for i, v in scores_of.items()}
+    return {i: {m: sum(s[m] for s in v) / len(v) if all(m in s for s in v) else None for m in METRICS}
+            for i, v in scores_of.items()}
 
 
 def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
@@ -37,9 +38,13 @@ def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
         failed = sum("error" in e for e in eps) + sum(e.get("unusable_self_edits", 0) for e in eps)
         rows.append({"condition": c, "round": rl_round(c), "episodes": len(eps), "failed": failed,
                      "passages": len(scores), "accuracy": mean, "ci_low": low, "ci_high": high,
-                     **{m: sum(s[m] for s in scores) / len(scores) if scores else None for m in METRICS[1:]},
+                     **{m: _mean([s[m] for s in scores]) for m in METRICS[1:]},
                      "seconds_per_episode": sum(e["seconds"] for e in eps) / len(eps)})
     return rows
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return None if not values or None in values else sum(values) / len(values)
 
 
 def comparisons(episodes: list[dict], conditions: list[str]) -> list[dict]:
@@ -84,17 +89,19 @@ def report(results: dict) -> str:
         "that ran; 95 % t-interval over the n passages scored (flagged under 5, none for 1). Only an answer's first "
         "sentence is graded, and an answer also given to a question it does not answer is not credited "
         "(`seal/domains/knowledge/answers.py`). `recited`: answers copying 10+ words of the passage beyond the gold; `identical`: "
-        "answers given word for word to another question of the passage. `failed` counts episodes that could not "
+        "answers given word for word to another question of the passage; `unrecited`: the accuracy counting only "
+        "credited answers that recite nothing. `failed` counts episodes that could not "
         "run (unusable self-edit, impossible update; in the multi setting, unusable self-edits left out of the "
         "update): they are in no mean. Every answer: [answers.md](answers.md).",
         "",
-        "| condition | accuracy | 95 % CI (n passages) | F1 | EM | recited | identical | failed | s / episode |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| condition | accuracy | 95 % CI (n passages) | F1 | EM | recited | identical | unrecited | failed | s / episode |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         lines.append(f"| {r['condition']} | {percent(r['accuracy'])} | "
                      f"{format_ci(r['ci_low'], r['ci_high'], r['passages'])} | {number(r['f1'])} | {percent(r['em'])} | "
-                     f"{percent(r['recitation'])} | {percent(r['identical'])} | {r['failed']} | "
+                     f"{percent(r['recitation'])} | {percent(r['identical'])} | {percent(r.get('unrecited'))} | "
+                     f"{r['failed']} | "
                      f"{r['seconds_per_episode']:.1f} |")
     if results.get("comparisons"):
         lines += ["", "Paired differences in accuracy over the same passages (95 % t-interval; passages better / "

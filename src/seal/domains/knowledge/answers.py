@@ -14,7 +14,9 @@ control that answers with the passage's opening scored 23 % that way). So:
 - every score also reports the `recitation` rate (answers that copy a run of `RECITATION_WORDS` or more
   words of the document that is not the gold answer itself) and the `identical` rate (answers given word
   for word to another question of the same document), so that a reader sees recitation even where the
-  grader does not credit it.
+  grader does not credit it, and the `unrecited` accuracy: credited answers that recite nothing. A model
+  that memorised its passage recites the sentence that holds the gold and is credited for it; `unrecited`
+  counts only what it says in its own words, the part of the accuracy that no recitation explains.
 """
 
 from __future__ import annotations
@@ -90,15 +92,17 @@ def score_answers(grader, document: str, questions, generations: list[str]) -> l
     ]
 
 
-METRICS = ("accuracy", "f1", "em", "recitation", "identical")
+METRICS = ("accuracy", "f1", "em", "recitation", "identical", "unrecited")
 
 
 def summary(details: list[dict]) -> dict[str, float]:
-    """Means over questions of the protocol's metrics (accuracy is the credited verdict)."""
+    """Means over questions of the protocol's metrics (accuracy is the credited verdict; unrecited, the credited
+    verdicts of answers that do not recite)."""
     n = len(details)
     return {"accuracy": sum(d["correct"] for d in details) / n, "f1": sum(d["f1"] for d in details) / n,
             "em": sum(d["em"] for d in details) / n, "recitation": sum(d["recites"] for d in details) / n,
-            "identical": sum(d["identical"] for d in details) / n}
+            "identical": sum(d["identical"] for d in details) / n,
+            "unrecited": sum(d["correct"] and not d["recites"] for d in details) / n}
 
 
 def answers_table(answers: list[dict]) -> list[str]:
