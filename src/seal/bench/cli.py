@@ -26,7 +26,7 @@ def _print_knowledge(results: dict, title: str) -> None:
                          "failed", "s/episode"),
                  [(r["condition"], percent(r["accuracy"]), format_ci(r["ci_low"], r["ci_high"], r["passages"]),
                    "-" if r["f1"] is None else f"{r['f1']:.3f}", percent(r["em"]), percent(r["recitation"]),
-                   percent(r["identical"]), percent(r.get("unrecited")), str(r["failed"]), f"{r['seconds_per_episode']:.1f}")
+                   percent(r["identical"]), percent(r["unrecited"]), str(r["failed"]), f"{r['seconds_per_episode']:.1f}")
                   for r in results["rows"]])
     if results["comparisons"]:
         _print_table("paired differences over the same passages",

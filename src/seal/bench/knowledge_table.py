@@ -13,7 +13,7 @@ from seal.domains.knowledge.data import Passage
 
 def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, float]]:
     """Mean accuracy, F1, exact match, recitation, identical-answer rates and unrecited accuracy of `condition`
-    per passage, over its samples that ran (a metric that records written before seal kept it lack is None).
+    per passage, over its samples that ran (None for a metric that records written before seal kept it lack).
 
     A failed episode (its self-edit unusable, its update impossible) has no score: it is counted in the
     row's `failed` column, never averaged in, and a passage whose every episode failed has no score at all.
@@ -23,8 +23,7 @@ def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, flo
         if e["condition"] == condition and "scores" in e:
             for i, s in zip(e["passages"], e["scores"]):
                 scores_of.setdefault(i, []).append(s)
-    return {i: {m: sum(s[m] for s in v) / len(v) if all(m in s for s in v) else None for m in METRICS}
-            for i, v in scores_of.items()}
+    return {i: {m: _mean([s.get(m) for s in v]) for m in METRICS} for i, v in scores_of.items()}
 
 
 def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
@@ -100,7 +99,7 @@ def report(results: dict) -> str:
     for r in results["rows"]:
         lines.append(f"| {r['condition']} | {percent(r['accuracy'])} | "
                      f"{format_ci(r['ci_low'], r['ci_high'], r['passages'])} | {number(r['f1'])} | {percent(r['em'])} | "
-                     f"{percent(r['recitation'])} | {percent(r['identical'])} | {percent(r.get('unrecited'))} | "
+                     f"{percent(r['recitation'])} | {percent(r['identical'])} | {percent(r['unrecited'])} | "
                      f"{r['failed']} | "
                      f"{r['seconds_per_episode']:.1f} |")
     if results.get("comparisons"):
