@@ -30,6 +30,7 @@ from seal import backends, models
 from seal.config import load_config
 from seal.domains.knowledge.data import load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.progress import progress_bar
 from seal.rl.restem import ContextJob, local_episodes
 from seal.train import TrainKnowledgeConfig
 
@@ -43,7 +44,13 @@ def run_path(name: str, cfg: TrainKnowledgeConfig, contexts: list) -> dict:
     model, tokenizer = models.load(restem.generator)
     engine = backends.resolve(restem.generator.backend, model)
     jobs = [ContextJob(1, i, None, list(range(restem.k))) for i in range(len(contexts))]
-    records = list(local_episodes(domain, contexts, restem, model, tokenizer, model, tokenizer)(jobs))
+    records = []
+    with progress_bar() as bar:
+        task = bar.add_task(name, total=len(contexts) * restem.k, status="")
+        for record in local_episodes(domain, contexts, restem, model, tokenizer, model, tokenizer)(jobs):
+            records.append(record)
+            if record["event"] == "episode":
+                bar.update(task, advance=1, status=f"context {record['context']}")
     seconds = time.perf_counter() - start
     scores = [r["score"] for r in records if r["event"] == "episode" and r["score"] is not None]
     episodes = len(contexts) * restem.k
