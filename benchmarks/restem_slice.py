@@ -28,11 +28,10 @@ import time
 
 from seal import backends, models
 from seal.config import load_config
-from seal.domains.knowledge.data import load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.progress import progress_bar
 from seal.rl.restem import ContextJob, local_episodes
-from seal.train import TrainKnowledgeConfig
+from seal.train import TrainKnowledgeConfig, training_contexts
 
 PAPER_EPISODES = 50 * 5  # the paper's ReST-EM round on knowledge incorporation
 
@@ -42,7 +41,7 @@ def run_path(name: str, cfg: TrainKnowledgeConfig, contexts: list) -> dict:
     domain = KnowledgeDomain(cfg.prompt, restem.inner.max_sequences, cfg.eval, cfg.qa_format)
     start = time.perf_counter()
     model, tokenizer = models.load(restem.generator)
-    engine = backends.resolve(restem.generator.backend, model)
+    engine = backends.for_model(model).name
     jobs = [ContextJob(1, i, None, list(range(restem.k))) for i in range(len(contexts))]
     records = []
     with progress_bar() as bar:
@@ -71,9 +70,8 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="an override of seal train knowledge's config, applied to both paths")
     args = ap.parse_args()
-    cfg = load_config(TrainKnowledgeConfig, None, [*args.overrides, f"restem.k={args.k}"])
-    _, rest = split_eval(load_squad(cfg.data))
-    contexts = [p for p in rest[cfg.offset:] if p.questions][: args.passages]
+    cfg = load_config(TrainKnowledgeConfig, None, [*args.overrides, f"restem.k={args.k}", f"passages={args.passages}"])
+    contexts = training_contexts(cfg)
     plain = dataclasses.replace(cfg, restem=dataclasses.replace(
         cfg.restem, generator=dataclasses.replace(cfg.restem.generator, backend="hf"),
         inner=dataclasses.replace(cfg.restem.inner, parallel=1)))

@@ -36,10 +36,7 @@ class TrainKnowledgeConfig:
 
 def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1, address: str | None = None) -> dict:
     check_workers(workers)
-    _, rest = split_eval(load_squad(cfg.data))
-    contexts = [p for p in rest[cfg.offset:] if p.questions][: cfg.passages]
-    if len(contexts) < cfg.passages:
-        raise ValueError(f"only {len(contexts)} training passages with questions at offset {cfg.offset}")
+    contexts = training_contexts(cfg)
     domain = KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval, cfg.qa_format)
     run = Run(out, cfg)
     rounds = run_rounds(domain, contexts, cfg.restem, run, workers, address)
@@ -50,6 +47,15 @@ def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1
     run.report(_report(results))
     run.finish(results)
     return results
+
+
+def training_contexts(cfg: TrainKnowledgeConfig) -> list:
+    """The `passages` training passages with questions from `offset` on, outside the evaluation set."""
+    _, rest = split_eval(load_squad(cfg.data))
+    contexts = [p for p in rest[cfg.offset:] if p.questions][: cfg.passages]
+    if len(contexts) < cfg.passages:
+        raise ValueError(f"only {len(contexts)} training passages with questions at offset {cfg.offset}")
+    return contexts
 
 
 def check_workers(workers: int) -> None:
