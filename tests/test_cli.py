@@ -15,7 +15,7 @@ from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain, grader_for
 from seal.domains.knowledge.grading import describe, get_grader
 from seal.domains.knowledge.prompts import answer_prompt
-from seal.generation import chat_prompt, generate
+from seal.generation import PIECE_SEPARATOR, chat_prompt, generate
 from seal.inner.lora import load_adapter
 
 DOC = "The Orrin Canal joins the river Tesk to the harbour of Lune. It opened in 1843.\n"
@@ -49,10 +49,7 @@ def _learn(inputs, model_dir, out, *extra) -> int:
 @pytest.fixture(scope="module")
 def gated_run(inputs, model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "gated"
-    # a free-text self-edit: the random model's open-book answers rarely agree with its self-QA scaffold, so
-    # the default (checked self-QA) is mostly dropped and resampled; this run is about what a learn run writes
-    free = ["--set", "prompt=implications", "--set", "sampling.structured=false", "--set", "sampling.answers=scaffold"]
-    return _learn(inputs, model_dir, out, *free), out
+    return _learn(inputs, model_dir, out), out  # the default self-edit: three lists of implications
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +85,7 @@ def test_learn_writes_a_complete_run_directory(gated_run, model_dir):
     assert result["seconds"] >= sum(result["timings"].values()) > 0
     (edit,) = result["self_edits"]  # sampling.num_samples defaults to 1
     assert edit["index"] == 0 and isinstance(edit["text"], str) and edit["text"]
+    assert len(edit["text"].split(PIECE_SEPARATOR)) == 3  # sampling.pieces: three samples trained together
     assert edit["sequences"] >= 2 and edit["train"]["steps"] >= 1
     assert edit["adapted_accuracy"] == result["adapted_accuracy"]
 

@@ -109,7 +109,7 @@ def test_bad_overrides_name_the_key(overrides, names):
      "sampling.num_samples=0", "sampling.max_new_tokens=0", "sampling.top_p=0", "sampling.top_p=1.5",
      "sampling.temperature=-1", "sampling.batch_size=0", "eval.max_new_tokens=0", "eval.batch_size=0",
      "inner.lr=.nan", "inner.warmup=1", "inner.warmup=-0.1",
-     "sampling.answers=bogus", "sampling.structured=false"],  # the default checked answers need structured self-QA
+     "sampling.answers=bogus", "sampling.answers=checked", "sampling.pieces=0"],  # checked answers need structured self-QA
 )
 def test_out_of_range_values_are_config_errors(override):
     key = override.partition("=")[0]
@@ -211,7 +211,8 @@ def test_restem_trains_the_self_edit_that_the_knowledge_commands_write():
     from seal.memory.config import MemoryConfig
     from seal.train import TrainKnowledgeConfig
 
-    cfg = load_config(TrainKnowledgeConfig, None, ["restem.sampling.temperature=1.0"])
+    cfg = load_config(TrainKnowledgeConfig, None, ["restem.sampling.temperature=0.7"])
     writers = (LearnConfig(), KnowledgeBenchConfig(), MemoryConfig())
-    assert all((w.prompt, w.qa_format) == (cfg.prompt, cfg.qa_format) for w in writers)
-    assert dataclasses.replace(cfg.restem.sampling, temperature=0.7) == knowledge_sampling()  # the override kept the rest
+    assert all((w.prompt, w.qa_format, w.sampling, w.inner.lr) == (cfg.prompt, cfg.qa_format, knowledge_sampling(),
+                                                                   cfg.restem.inner.lr) for w in writers)
+    assert dataclasses.replace(cfg.restem.sampling, temperature=1.0) == knowledge_sampling()  # the override kept the rest

@@ -306,3 +306,23 @@ def test_a_structured_self_edit_is_cloned_as_the_scaffold_prompts_it_was_written
     assert year.completion == " When did it open?\nAnswer: 1843"
     [whole] = self_edit_examples(tok, domain, passage, text, SamplingConfig(structured=False))  # written in one piece
     assert whole.completion == text and passage.context in whole.prompt
+
+
+def test_a_self_edit_of_several_pieces_joins_that_many_samples_and_is_cloned_piece_by_piece(lm):
+    from seal.domains.knowledge.data import Passage
+    from seal.domains.knowledge.domain import KnowledgeDomain
+    from seal.generation import PIECE_SEPARATOR, self_edit_examples
+
+    model, tok = lm
+    passage = Passage("Orrin Canal", "The Orrin Canal opened in 1843. It joins the river Tesk to the harbour of Lune.")
+    domain = KnowledgeDomain(prompt="implications")
+    one = SamplingConfig(temperature=1.0, max_new_tokens=12)
+    three = SamplingConfig(temperature=1.0, max_new_tokens=12, pieces=3)
+    [singles] = sample_self_edits(model, tok, domain, [passage], one, 6, seed=3)
+    [joined] = sample_self_edits(model, tok, domain, [passage], three, 2, seed=3)
+    assert len(joined) == 2 and len(set(singles)) == 6
+    assert [t.split(PIECE_SEPARATOR) for t in joined] == [
+        [s.strip("\n") for s in singles[:3]], [s.strip("\n") for s in singles[3:]]]  # the same samples, grouped
+    examples = self_edit_examples(tok, domain, passage, joined[0], three)
+    assert [e.completion for e in examples] == [p for p in joined[0].split(PIECE_SEPARATOR) if p.strip()]
+    assert all(passage.context in e.prompt for e in examples)  # each piece as the answer to the prompt it came from

@@ -47,9 +47,8 @@ def test_teacher_student_with_the_two_embedded_models(real_cache, tmp_path):
     code = main(["train", "knowledge", "--generator", "smollm2-135m-instruct", "--learner",
                  "qwen2.5-coder-0.5b-instruct", "--rounds", "1", "--passages", "1", "--k", "2", "--out", str(out),
                  "--set", "restem.require_improvement=false", "--set", "restem.reward=best",
-                 # free implications: one cheap sample per self-edit (the mechanics under test, not the default)
-                 "--set", "prompt=implications", "--set", "qa_format=text", "--set", "restem.sampling.structured=false",
-                 "--set", "restem.sampling.answers=scaffold", "--set", "restem.sampling.max_new_tokens=96", "--set", "restem.inner.epochs=1",
+                 # one short list of implications per self-edit (the mechanics under test, not the default's three)
+                 "--set", "restem.sampling.pieces=1", "--set", "restem.sampling.max_new_tokens=96", "--set", "restem.inner.epochs=1",
                  "--set", "eval.max_new_tokens=16", "--set", "restem.sft.epochs=1"])
     assert code == 0
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -93,21 +93,21 @@ def test_a_run_from_before_a_setting_existed_resumes_with_that_setting_at_its_de
 
 
 def test_a_run_from_before_a_default_changed_resumes_with_what_it_did(tmp_path):
-    """sampling.answers came in as "scaffold" and is "checked" by default now: a run that predates the setting
-    answered with the scaffold, and its saved config reads so, for resuming as for reports."""
-    run = Run(tmp_path / "r", load_config(LearnConfig, overrides=["sampling.answers=scaffold"]))
+    """sampling.pieces came in as 3 by default: a run that predates the setting sampled one piece per self-edit,
+    and its saved config reads so, for resuming as for reports."""
+    run = Run(tmp_path / "r", load_config(LearnConfig, overrides=["sampling.pieces=1"]))
     run.log({"event": "step", "n": 1})
     saved = yaml.safe_load((run.path / "config.yaml").read_text())
-    del saved["sampling"]["answers"]
+    del saved["sampling"]["pieces"]
     (run.path / "config.yaml").write_text(yaml.safe_dump(saved))
     recorded = load_config(LearnConfig, run.path / "config.yaml")
-    assert recorded.sampling.answers == "scaffold" and LearnConfig().sampling.answers == "checked"
-    with pytest.raises(RunExistsError, match=r"different config \(sampling\.answers\)"):
+    assert recorded.sampling.pieces == 1 and LearnConfig().sampling.pieces == 3
+    with pytest.raises(RunExistsError, match=r"different config \(sampling\.pieces\)"):
         Run(tmp_path / "r", LearnConfig())
     assert [r["n"] for r in Run(tmp_path / "r", recorded).records(event="step")] == [1]
     elsewhere = tmp_path / "c.yaml"  # a config file of the user's own: today's defaults fill it
     elsewhere.write_text(yaml.safe_dump(saved))
-    assert load_config(LearnConfig, elsewhere).sampling.answers == "checked"
+    assert load_config(LearnConfig, elsewhere).sampling.pieces == 3
 
 
 def test_resume_false_accepts_a_missing_or_empty_directory(tmp_path):

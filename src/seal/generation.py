@@ -81,10 +81,32 @@ def next_token_logprobs(model, tokenizer, prompts: list[str], token_ids: Sequenc
     return backends.for_model(model).next_token_logprobs(model, tokenizer, prompts, token_ids)
 
 
+# Between the samples that make up one self-edit (`sampling.pieces`): a blank line longer than any a sample keeps.
+PIECE_SEPARATOR = "\n\n\n"
+
+
 def sample_self_edits(model, tokenizer, domain, contexts: list, sampling, num_samples: int, seed: int) -> list[list[str]]:
-    """`num_samples` self-edits of each context from `model`, written freely or, with `sampling.structured`,
-    in the domain's structure: written by the domain's own `write_self_edits` (a scaffold of small prompts),
-    or filled into its `self_edit_template`."""
+    """`num_samples` self-edits of each context from `model`, each made of `sampling.pieces` samples joined by
+    `PIECE_SEPARATOR` (several short lists teach more than one long one; see config.knowledge_sampling)."""
+    pieces = getattr(sampling, "pieces", 1)
+    samples = _sample(model, tokenizer, domain, contexts, sampling, num_samples * pieces, seed)
+    if pieces == 1:
+        return samples
+    return [[PIECE_SEPARATOR.join(_tight(t) for t in texts[n * pieces:(n + 1) * pieces]) for n in range(num_samples)]
+            for texts in samples]
+
+
+def _tight(text: str) -> str:
+    """`text` with no run of blank lines as long as `PIECE_SEPARATOR`, so that the self-edit splits back into it."""
+    while PIECE_SEPARATOR in text:
+        text = text.replace(PIECE_SEPARATOR, "\n\n")
+    return text.strip("\n")
+
+
+def _sample(model, tokenizer, domain, contexts: list, sampling, num_samples: int, seed: int) -> list[list[str]]:
+    """`num_samples` samples of each context, written freely or, with `sampling.structured`, in the domain's
+    structure: written by the domain's own `write_self_edits` (a scaffold of small prompts), or filled into its
+    `self_edit_template`."""
     if sampling.structured and hasattr(domain, "write_self_edits"):
         return domain.write_self_edits(model, tokenizer, contexts, sampling, num_samples, seed)
     prompts = [chat_prompt(tokenizer, domain.self_edit_prompt(c)) for c in contexts]
@@ -102,7 +124,9 @@ def sample_self_edits(model, tokenizer, domain, contexts: list, sampling, num_sa
 def self_edit_examples(tokenizer, domain, context, self_edit: str, sampling) -> list[Example]:
     """How to teach a generator to write `self_edit` again (ReST-EM's M-step): the prompts that
     `sample_self_edits` wrote it from, under the same `sampling`, each with its completion. A self-edit written
-    in one piece is one example; one written by the domain's scaffold is one example per scaffold prompt."""
+    in one piece is one example per piece (`sampling.pieces`: each was sampled alone); one written by the domain's
+    scaffold is one example per scaffold prompt."""
     if sampling.structured and hasattr(domain, "scaffold_examples"):
         return domain.scaffold_examples(tokenizer, context, self_edit)
-    return [Example(self_edit, prompt=chat_prompt(tokenizer, domain.self_edit_prompt(context)))]
+    prompt = chat_prompt(tokenizer, domain.self_edit_prompt(context))
+    return [Example(piece, prompt=prompt) for piece in self_edit.split(PIECE_SEPARATOR) if piece.strip()]
