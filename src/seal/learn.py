@@ -25,6 +25,7 @@ from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.grading import describe
 from seal.episode import adapt_and_evaluate
 from seal.generation import sample_self_edits
+from seal.inner.batched import adapt_and_evaluate_many, batchable
 from seal.plots import plot_learn
 from seal.progress import console, step_bar
 from seal.inner.lora import check_target_modules
@@ -92,6 +93,17 @@ def _sample_plans(model, tokenizer, domain, passage, cfg: LearnConfig) -> list[t
     return tries
 
 
+def _update(model, tokenizer, domain, passage, plan: UpdatePlan, inner, save_to: Path, on_step):
+    """One candidate's update, saved as a PEFT adapter. Through the batched inner loop wherever it applies, even
+    for one candidate: it packs the sequences without padding, the same update (tests/test_inner_batched.py) in about
+    half peft's time on the default self-edit."""
+    if not batchable(inner):
+        return adapt_and_evaluate(model, tokenizer, domain, passage, plan, inner, save_to=save_to, on_step=on_step)
+    [outcome] = adapt_and_evaluate_many(model, tokenizer, domain, passage, [plan], [inner], save_to=[save_to],
+                                        on_step=lambda step, total, losses: on_step(step, total, losses[0]))
+    return outcome
+
+
 def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, out: str | Path) -> dict:
     """Run the whole learn workflow; returns (and writes to `out/result.json`) the result record.
 
@@ -153,8 +165,7 @@ def _learn(run: Run, model, tokenizer, domain: KnowledgeDomain, passage: Passage
             if isinstance(plan, SelfEditError):
                 raise plan
             with step_bar(f"training adapter {i + 1}") as on_step:
-                outcome = adapt_and_evaluate(model, tokenizer, domain, passage, plan, cfg.inner,
-                                             save_to=candidates_dir / str(i), on_step=on_step)
+                outcome = _update(model, tokenizer, domain, passage, plan, cfg.inner, candidates_dir / str(i), on_step)
         except (SelfEditError, UpdateError) as e:
             record["error"] = str(e)
             console.print(f"[red]self-edit {i + 1} could not be used: {e}")
