@@ -152,6 +152,15 @@ def test_reopening_refuses_another_model_or_strategy(tiny_model_dir, scrambled_m
         Memory.open(tmp_path / "other", config(tiny_model_dir))
 
 
+def test_a_memory_from_before_a_default_changed_keeps_learning_as_it_was_created(tiny_model_dir, tmp_path):
+    """sampling.pieces came in as 3: a memory whose saved settings predate it goes on sampling one piece."""
+    Memory.open(tmp_path / "m", config(tiny_model_dir))
+    meta = json.loads((tmp_path / "m" / "memory.json").read_text())
+    del meta["config"]["sampling"]["pieces"]
+    (tmp_path / "m" / "memory.json").write_text(json.dumps(meta))
+    assert Memory.open(tmp_path / "m").cfg.sampling.pieces == 1 and MemoryConfig().sampling.pieces == 3
+
+
 def test_folded_weights_match_peft_merge(scrambled_model_dir, tmp_path):
     mem = Memory.open(tmp_path / "m", config(scrambled_model_dir))
     mem.learn(CANAL)

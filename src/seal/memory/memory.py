@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from seal.config import from_dict, to_dict
+from seal.config import as_recorded, from_dict, to_dict
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
 from seal.domains.knowledge.data import Passage, Question, check_document
 from seal.domains.knowledge.domain import KnowledgeDomain
@@ -107,7 +107,7 @@ class Memory:
         if store.exists():
             meta = store.meta()
             if cfg is None:
-                cfg = from_dict(MemoryConfig, meta["config"])
+                cfg = from_dict(MemoryConfig, as_recorded(meta["config"]))  # as it was created
             elif _fixed(to_dict(cfg)) != _fixed(meta["config"]):
                 saved, new = _fixed(meta["config"]), _fixed(to_dict(cfg))
                 diff = ", ".join(f"{k}: {saved[k]!r} -> {new[k]!r}" for k in FIXED if saved[k] != new[k])
