@@ -11,6 +11,7 @@ from seal import models
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.generation import PIECE_SEPARATOR
 from seal.rl import restem as restem_mod
 from seal.rl.restem import RestEMConfig, SFTConfig, restem, reward, winners
 from seal.runs import Run
@@ -149,6 +150,20 @@ def test_structured_self_qa_round_clones_the_scaffold_prompts(tiny_model_dir, tm
     assert all(x.prompt.endswith("Question:") and any(s.rstrip(".") in x.prompt for s in sentences) for x in cloned)
     words = lambda t: set(re.findall(r"\w+", t))  # noqa: E731  (the parser drops the random model's control bytes)
     assert all("\nAnswer: " in x.completion and any(words(x.completion) <= words(e["text"]) for e in won) for x in cloned)
+
+
+def test_a_self_edit_of_several_pieces_is_cloned_piece_by_piece(tiny_model_dir, tmp_path, monkeypatch):
+    cloned = []
+    real = restem_mod.sft_generator
+    monkeypatch.setattr(restem_mod, "sft_generator", lambda m, t, examples, c: cloned.extend(examples) or real(m, t, examples, c))
+    cfg = small_config(tiny_model_dir, rounds=1, sampling=SamplingConfig(temperature=1.0, max_new_tokens=12, pieces=3))
+    run = Run(tmp_path / "run", cfg)
+    restem(domain(), PASSAGES, cfg, run)
+    scored = [e for e in run.records(event="episode") if e["score"] is not None]
+    assert all(len(e["text"].split(PIECE_SEPARATOR)) == 3 for e in scored)
+    pieces = {p for e in scored for p in e["text"].split(PIECE_SEPARATOR)}
+    # reward "best": one winner per passage, each of its three pieces the completion of the prompt it came from
+    assert len(cloned) == 3 * len({e["context"] for e in scored}) and all(x.completion in pieces for x in cloned)
 
 
 def test_no_winner_is_an_error_not_a_silent_round(tiny_model_dir, tmp_path):
