@@ -88,7 +88,7 @@ PIECE_SEPARATOR = "\n\n\n"
 def sample_self_edits(model, tokenizer, domain, contexts: list, sampling, num_samples: int, seed: int) -> list[list[str]]:
     """`num_samples` self-edits of each context from `model`, each made of `sampling.pieces` samples joined by
     `PIECE_SEPARATOR` (several short lists teach more than one long one; see config.knowledge_sampling)."""
-    pieces = getattr(sampling, "pieces", 1)
+    pieces = sampling.pieces
     samples = _sample(model, tokenizer, domain, contexts, sampling, num_samples * pieces, seed)
     if pieces == 1:
         return samples
