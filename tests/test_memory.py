@@ -192,11 +192,15 @@ def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(sc
     # the routed answer is the document's own adapter's answer, as peft computes it
     adapter = tmp_path / "m" / "adapters" / version_file(tmp_path / "m", "v0002")["routed"][1]["adapter"]
     model, tokenizer = models.load(str(scrambled_model_dir))
+    from seal.domains.knowledge.prompts import answer_prompt
     from seal.generation import chat_prompt, generate
 
-    prompt = chat_prompt(tokenizer, questions[1])
+    # asked with no topic, a routed question is asked under its document's title, as the gate asked it
+    unrouted = generate(model, tokenizer, [chat_prompt(tokenizer, questions[2])], max_new_tokens=6)[0][0]
+    assert together[2] == unrouted  # the bare question, to the base model
+    prompt = chat_prompt(tokenizer, answer_prompt("Vattna Glacier", questions[1]))
     expected = generate(load_adapter(model, adapter), tokenizer, [prompt], max_new_tokens=6)[0][0]
-    assert together[1] == expected
+    assert together[1] == expected == mem.answer(questions[1], topic="Vattna Glacier")
 
 
 def _learner(model_dir, memory_dir, strategy: str, count: int) -> subprocess.Popen:

@@ -55,20 +55,27 @@ class LoadedVersion:
             return None
         return self.index.route(f"{topic} {question}" if topic else question)
 
+    def routed_prompt(self, item: dict, context: list[tuple[str, str]] | None) -> tuple[str, int | None]:
+        """The chat prompt of an item ({title, question, support}) and the routed document it goes to. A question
+        with no topic that routes to a document is asked under that document's title: the closed-book prompt the
+        gate measured the adapter with (asked bare, the default model answered "As an AI language model, I
+        cannot ..." where the gate had seen 4 of 6 right: benchmarks/serve_story.py)."""
+        route = self.route(item["question"], item.get("title"))
+        topic = item.get("title") or (None if route is None else self.routed[route][0]["title"])
+        return chat_prompt(self.tokenizer, user_turn(item["question"], topic, item.get("support"), context)), route
+
     def answer(self, items: list[dict], context: list[tuple[str, str]] | None = None) -> list[str]:
         """Greedy answers to items ({title, question, support}), each through the adapter it routes to."""
-        prompts = [chat_prompt(self.tokenizer, user_turn(i["question"], i.get("title"), i.get("support"), context))
-                   for i in items]
-        route = [self.route(i["question"], i.get("title")) for i in items]
-        return routed_generate(self.model, self.tokenizer, self.cfg.inner, [w for _, w in self.routed], prompts,
-                               route, max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size)
+        routed = [self.routed_prompt(i, context) for i in items]
+        return routed_generate(self.model, self.tokenizer, self.cfg.inner, [w for _, w in self.routed],
+                               [p for p, _ in routed], [r for _, r in routed],
+                               max_new_tokens=self.cfg.eval.max_new_tokens, batch_size=self.cfg.eval.batch_size)
 
     def answer_stream(self, item: dict, context: list[tuple[str, str]] | None = None) -> Iterator[str]:
         """`answer` of one item, in pieces as they are generated."""
-        turn = user_turn(item["question"], item.get("title"), item.get("support"), context)
-        route = self.route(item["question"], item.get("title"))
+        prompt, route = self.routed_prompt(item, context)
         adapter = None if route is None else self.routed[route][1]
-        return routed_stream(self.model, self.tokenizer, self.cfg.inner, adapter, chat_prompt(self.tokenizer, turn),
+        return routed_stream(self.model, self.tokenizer, self.cfg.inner, adapter, prompt,
                              max_new_tokens=self.cfg.eval.max_new_tokens)
 
     def perplexity(self, text: str) -> float:

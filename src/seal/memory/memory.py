@@ -146,7 +146,8 @@ class Memory:
     def answer(self, question: str, context: list[tuple[str, str]] | None = None, version: str | None = None,
                topic: str | None = None) -> str:
         """The answer of the active version (or `version`) to `question`; `context` passages (title, text)
-        are put in the prompt; `topic` names the subject, as the closed-book protocol does."""
+        are put in the prompt; `topic` names the subject, as the closed-book protocol does (None: the title of
+        the document the question routes to, if any)."""
         return self.answer_many([question], [topic], context, version)[0]
 
     def answer_many(self, questions: list[str], topics: list[str | None] | None = None,
