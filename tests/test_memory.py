@@ -203,6 +203,15 @@ def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(sc
     assert together[1] == expected == mem.answer(questions[1], topic="Vattna Glacier")
 
 
+def test_a_question_about_a_folded_in_document_is_asked_under_its_title(scrambled_model_dir, tmp_path):
+    mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, strategy="merge"))
+    mem.learn(CANAL)
+    question = "When did the Orrin Canal open?"
+    assert mem.answer(question) == mem.answer(question, topic="Orrin Canal")  # as the gate asked it
+    assert mem.answer(question) != mem.answer(question, topic="Vattna Glacier")
+    assert mem._loaded.topic("What do worker bees turn nectar into?") is None  # about nothing held: asked bare
+
+
 def _learner(model_dir, memory_dir, strategy: str, count: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(Path(__file__).parent / "memory_child.py"), str(model_dir),

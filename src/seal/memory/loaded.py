@@ -24,6 +24,8 @@ class LoadedVersion:
         self.merged: list[str] = []  # adapter ids folded into the weights
         self.routed: list[tuple[dict, Any]] = []  # ({title, text} of the document, its adapter's weights)
         self.index: DocumentIndex | None = None
+        self.titles: list[str] = []  # every document the version holds, folded in or kept apart
+        self.topics: DocumentIndex | None = None  # finds which of them a question is about
 
     def load_base(self):
         if self.model is None:
@@ -44,10 +46,15 @@ class LoadedVersion:
             self.merged.append(adapter_id)
         self.routed = [({k: document(r["document"])[k] for k in ("title", "text")},
                         read_adapter(self.model, self.cfg.inner, adapter_path(r["adapter"]))[1]) for r in state.routed]
-        texts = [f"{d['title']} {d['text']}" for d, _ in self.routed]
-        self.index = (DocumentIndex(texts, [f"{t} {x}" for t, x in background], self.cfg.router.min_coverage)
-                      if self.routed else None)
+        self.index = self._index([d for d, _ in self.routed], background)
+        held = [document(d["id"]) for d in state.documents]
+        self.titles, self.topics = [d["title"] for d in held], self._index(held, background)
         self.name = name
+
+    def _index(self, documents: list[dict], background: list[tuple[str, str]]) -> DocumentIndex | None:
+        texts = [f"{d['title']} {d['text']}" for d in documents]
+        return (DocumentIndex(texts, [f"{t} {x}" for t, x in background], self.cfg.router.min_coverage)
+                if documents else None)
 
     def route(self, question: str, topic: str | None = None) -> int | None:
         """Which routed document `question` goes to (its index in `routed`), None for no adapter."""
@@ -57,12 +64,18 @@ class LoadedVersion:
 
     def routed_prompt(self, item: dict, context: list[tuple[str, str]] | None) -> tuple[str, int | None]:
         """The chat prompt of an item ({title, question, support}) and the routed document it goes to. A question
-        with no topic that routes to a document is asked under that document's title: the closed-book prompt the
-        gate measured the adapter with (asked bare, the default model answered "As an AI language model, I
-        cannot ..." where the gate had seen 4 of 6 right: benchmarks/serve_story.py)."""
+        with no topic that is about a document the version holds (the one it routes to, else the one the same
+        index finds among all held) is asked under that document's title: the closed-book prompt the gate
+        measured the update with (asked bare, the default model answered "As an AI language model, I cannot ..."
+        where the gate had seen 4 of 6 right: benchmarks/serve_story.py)."""
         route = self.route(item["question"], item.get("title"))
-        topic = item.get("title") or (None if route is None else self.routed[route][0]["title"])
+        topic = item.get("title") or (self.topic(item["question"]) if route is None else self.routed[route][0]["title"])
         return chat_prompt(self.tokenizer, user_turn(item["question"], topic, item.get("support"), context)), route
+
+    def topic(self, question: str) -> str | None:
+        """The title of the held document `question` is about, None when it is about none of them."""
+        found = self.topics.route(question) if self.topics else None
+        return None if found is None else self.titles[found]
 
     def answer(self, items: list[dict], context: list[tuple[str, str]] | None = None) -> list[str]:
         """Greedy answers to items ({title, question, support}), each through the adapter it routes to."""
