@@ -55,7 +55,8 @@ class MemoryConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     # router: on the default model only an adapter kept apart passed the service's story; merged into the
-    # weights, the same Velmora update raised the probe's perplexity from 68 to 872 (benchmarks/serve_story.py)
+    # weights, the same Velmora update raised the probe's perplexity from 68 to 872 (to 1387 under the implication
+    # lists, the probe's accuracy 100 -> 86 %: rejected; benchmarks/serve_story.py --set memory.strategy=merge)
     strategy: Literal["merge", "replay", "router", "consolidate"] = "router"
     prompt: str = KNOWLEDGE_PROMPT
     qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
