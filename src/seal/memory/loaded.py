@@ -44,11 +44,11 @@ class LoadedVersion:
         for adapter_id in state.merged[len(self.merged):]:
             fold_in(self.model, self.cfg.inner, adapter_path(adapter_id))
             self.merged.append(adapter_id)
-        self.routed = [({k: document(r["document"])[k] for k in ("title", "text")},
-                        read_adapter(self.model, self.cfg.inner, adapter_path(r["adapter"]))[1]) for r in state.routed]
+        held = {d["id"]: {k: document(d["id"])[k] for k in ("title", "text")} for d in state.documents}
+        self.routed = [(held[r["document"]], read_adapter(self.model, self.cfg.inner, adapter_path(r["adapter"]))[1])
+                       for r in state.routed]
         self.index = self._index([d for d, _ in self.routed], background)
-        held = [document(d["id"]) for d in state.documents]
-        self.titles, self.topics = [d["title"] for d in held], self._index(held, background)
+        self.titles, self.topics = [d["title"] for d in held.values()], self._index(list(held.values()), background)
         self.name = name
 
     def _index(self, documents: list[dict], background: list[tuple[str, str]]) -> DocumentIndex | None:

@@ -147,7 +147,7 @@ class Memory:
                topic: str | None = None) -> str:
         """The answer of the active version (or `version`) to `question`; `context` passages (title, text)
         are put in the prompt; `topic` names the subject, as the closed-book protocol does (None: the title of
-        the document the question routes to, if any)."""
+        the held document the question is about, if any; see LoadedVersion.routed_prompt)."""
         return self.answer_many([question], [topic], context, version)[0]
 
     def answer_many(self, questions: list[str], topics: list[str | None] | None = None,
