@@ -22,8 +22,8 @@ where N_lora = r (in + out) summed over adapted layers and the attention term (Q
 half) is 2 h d (L + 1) per layer per token in the forward pass. The embedding lookup costs no FLOPs;
 layer 0 skips its q/k/v input grads, which this count ignores (< 1 %).
 
-    python benchmarks/inner_loop.py            # full run (~10 min on 2 cores)
-    python benchmarks/inner_loop.py --quick    # ~2 min: 1 epoch, 2 questions, K = 4, no reference
+    python benchmarks/inner_loop.py            # full run (~35 min on Qwen, one thread)
+    python benchmarks/inner_loop.py --quick    # ~3 min: 1 epoch, 2 questions, K = 4, no reference
     python benchmarks/inner_loop.py --quick --reference-sequences 1   # + the reference, ~1 more minute
 
 The last line printed is JSON. Timings on a shared machine move with its load: sequential and
@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--model", default=models.DEFAULT_MODEL)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--quick", action="store_true",
-                        help="1 epoch, 2 questions, 16-token answers, K = 4, one sequential candidate: about two minutes")
+                        help="1 epoch, 2 questions, 16-token answers, K = 4, one sequential candidate: about three minutes on Qwen")
     parser.add_argument("--ks", default=None, help="comma-separated K values (default 1,2,4,8; quick 4)")
     parser.add_argument("--sequential", type=int, default=None, help="candidates run one by one (default 4; quick 1)")
     parser.add_argument("--reference-sequences", type=int, default=None,

@@ -260,6 +260,8 @@ def test_microbatches_cover_rows_once_and_cut_padding():
     padded = sum(len(g) * max(lengths[i] for i in g) for g in groups)
     assert padded < 1.2 * sum(lengths)
     assert plan_microbatches([10, 10, 10], overhead=1000) == [[0, 1, 2]]
+    capped = plan_microbatches([100, 90, 90, 300, 20], overhead=1000, max_tokens=200)
+    assert capped == [[3], [0, 1], [2, 4]]  # 300 alone (one row may exceed the cap), then <= 200 padded each
 
 
 def test_long_training_of_uneven_candidates_stays_equal_to_training_alone(tiny):
@@ -322,3 +324,57 @@ def test_labelled_logits_are_the_full_logits_at_those_positions(tiny):
             torch.testing.assert_close(labelled_logits(model, batch, rows, cols), full)
         finally:
             del model.config.logit_scale
+
+
+def test_packed_rows_keep_each_row_whole_and_apart():
+    from seal.inner.packing import pack_rows
+
+    rows = [(0, [1, 2, 3], [-100, 2, 3]), (1, [4, 5], [4, 5]), (0, [6, 7, 8, 9], [6, 7, 8, 9]), (0, [10] * 6, [10] * 6)]
+    packed = pack_rows(rows, capacity=8)
+    assert [p.candidate for p in packed] == [0, 0, 1]
+    assert all(len(p.ids) <= 8 for p in packed)
+    assert sorted(t for p in packed for t in p.ids) == sorted(t for _, ids, _ in rows for t in ids)
+    first = packed[0]  # the longest row first, then the next that fits: [10]*6 alone, then 4-token + 3-token rows
+    assert first.ids == [10] * 6 and first.positions == list(range(6))
+    assert packed[1].ids == [6, 7, 8, 9, 1, 2, 3] and packed[1].positions == [0, 1, 2, 3, 0, 1, 2]
+    # a row's last token predicts nothing: the next row is another sequence
+    assert packed[1].targets == [7, 8, 9, IGNORE, 2, 3, IGNORE]
+    assert len(pack_rows(rows, capacity=8, enabled=False)) == len(rows)
+
+
+def test_packing_is_used_only_where_the_model_keeps_packed_rows_apart(tiny):
+    from seal.inner.packing import packing_supported
+
+    model, _ = tiny
+    assert packing_supported(model)
+
+    class IgnoresPositions(torch.nn.Module):  # a model that reads neither positions nor packing
+        def __init__(self):
+            super().__init__()
+            self.inner, self.config = model, model.config
+
+        def forward(self, input_ids, position_ids=None, use_cache=False):
+            return self.inner(input_ids=input_ids, use_cache=use_cache)
+
+    assert not packing_supported(IgnoresPositions())
+
+
+def test_packed_training_equals_padded_training_with_less_padding(tiny, monkeypatch):
+    import seal.inner.batched_train as batched_train
+
+    model, tokenizer = tiny
+    domain = KnowledgeDomain(eval=EvalConfig(max_new_tokens=4))
+    plans, cfgs = _plans(domain), [replace(CFG, seed=k) for k in range(3)]
+
+    def run() -> tuple[list[list[float]], torch.Tensor, int]:
+        with batched_adapters(model, cfgs) as multi:
+            losses = [r.losses for r in multi.train(tokenizer, plans)]
+            return losses, multi.flat.clone(), multi.stats.padded_tokens
+
+    packed = run()
+    monkeypatch.setattr(batched_train, "packing_supported", lambda model: False)
+    padded = run()
+    for a, b in zip(packed[0], padded[0]):
+        assert a == pytest.approx(b, abs=1e-5)
+    torch.testing.assert_close(packed[1], padded[1], atol=1e-5, rtol=0)
+    assert packed[2] < padded[2]  # fewer padded tokens through the model

@@ -11,8 +11,9 @@ Equivalence with K separate runs of `seal.inner.lora.train`, which the tests che
   and one step count per candidate. A candidate whose plan is done (fewer epochs or
   fewer sequences) stops contributing rows and stops being updated: its moments do not drift.
 
-Speed (see benchmarks/inner_loop.py): the rows of all candidates in one step are sorted by length and
-cut into micro-batches that keep padding low (gradients accumulate; the result is the same sum; the
+Speed (see benchmarks/inner_loop.py): each candidate's rows of a step are packed into longer sequences
+(`seal.inner.packing`), which are sorted by length and cut into micro-batches that keep padding low
+(gradients accumulate; the result is the same sum; the
 loss is one weighted cross-entropy per micro-batch, 1 / labelled tokens of the row's candidate per
 token, rather than `token_loss` per candidate, whose logits slices cost a zero-filled copy of the logits
 each in backward).
@@ -30,7 +31,8 @@ import torch
 from torch import nn
 
 from seal.domains.base import UpdateError, UpdatePlan
-from seal.inner.lora import IGNORE, TrainReport, collate, lr_factor, prepare
+from seal.inner.lora import IGNORE, TrainReport, lr_factor, prepare
+from seal.inner.packing import collate_packed, pack_rows, packing_supported
 
 if TYPE_CHECKING:
     from seal.inner.batched import MultiAdapter
@@ -38,6 +40,11 @@ if TYPE_CHECKING:
 # A micro-batch costs about this many padded tokens of work on top of its tokens (per-forward overhead
 # and the lower matmul efficiency of small batches); used when cutting a step's rows into micro-batches.
 MICROBATCH_OVERHEAD_TOKENS = 96
+# ... and is kept to at most this many padded tokens on the CPU: on the 2-core machine a forward + backward of Qwen-0.5B
+# with its LoRA cost 29 ms a token at 128 tokens, 33 at 256-512 and 39 at 1,024 (activations that fall
+# out of the caches make every elementwise op memory-bound), so K candidates batched into 600-token
+# micro-batches trained slower per candidate than one alone.
+MICROBATCH_TOKENS = 256
 BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as in lora.train
 EPS = 1e-8
 
@@ -90,20 +97,26 @@ class MultiAdamW:
         self.grad.zero_()
 
 
-def plan_microbatches(lengths: Sequence[int], overhead: int | None = None) -> list[list[int]]:
-    """Cut rows into micro-batches minimising padded tokens + `overhead` per micro-batch.
+def plan_microbatches(lengths: Sequence[int], overhead: int | None = None,
+                      max_tokens: int | None = None) -> list[list[int]]:
+    """Cut rows into micro-batches minimising padded tokens + `overhead` per micro-batch, each of at most
+    `max_tokens` padded tokens (or a single row).
 
     Rows are sorted by length (longest first) and split into contiguous runs by dynamic programming;
     returns lists of row indices.
     """
     overhead = MICROBATCH_OVERHEAD_TOKENS if overhead is None else overhead
+    max_tokens = MICROBATCH_TOKENS if max_tokens is None else max_tokens
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     n = len(order)
     best = [0.0] + [math.inf] * n  # best[j]: cost of the first j sorted rows
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
         for i in range(j):  # rows i..j-1 in one micro-batch, padded to lengths[order[i]]
-            cost = best[i] + (j - i) * lengths[order[i]] + overhead
+            padded = (j - i) * lengths[order[i]]
+            if padded > max_tokens and j - i > 1:
+                continue
+            cost = best[i] + padded + overhead
             if cost < best[j]:
                 best[j], cut[j] = cost, i
     groups, j = [], n
@@ -181,6 +194,8 @@ def train_candidates(
 
 def _train_loop(multi: MultiAdapter, optimizer: MultiAdamW, tokenizer, cands, reports, total, on_step) -> None:
     pad_id, device = tokenizer.pad_token_id, multi.flat.device
+    with multi.rows([0]):
+        packing = packing_supported(multi.model)
     for step in range(total):
         active = [k for k, c in enumerate(cands) if step < c["total"]]
         batch_rows: list[tuple[int, list[int], list[int]]] = []
@@ -190,7 +205,7 @@ def _train_loop(multi: MultiAdapter, optimizer: MultiAdamW, tokenizer, cands, re
             if b == 0:
                 c["order"] = torch.randperm(len(c["rows"]), generator=c["gen"]).tolist()
             batch_rows += [(k, *c["rows"][i]) for i in c["order"][b * c["bs"] : (b + 1) * c["bs"]]]
-        losses = _train_step(multi, optimizer, batch_rows, active, pad_id, device)
+        losses = _train_step(multi, optimizer, batch_rows, active, pad_id, device, packing)
         for k in active:
             if not math.isfinite(losses[k]):
                 raise UpdateError(f"candidate {k}: non-finite training loss at step {reports[k].steps}")
@@ -203,28 +218,28 @@ def _train_loop(multi: MultiAdapter, optimizer: MultiAdamW, tokenizer, cands, re
             on_step(step + 1, total, [losses[k] if k in active else None for k in range(multi.k)])
 
 
-def _train_step(multi: MultiAdapter, optimizer: MultiAdamW, batch_rows, active, pad_id, device) -> dict[int, float]:
+def _train_step(multi: MultiAdapter, optimizer: MultiAdamW, batch_rows, active, pad_id, device,
+                packing: bool) -> dict[int, float]:
     """Forward/backward of one step: sum over candidates of their mean token loss."""
     optimizer.zero_grad()
     labelled = {k: 0 for k in active}
     for k, _, labels in batch_rows:
         labelled[k] += sum(1 for label in labels[1:] if label != IGNORE)
     sums = {k: 0.0 for k in active}
-    for group in plan_microbatches([len(ids) for _, ids, _ in batch_rows]):
-        group = sorted(group, key=lambda i: batch_rows[i][0])  # rows of a candidate side by side
-        mb = [batch_rows[i] for i in group]
-        batch = collate([(ids, labels) for _, ids, labels in mb], pad_id, device)
-        labels = batch.pop("labels")
-        adapters = [k for k, _, _ in mb]
-        multi.stats.microbatches.append([len(ids) for _, ids, _ in mb])
+    packed = pack_rows(batch_rows, enabled=packing)
+    # the cap is a CPU figure; elsewhere a micro-batch takes as many rows as padding allows, as before
+    max_tokens = MICROBATCH_TOKENS if device.type == "cpu" else math.inf
+    for group in plan_microbatches([len(p.ids) for p in packed], max_tokens=max_tokens):
+        mb = sorted((packed[i] for i in group), key=lambda p: p.candidate)  # a candidate's rows side by side
+        inputs, targets = collate_packed(mb, pad_id, device)
+        adapters = [p.candidate for p in mb]
+        multi.stats.microbatches.append([len(p.ids) for p in mb])
         # One weighted cross-entropy over the micro-batch's labelled tokens (weight 1 / labelled tokens of
         # the row's candidate): the sum of every candidate's mean token loss, with no per-candidate logits
         # slices (each of whose backward would write a zero-filled copy of the whole logits).
-        targets = torch.full_like(labels, IGNORE)
-        targets[:, :-1] = labels[:, 1:]
         rows, cols = (targets != IGNORE).nonzero(as_tuple=True)
         with multi.rows(adapters):
-            logits = labelled_logits(multi.model, batch, rows, cols)
+            logits = labelled_logits(multi.model, inputs, rows, cols)
         token_losses = nn.functional.cross_entropy(logits.float(), targets[rows, cols], reduction="none")
         weights = torch.tensor([1.0 / labelled[k] for k in adapters], device=device)
         row_losses = torch.zeros(len(mb), device=device).index_add(0, rows, token_losses) * weights
