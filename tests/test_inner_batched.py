@@ -378,3 +378,25 @@ def test_packed_training_equals_padded_training_with_less_padding(tiny, monkeypa
         assert a == pytest.approx(b, abs=1e-5)
     torch.testing.assert_close(packed[1], padded[1], atol=1e-5, rtol=0)
     assert packed[2] < padded[2]  # fewer padded tokens through the model
+
+
+def test_train_adapter_saves_the_adapter_peft_trains(tiny, tmp_path):
+    from seal.inner.batched import train_adapter
+
+    model, tokenizer = tiny
+    before = _snapshot(model)
+    plan = _plans(KnowledgeDomain())[1]
+    steps = []
+    report = train_adapter(model, tokenizer, plan, CFG, tmp_path / "batched", on_step=lambda s, t, loss: steps.append((s, t)))
+    with fresh_adapter(model, CFG) as peft_model:
+        alone = train(peft_model, tokenizer, plan, CFG)
+        peft_model.save_pretrained(tmp_path / "peft")
+    assert report.losses == pytest.approx(alone.losses, abs=1e-5) and steps[-1] == (report.steps, report.steps)
+    ours, theirs = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("batched", "peft"))
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], atol=1e-5, rtol=0)
+    assert _same_snapshot(before, _snapshot(model))
+    # dropout, which the batched loop cannot replay, goes through peft's loop and is saved alike
+    train_adapter(model, tokenizer, plan, replace(CFG, dropout=0.1), tmp_path / "dropout")
+    assert load_file(tmp_path / "dropout" / "adapter_model.safetensors").keys() == theirs.keys()

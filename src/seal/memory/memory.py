@@ -34,7 +34,7 @@ from seal.domains.knowledge.data import Passage, Question, check_document
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.quiz import QuizQuestion, self_quiz
 from seal.generation import sample_self_edits
-from seal.inner.lora import fresh_update, save_adapter, train
+from seal.inner.batched import train_adapter
 from seal.memory import probe as probes
 from seal.memory.config import MemoryConfig
 from seal.memory.store import BASE, MemoryDirError, Store
@@ -269,10 +269,8 @@ class Memory:
     def _train(self, plan: UpdatePlan, progress: Progress) -> str:
         """Train a fresh adapter on top of the loaded (folded-in) weights; returns its staged id."""
         staged = self.store.new_staging_dir("adapter")
-        with fresh_update(self._loaded.model, self.cfg.inner) as updated:
-            train(updated, self._loaded.tokenizer, plan, self.cfg.inner,
-                  on_step=lambda step, total, loss: progress("train", step, total))
-            save_adapter(updated, staged)
+        train_adapter(self._loaded.model, self._loaded.tokenizer, plan, self.cfg.inner, staged,
+                      on_step=lambda step, total, loss: progress("train", step, total))
         return staged.name
 
     def _gate(self, before: float | None, after: float | None, probe_before: dict, probe_after: dict) -> tuple[bool, str]:
