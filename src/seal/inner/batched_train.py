@@ -226,7 +226,7 @@ def _train_step(multi: MultiAdapter, optimizer: MultiAdamW, batch_rows, active, 
     for k, _, labels in batch_rows:
         labelled[k] += sum(1 for label in labels[1:] if label != IGNORE)
     sums = {k: 0.0 for k in active}
-    packed = pack_rows(batch_rows, enabled=packing)
+    packed = pack_rows(batch_rows, MICROBATCH_TOKENS if packing else 0)  # a packed row fills a CPU micro-batch
     # the cap is a CPU figure; elsewhere a micro-batch takes as many rows as padding allows, as before
     max_tokens = MICROBATCH_TOKENS if device.type == "cpu" else math.inf
     for group in plan_microbatches([len(p.ids) for p in packed], max_tokens=max_tokens):

@@ -2,12 +2,13 @@
 
 A micro-batch of rows of different lengths pads every row to the longest: on the benchmark passage at
 K = 4 that was a fifth more tokens through every linear layer (benchmarks/inner_loop.py). Instead the
-rows of one candidate are concatenated into sequences of up to `PACK_TOKENS` tokens, with position ids
+rows of one candidate are concatenated into sequences of up to a capacity (the CPU micro-batch size,
+`batched_train.MICROBATCH_TOKENS`), with position ids
 restarting at 0 at each row and no attention mask: transformers reads such position ids as packed
 sequences and keeps each row's attention inside the row (`masking_utils.find_packed_sequence_indices`).
 The padding left between packed sequences of a micro-batch gets positions of its own, so it is one more
 sequence nobody attends to. What packing costs is attention over the packed length rather than each
-row's, small next to the linear layers at a few hundred tokens; a row longer than `PACK_TOKENS` stays
+row's, small next to the linear layers at a few hundred tokens; a row longer than the capacity stays
 alone. A model that does not honour packed position ids (checked once per class, attention
 implementation and dtype, by comparing a packed forward with separate ones) is trained on padded rows.
 """
@@ -21,9 +22,6 @@ import torch
 from torch import nn
 
 from seal.inner.lora import IGNORE
-
-PACK_TOKENS = 256  # = batched_train.MICROBATCH_TOKENS: a packed row fills a micro-batch
-
 
 @dataclass
 class PackedRow:
@@ -41,15 +39,14 @@ class PackedRow:
         self.positions += range(len(ids))
 
 
-def pack_rows(rows: Sequence[tuple[int, list[int], list[int]]], capacity: int = PACK_TOKENS,
-              enabled: bool = True) -> list[PackedRow]:
+def pack_rows(rows: Sequence[tuple[int, list[int], list[int]]], capacity: int) -> list[PackedRow]:
     """(candidate, ids, labels) rows -> packed rows, each of one candidate (first-fit decreasing into bins
-    of `capacity` tokens). With `enabled` False every row is a packed row of its own."""
+    of `capacity` tokens; capacity 0: every row a packed row of its own)."""
     packed: list[PackedRow] = []
     for k in sorted({k for k, _, _ in rows}):
         bins: list[PackedRow] = []
         for ids, labels in sorted(((i, lab) for c, i, lab in rows if c == k), key=lambda r: -len(r[0])):
-            target = next((b for b in bins if enabled and len(b.ids) + len(ids) <= capacity), None)
+            target = next((b for b in bins if len(b.ids) + len(ids) <= capacity), None)
             if target is None:
                 target = PackedRow(k)
                 bins.append(target)
