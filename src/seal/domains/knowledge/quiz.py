@@ -24,6 +24,7 @@ from seal.generation import chat_prompt, generate
 QUIZ_PROMPT = ("Write {n} short questions that test the key facts of the following passage. After each question "
                "write its answer in a few words, on a line that starts with 'Answer:'.\n\n"
                "Passage:\n{title}\n{context}\n\n")
+QUIZ_START = "Question 1: "  # the reply is started for the model, so that it writes pairs, not an essay
 MAX_ANSWER_WORDS = 8
 _PAIR = re.compile(r"^Question: (?P<q>.+)\nAnswer: (?P<a>.+)$", re.S)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -82,13 +83,18 @@ def cloze_questions(passage: Passage, n: int) -> list[QuizQuestion]:
 
 def self_quiz(model, tokenizer, passage: Passage, n: int, *, samples: int, temperature: float,
               max_new_tokens: int, seed: int) -> tuple[QuizQuestion, ...]:
-    """n held-out questions about `passage`: the model's own usable pairs first (deduplicated), then cloze."""
+    """n held-out questions about `passage`, from `samples` quiz texts the model writes (see `quiz_of`)."""
     prompt = chat_prompt(tokenizer, QUIZ_PROMPT.format(n=n, title=passage.title, context=passage.context))
-    texts = generate(model, tokenizer, [prompt + "Question 1: "], max_new_tokens=max_new_tokens,
+    texts = generate(model, tokenizer, [prompt + QUIZ_START], max_new_tokens=max_new_tokens,
                      temperature=temperature, num_samples=samples, seed=seed)[0]
+    return quiz_of(passage, [QUIZ_START + text for text in texts], n)
+
+
+def quiz_of(passage: Passage, texts: list[str], n: int) -> tuple[QuizQuestion, ...]:
+    """n questions: the usable pairs of the quiz texts first (deduplicated), then cloze questions."""
     quiz, seen = [], set()
     for text in texts:
-        for question, answer in usable_pairs(passage, "Question 1: " + text):
+        for question, answer in usable_pairs(passage, text):
             key = normalize_answer(question)
             if key not in seen and len(quiz) < n:
                 seen.add(key)
