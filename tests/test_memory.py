@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from seal import models
-from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
+from seal.config import ConfigError, EvalConfig, InnerConfig, ModelConfig, SamplingConfig
+from seal.domains.base import Score
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.quiz import cloze_questions, usable_pairs
 from seal.inner.lora import load_adapter, token_loss
 from seal.memory import Document, Memory, MemoryConfig, MemoryDirError, Question
+from seal.memory import memory as memory_module
 from seal.memory.probe import perplexity
 from seal.memory.weights import fold_in
 
@@ -83,6 +85,7 @@ def test_gate_rejects_an_update_that_does_not_help_and_keeps_no_version(tiny_mod
     result = mem.learn(CANAL)  # the random tiny model answers nothing right, before or after
     assert not result.accepted and result.version is None
     assert result.reason.startswith("quiz accuracy did not improve")
+    assert [t["scale"] for t in result.scales_tried] == [1.0]  # one that taught nothing is not tried smaller
     assert mem.active == "base" and [v["name"] for v in mem.versions()] == ["base"]
     assert not list((tmp_path / "m" / "adapters").iterdir())
     assert not list((tmp_path / "m" / "staging").iterdir())  # the rejected adapter is not kept on disk
@@ -100,7 +103,6 @@ def test_without_questions_the_gate_uses_a_held_out_self_quiz(tiny_model_dir, tm
 
 
 def test_self_qa_items_train_in_the_configured_answer_format(tiny_model_dir, tmp_path, monkeypatch):
-    from seal.memory import memory as memory_module
 
     self_edit = "Question: Which river does the canal join?\nAnswer: the Tesk"
     monkeypatch.setattr(memory_module, "sample_self_edits", lambda *a, **k: [[self_edit]])
@@ -156,9 +158,10 @@ def test_a_memory_from_before_a_default_changed_keeps_learning_as_it_was_created
     """sampling.pieces came in as 3: a memory whose saved settings predate it goes on sampling one piece."""
     Memory.open(tmp_path / "m", config(tiny_model_dir))
     meta = json.loads((tmp_path / "m" / "memory.json").read_text())
-    del meta["config"]["sampling"]["pieces"]
+    del meta["config"]["sampling"]["pieces"], meta["config"]["fold_scales"]
     (tmp_path / "m" / "memory.json").write_text(json.dumps(meta))
     assert Memory.open(tmp_path / "m").cfg.sampling.pieces == 1 and MemoryConfig().sampling.pieces == 3
+    assert Memory.open(tmp_path / "m").cfg.fold_scales == [1.0] and MemoryConfig().fold_scales == [1.0, 0.5, 0.25]
 
 
 def test_folded_weights_match_peft_merge(scrambled_model_dir, tmp_path):
@@ -171,6 +174,38 @@ def test_folded_weights_match_peft_merge(scrambled_model_dir, tmp_path):
     theirs = load_adapter(theirs, adapter).merge_and_unload()
     for (name, a), (_, b) in zip(ours.named_parameters(), theirs.named_parameters()):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_an_update_that_costs_the_probe_is_folded_in_at_the_largest_scale_that_holds(scrambled_model_dir, tmp_path,
+                                                                                      monkeypatch):
+    """The gentler merge: the quiz improves at every scale here, the probe holds only at half scale or less, so
+    the update is tried at 1, then 0.5, kept at 0.5: the version's weights are the base plus half the update."""
+    mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, gate=True, fold_scales=[1.0, 0.5, 0.25]))
+    monkeypatch.setattr(Memory, "_quiz_score", lambda self, passage: Score(float(bool(self._loaded.merged))))
+    monkeypatch.setattr(memory_module.probes, "holds", lambda before, after, cfg: (
+        (True, "") if mem._loaded.merged[-1][1] <= 0.5 else (False, "general probe fell from 100% to 50%")))
+    result = mem.learn(CANAL)
+    assert result.accepted and result.scale == 0.5 and mem.active == "v0001"
+    assert [(t["scale"], t["reason"]) for t in result.scales_tried] == [
+        (1.0, "general probe fell from 100% to 50%"),
+        (0.5, "quiz accuracy 0% -> 100%; general probe held (folded in at scale 0.5)")]
+    adapter = next((tmp_path / "m" / "adapters").iterdir())
+    assert version_file(tmp_path / "m", "v0001")["scales"] == {adapter.name: 0.5}
+
+    base, _ = models.load(str(scrambled_model_dir))
+    full, _ = models.load(str(scrambled_model_dir))
+    fold_in(full, mem.cfg.inner, adapter)
+    reopened = Memory.open(tmp_path / "m")
+    reopened.answer("warm up")  # loads the active version, folded in from disk
+    changed = 0
+    for (name, w0), (_, w1), (_, held) in zip(base.named_parameters(), full.named_parameters(),
+                                               reopened._loaded.model.named_parameters()):
+        torch.testing.assert_close(held, w0 + 0.5 * (w1 - w0), msg=name)
+        changed += not torch.equal(w0, w1)
+    assert changed  # the update touched the weights, so half of it is not the base either
+
+    with pytest.raises(ConfigError, match="fold_scales"):
+        MemoryConfig(fold_scales=[1.0, 0.0])
 
 
 def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(scrambled_model_dir, tmp_path):

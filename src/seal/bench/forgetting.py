@@ -105,7 +105,8 @@ def _learn_summary(learn: dict | None) -> dict | None:
     if learn is None:
         return None
     keep = ("accepted", "reason", "version", "quiz", "quiz_before", "quiz_after", "probe_after", "self_edit",
-            "self_edit_usable", "sequences", "seconds", "check_before", "check_after", "consolidation")
+            "self_edit_usable", "sequences", "seconds", "check_before", "check_after", "consolidation", "scale",
+            "scales_tried")
     return {k: learn.get(k) for k in keep}
 
 

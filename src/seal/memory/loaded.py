@@ -21,7 +21,7 @@ class LoadedVersion:
         self.cfg = cfg
         self.model = self.tokenizer = None
         self.name: str | None = None  # the version held; None: nothing yet, or a learn's candidate
-        self.merged: list[str] = []  # adapter ids folded into the weights
+        self.merged: list[tuple[str, float]] = []  # (adapter id, scale) folded into the weights, in order
         self.routed: list[tuple[dict, Any]] = []  # ({title, text} of the document, its adapter's weights)
         self.index: DocumentIndex | None = None
         self.titles: list[str] = []  # every document the version holds, folded in or kept apart
@@ -38,12 +38,13 @@ class LoadedVersion:
         """Hold `state` (version `name`, or None for a candidate): fold in the adapters it lacks, reloading the
         base first when it holds adapters the state does not; load the routed adapters and their index."""
         self.load_base()
-        if self.merged != state.merged[: len(self.merged)]:
+        folded = state.folded()
+        if self.merged != folded[: len(self.merged)]:
             self.model = None
             self.load_base()
-        for adapter_id in state.merged[len(self.merged):]:
-            fold_in(self.model, self.cfg.inner, adapter_path(adapter_id))
-            self.merged.append(adapter_id)
+        for adapter_id, scale in folded[len(self.merged):]:
+            fold_in(self.model, self.cfg.inner, adapter_path(adapter_id), scale)
+            self.merged.append((adapter_id, scale))
         held = {d["id"]: {k: document(d["id"])[k] for k in ("title", "text")} for d in state.documents}
         self.routed = [(held[r["document"]], read_adapter(self.model, self.cfg.inner, adapter_path(r["adapter"]))[1])
                        for r in state.routed]

@@ -75,6 +75,8 @@ class LearnResult:
     consolidation: dict | None = None
     check_before: float | None = None  # accuracy on `check_questions` (scored, never gated on)
     check_after: float | None = None
+    scale: float = 1.0  # the scale the update was judged (and, if accepted, kept) at; see MemoryConfig.fold_scales
+    scales_tried: list[dict] = field(default_factory=list)  # {scale, quiz_after, probe_after, reason} per scale
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,8 +108,8 @@ class Memory:
         store = Store(path)
         if store.exists():
             meta = store.meta()
-            if cfg is None:
-                cfg = from_dict(MemoryConfig, as_recorded(meta["config"]))  # as it was created
+            if cfg is None:  # as it was created; one from before fold_scales folded in at full scale only
+                cfg = from_dict(MemoryConfig, {"fold_scales": [1.0], **as_recorded(meta["config"])})
             elif _fixed(to_dict(cfg)) != _fixed(meta["config"]):
                 saved, new = _fixed(meta["config"]), _fixed(to_dict(cfg))
                 diff = ", ".join(f"{k}: {saved[k]!r} -> {new[k]!r}" for k in FIXED if saved[k] != new[k])
@@ -220,17 +222,27 @@ class Memory:
         self._pending[document["id"]] = {"title": doc.title, "text": text, "self_edit": self_edit,
                                          "quiz": [_quiz_dict(q) for q in quiz],
                                          "sequences": [[e.prompt, e.completion] for e in plan.examples]}
-        candidate = self.strategy.place(state, adapter, document)
-        progress("evaluate", 0, 1)
-        self._materialize(None, candidate)
-        after = self._quiz_score(quiz_passage)
-        check_after = self._quiz_score(check).value if check_questions else None
-        probe_after = self._probe_score()
-        accepted, reason = self._gate(before and before.value, after and after.value, probe_before, probe_after)
+        placed = self.strategy.place(state, adapter, document)
+        tried = []
+        for scale in self.cfg.fold_scales if adapter in placed.merged and self.cfg.gate else [1.0]:
+            progress("evaluate", 0, 1)
+            candidate = placed.scaled(adapter, scale) if scale != 1.0 else placed
+            self._materialize(None, candidate)
+            after = self._quiz_score(quiz_passage)
+            check_after = self._quiz_score(check).value if check_questions else None
+            probe_after = self._probe_score()
+            accepted, reason = self._gate(before and before.value, after and after.value, probe_before, probe_after)
+            reason += f" (folded in at scale {scale:g})" if scale != 1.0 else ""
+            tried.append({"scale": scale, "quiz_after": after and after.value, "probe_after": probe_after,
+                          "reason": reason})
+            taught = before is not None and after is not None and after.value > before.value
+            if accepted or not taught:
+                break  # a smaller scale can only help an update that taught the quiz but cost the probe
         result = LearnResult(accepted, reason, None, parent, doc.title, [_quiz_dict(q) for q in quiz],
                              before and before.value, after and after.value, probe_before, probe_after,
                              self_edit, usable, len(train_plan.examples), 0.0, before and before.details,
-                             after and after.details, check_before=check_before, check_after=check_after)
+                             after and after.details, check_before=check_before, check_after=check_after,
+                             scale=scale, scales_tried=tried)
         if accepted:
             scores = {"quiz_before": result.quiz_before, "quiz_after": result.quiz_after, "probe": probe_after}
             result.version = self._commit(parent, candidate, [adapter], scores, progress)

@@ -43,11 +43,11 @@ def read_adapter(model, cfg: InnerConfig, path: str | Path) -> tuple[float, Pair
 
 
 @torch.no_grad()
-def fold_in(model, cfg: InnerConfig, path: str | Path) -> None:
-    """Add a saved adapter's update to the model's weights for good (the `merge` strategy's step)."""
+def fold_in(model, cfg: InnerConfig, path: str | Path, scale: float = 1.0) -> None:
+    """Add `scale` times a saved adapter's update to the model's weights for good (the `merge` strategy's step)."""
     scaling, pairs = read_adapter(model, cfg, path)
     for name, (a, b) in zip(target_names(model, cfg), pairs):
-        model.get_submodule(name).weight.addmm_(b, a, alpha=scaling)
+        model.get_submodule(name).weight.addmm_(b, a, alpha=scaling * scale)
 
 
 def zero_adapter(pairs: Pairs) -> Pairs:

@@ -21,10 +21,20 @@ class State:
     merged: list[str] = field(default_factory=list)  # adapter ids folded into the weights, in order
     routed: list[dict] = field(default_factory=list)  # {"document": id, "adapter": id}, one per document
     documents: list[dict] = field(default_factory=list)  # {"id", "title"} of every document the version holds
+    scales: dict[str, float] = field(default_factory=dict)  # merged adapter id -> the scale it is folded in at (else 1)
 
     @classmethod
     def of(cls, version: dict) -> State:
-        return cls(list(version["merged"]), [dict(r) for r in version["routed"]], [dict(d) for d in version["documents"]])
+        return cls(list(version["merged"]), [dict(r) for r in version["routed"]], [dict(d) for d in version["documents"]],
+                   dict(version.get("scales", {})))
+
+    def folded(self) -> list[tuple[str, float]]:
+        """(adapter id, scale) of every adapter folded into the weights, in order."""
+        return [(a, self.scales.get(a, 1.0)) for a in self.merged]
+
+    def scaled(self, adapter: str, scale: float) -> State:
+        """This state with the merged `adapter` folded in at `scale`."""
+        return dataclasses.replace(self, scales={**self.scales, adapter: scale})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -50,7 +60,7 @@ class Strategy:
 
     def place(self, state: State, adapter: str, document: dict) -> State:
         """The state after accepting `adapter` for `document`."""
-        return State(state.merged + [adapter], state.routed, state.documents + [document])
+        return State(state.merged + [adapter], state.routed, state.documents + [document], state.scales)
 
     def consolidation_due(self, state: State) -> bool:
         return False

@@ -25,4 +25,4 @@ class Consolidate(Router):
 
     def fold(self, state: State, adapter: str) -> State:
         """The state once the routed adapters are replaced by one folded-in consolidated adapter."""
-        return State(state.merged + [adapter], [], state.documents)
+        return State(state.merged + [adapter], [], state.documents, state.scales)

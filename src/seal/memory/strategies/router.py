@@ -51,7 +51,7 @@ class Router(Strategy):
 
     def place(self, state: State, adapter: str, document: dict) -> State:
         return State(state.merged, state.routed + [{"document": document["id"], "adapter": adapter}],
-                     state.documents + [document])
+                     state.documents + [document], state.scales)
 
 
 class DocumentIndex:
