@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import time
+from collections import Counter
 
 from seal import backends, models
 from seal.config import load_config
@@ -51,15 +52,19 @@ def run_path(name: str, cfg: TrainKnowledgeConfig, contexts: list) -> dict:
             if record["event"] == "episode":
                 bar.update(task, advance=1, status=f"context {record['context']}")
     seconds = time.perf_counter() - start
-    scores = [r["score"] for r in records if r["event"] == "episode" and r["score"] is not None]
+    episode_records = [r for r in records if r["event"] == "episode"]
+    scores = [r["score"] for r in episode_records if r["score"] is not None]
+    errors = Counter(r["error"] or "no score, no error" for r in episode_records if r["score"] is None)
     episodes = len(contexts) * restem.k
     result = {"backend": engine, "parallel": restem.inner.parallel, "seconds": seconds,
-              "episodes": episodes, "failed": episodes - len(scores),
+              "episodes": episodes, "failed": episodes - len(scores), "errors": dict(errors),
               "mean_score": sum(scores) / len(scores) if scores else None,
               "paper_round_hours": seconds / episodes * PAPER_EPISODES / 3600}
     score = "-" if result["mean_score"] is None else f"{result['mean_score']:.1%}"
     print(f"{name}: {seconds:.0f} s ({engine}, parallel {restem.inner.parallel}), mean score {score} over "
           f"{len(scores)} of {episodes} episodes, paper's round ~{result['paper_round_hours']:.1f} h", flush=True)
+    for error, count in errors.items():
+        print(f"  failed x{count}: {error}", flush=True)
     return result
 
 
