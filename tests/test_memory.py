@@ -20,6 +20,7 @@ from seal.domains.knowledge.quiz import cloze_questions, usable_pairs
 from seal.inner.lora import load_adapter, token_loss
 from seal.memory import Document, Memory, MemoryConfig, MemoryDirError, Question
 from seal.memory import memory as memory_module
+from seal.memory.loaded import LoadedVersion
 from seal.memory.probe import perplexity
 from seal.memory.weights import fold_in
 
@@ -102,6 +103,21 @@ def test_without_questions_the_gate_uses_a_held_out_self_quiz(tiny_model_dir, tm
     assert len(result.answers_after) == len(result.quiz)
 
 
+def test_the_self_quiz_keeps_the_questions_the_model_answers_right_open_book(tiny_model_dir, tmp_path, monkeypatch):
+    mem = Memory.open(tmp_path / "m", config(tiny_model_dir))
+    read, closed_book = [], LoadedVersion.answer
+
+    def answer(self, items, context=None):  # open book, the model gets the "1843" blank right and nothing else
+        if not items[0]["support"]:
+            return closed_book(self, items, context)
+        read.extend(i["question"] for i in items)
+        return ["1843" if "opened in ___" in i["question"] else "the harbour" for i in items]
+
+    monkeypatch.setattr(LoadedVersion, "answer", answer)
+    result = mem.learn(Document(CANAL.title, CANAL.text))
+    assert [q["answer"] for q in result.quiz] == ["1843"] and len(read) >= 2
+
+
 def test_self_qa_items_train_in_the_configured_answer_format(tiny_model_dir, tmp_path, monkeypatch):
 
     self_edit = "Question: Which river does the canal join?\nAnswer: the Tesk"
@@ -132,11 +148,19 @@ def test_quiz_pairs_must_be_short_and_supported_by_the_document():
     passage = Passage("Orrin Canal", CANAL.text)
     text = ("Question 1: When did the canal open?\nAnswer: 1843\n\nQuestion 2: What colour is it?\nAnswer: blue\n"
             "Question 3: Which river does the Orrin Canal join?\nAnswer: the river Tesk\n"
-            "Question 4: What joins the Tesk to Lune?\nAnswer: the Orrin Canal joins the river Tesk to the harbour of Lune")
+            "Question 4: What joins the Tesk to Lune?\nAnswer: the Orrin Canal joins the river Tesk to the harbour of Lune\n"
+            "Question 5: 2. How long did the work take?\nAnswer: six years\n"
+            "Question 6: The Orrin Canal opened in 1843.\nAnswer: 1843\n"  # a statement, not a question
+            "Question 7: Where does the canal lead?\nAnswer: Lune harbour\n"  # its words, not a span of the document
+            "Question 8: 1843年, what opened?\nAnswer: the Orrin Canal\n"  # a letter the document does not use
+            "Question 9: What did the Orrin Canal's builders open?\nAnswer: the Orrin Canal")  # given away
     assert usable_pairs(passage, text) == [("When did the canal open?", "1843"),
-                                           ("Which river does the Orrin Canal join?", "the river Tesk")]
+                                           ("Which river does the Orrin Canal join?", "the river Tesk"),
+                                           ("How long did the work take?", "six years")]
     cloze = cloze_questions(passage, 5)
     assert [q.answer for q in cloze] == ["Orrin Canal", "1843"]
+    formula = Passage("Series", "The harmonic series 1 + 1/2 + 1/3 diverges, as Oresme showed around 1350 already.")
+    assert [q.answer for q in cloze_questions(formula, 1)] == ["1350"]  # a lone digit is not blanked
     # a blank the rest of the sentence gives away is not asked: the next candidate is
     repeated = Passage("Shah", "The Shah's army was split by feuds and by the Shah's decision to divide it.")
     assert [q.answer for q in cloze_questions(repeated, 1)] == ["decision"]

@@ -2,9 +2,10 @@
 
 A real user hands a memory a document without questions, yet the gate must judge whether an update
 taught the document. The model is asked for short-answer questions about the document (open book), and
-a pair is kept only if its answer is really in the document: every content word of the answer occurs
-in it, and the answer is short (a few words, like the closed-book answers it will be compared with).
-These pairs are held out of the update and asked closed-book before and after it.
+a pair is kept only if it is a question (it ends with "?", written in the document's letters) whose answer
+is really in the document: a span of it (up to case, punctuation and articles), and short (a few words, like
+the closed-book answers it will be compared with). These pairs are held out of the update and asked
+closed-book before and after it.
 
 When the model writes fewer usable pairs than asked (small models often do), the quiz is filled up
 with cloze questions built from the document's own sentences (a number or name blanked out), so that
@@ -27,8 +28,9 @@ QUIZ_PROMPT = ("Write {n} short questions that test the key facts of the followi
 QUIZ_START = "Question 1: "  # the reply is started for the model, so that it writes pairs, not an essay
 MAX_ANSWER_WORDS = 8
 _PAIR = re.compile(r"^Question: (?P<q>.+)\nAnswer: (?P<a>.+)$", re.S)
+_NUMBERING = re.compile(r"^(?:\d+[.)]|[-*])\s+")  # "1. What ...": the model numbered its question once more
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
+_NUMBER = re.compile(r"\b\d[\d,.]*\d\b")  # two digits or more: a lone digit was often a formula's ("1 + 1/___")
 _NAME = re.compile(r"(?<=\s)[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
 _WORD = re.compile(r"[^\W\d_]{4,}")
 
@@ -44,18 +46,22 @@ def _words(text: str) -> set[str]:
 
 def usable_pairs(passage: Passage, text: str) -> list[tuple[str, str]]:
     """(question, answer) pairs of a quiz text whose short answer the document supports."""
-    document = _words(f"{passage.title} {passage.context}")
+    raw = f"{passage.title} {passage.context}"
+    document = f" {normalize_answer(raw)} "
     pairs = []
     for item in split_self_edit(text):
         match = _PAIR.match(item)
         if not match:
             continue
-        question, answer = match["q"].strip(), match["a"].strip().rstrip(".")
-        words = _words(answer)
-        if not words or len(answer.split()) > MAX_ANSWER_WORDS or not words <= document:
+        question, answer = _NUMBERING.sub("", match["q"].strip()), match["a"].strip().rstrip(".")
+        span = normalize_answer(answer)
+        if not span or len(answer.split()) > MAX_ANSWER_WORDS or f" {span} " not in document:
             continue
-        if words <= _words(question):
-            continue  # the question gives its own answer away
+        if not question.endswith("?") or any(c.isalpha() and not c.isascii() and c not in raw for c in question):
+            continue  # a statement, or a question in other letters than the document's (a stray "1206年")
+        asked = _words(question)
+        if all(any(word.startswith(a) for word in asked) for a in span.split()):
+            continue  # the question gives its own answer away (also as "Kenya's" for "Kenya")
         pairs.append((question, answer))
     return pairs
 
@@ -82,12 +88,13 @@ def cloze_questions(passage: Passage, n: int) -> list[QuizQuestion]:
 
 
 def self_quiz(model, tokenizer, passage: Passage, n: int, *, samples: int, temperature: float,
-              max_new_tokens: int, seed: int) -> tuple[QuizQuestion, ...]:
-    """n held-out questions about `passage`, from `samples` quiz texts the model writes (see `quiz_of`)."""
+              max_new_tokens: int, seed: int, candidates: int | None = None) -> tuple[QuizQuestion, ...]:
+    """n held-out questions about `passage` (or `candidates` of them, to choose n from), from `samples` quiz
+    texts the model writes (see `quiz_of`)."""
     prompt = chat_prompt(tokenizer, QUIZ_PROMPT.format(n=n, title=passage.title, context=passage.context))
     texts = generate(model, tokenizer, [prompt + QUIZ_START], max_new_tokens=max_new_tokens,
                      temperature=temperature, num_samples=samples, seed=seed)[0]
-    return quiz_of(passage, [QUIZ_START + text for text in texts], n)
+    return quiz_of(passage, [QUIZ_START + text for text in texts], candidates or n)
 
 
 def quiz_of(passage: Passage, texts: list[str], n: int) -> tuple[QuizQuestion, ...]:
