@@ -205,14 +205,15 @@ def test_an_update_that_costs_the_probe_is_folded_in_at_the_largest_scale_that_h
     """The gentler merge: the quiz improves at every scale here, the probe holds only at half scale or less, so
     the update is tried at 1, then 0.5, kept at 0.5: the version's weights are the base plus half the update."""
     mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, gate=True, fold_scales=[1.0, 0.5, 0.25]))
-    monkeypatch.setattr(Memory, "_quiz_score", lambda self, passage: Score(float(bool(self._loaded.merged))))
+    monkeypatch.setattr(Memory, "_quiz_score", lambda self, passage: Score(len(self._loaded.merged) / 2))
+    holds_at = 0.5
     monkeypatch.setattr(memory_module.probes, "holds", lambda before, after, cfg: (
-        (True, "") if mem._loaded.merged[-1][1] <= 0.5 else (False, "general probe fell from 100% to 50%")))
+        (True, "") if mem._loaded.merged[-1][1] <= holds_at else (False, "general probe fell from 100% to 50%")))
     result = mem.learn(CANAL)
     assert result.accepted and result.scale == 0.5 and mem.active == "v0001"
     assert [(t["scale"], t["reason"]) for t in result.scales_tried] == [
         (1.0, "general probe fell from 100% to 50%"),
-        (0.5, "quiz accuracy 0% -> 100%; general probe held (folded in at scale 0.5)")]
+        (0.5, "quiz accuracy 0% -> 50%; general probe held (at scale 0.5)")]
     adapter = next((tmp_path / "m" / "adapters").iterdir())
     assert version_file(tmp_path / "m", "v0001")["scales"] == {adapter.name: 0.5}
 
@@ -227,6 +228,11 @@ def test_an_update_that_costs_the_probe_is_folded_in_at_the_largest_scale_that_h
         torch.testing.assert_close(held, w0 + 0.5 * (w1 - w0), msg=name)
         changed += not torch.equal(w0, w1)
     assert changed  # the update touched the weights, so half of it is not the base either
+
+    holds_at = 0.1  # rejected at every scale: the result reports the update as trained, at full scale
+    rejected = mem.learn(GLACIER)
+    assert not rejected.accepted and mem.active == "v0001" and [t["scale"] for t in rejected.scales_tried] == [1, 0.5, 0.25]
+    assert (rejected.scale, rejected.quiz_after, rejected.reason) == (1.0, 1.0, "general probe fell from 100% to 50%")
 
     with pytest.raises(ConfigError, match="fold_scales"):
         MemoryConfig(fold_scales=[1.0, 0.0])

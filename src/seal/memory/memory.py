@@ -223,7 +223,7 @@ class Memory:
                                          "quiz": [_quiz_dict(q) for q in quiz],
                                          "sequences": [[e.prompt, e.completion] for e in plan.examples]}
         placed = self.strategy.place(state, adapter, document)
-        tried = []
+        attempts = []  # one per scale tried: (scale, candidate, after, check_after, probe_after, accepted, reason)
         for scale in self.cfg.fold_scales if adapter in placed.merged and self.cfg.gate else [1.0]:
             progress("evaluate", 0, 1)
             candidate = placed.scaled(adapter, scale) if scale != 1.0 else placed
@@ -232,12 +232,14 @@ class Memory:
             check_after = self._quiz_score(check).value if check_questions else None
             probe_after = self._probe_score()
             accepted, reason = self._gate(before and before.value, after and after.value, probe_before, probe_after)
-            reason += f" (folded in at scale {scale:g})" if scale != 1.0 else ""
-            tried.append({"scale": scale, "quiz_after": after and after.value, "probe_after": probe_after,
-                          "reason": reason})
+            attempts.append((scale, candidate, after, check_after, probe_after, accepted,
+                             reason + (f" (at scale {scale:g})" if scale != 1.0 else "")))
             taught = before is not None and after is not None and after.value > before.value
             if accepted or not taught:
                 break  # a smaller scale can only help an update that taught the quiz but cost the probe
+        # the accepted attempt, or the update as trained (full scale) when every scale was rejected
+        scale, candidate, after, check_after, probe_after, accepted, reason = attempts[-1 if attempts[-1][5] else 0]
+        tried = [{"scale": a[0], "quiz_after": a[2] and a[2].value, "probe_after": a[4], "reason": a[6]} for a in attempts]
         result = LearnResult(accepted, reason, None, parent, doc.title, [_quiz_dict(q) for q in quiz],
                              before and before.value, after and after.value, probe_before, probe_after,
                              self_edit, usable, len(train_plan.examples), 0.0, before and before.details,
