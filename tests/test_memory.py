@@ -20,7 +20,6 @@ from seal.domains.knowledge.quiz import cloze_questions, usable_pairs
 from seal.inner.lora import load_adapter, token_loss
 from seal.memory import Document, Memory, MemoryConfig, MemoryDirError, Question
 from seal.memory import memory as memory_module
-from seal.memory.loaded import LoadedVersion
 from seal.memory.probe import perplexity
 from seal.memory.weights import fold_in
 
@@ -101,21 +100,6 @@ def test_without_questions_the_gate_uses_a_held_out_self_quiz(tiny_model_dir, tm
     assert {"question": "Fill in the blank: It opened in ___ after six years of work.", "answer": "1843",
             "source": "cloze"} in result.quiz
     assert len(result.answers_after) == len(result.quiz)
-
-
-def test_the_self_quiz_keeps_the_questions_the_model_answers_right_open_book(tiny_model_dir, tmp_path, monkeypatch):
-    mem = Memory.open(tmp_path / "m", config(tiny_model_dir))
-    read, closed_book = [], LoadedVersion.answer
-
-    def answer(self, items, context=None):  # open book, the model gets the "1843" blank right and nothing else
-        if not items[0]["support"]:
-            return closed_book(self, items, context)
-        read.extend(i["question"] for i in items)
-        return ["1843" if "opened in ___" in i["question"] else "the harbour" for i in items]
-
-    monkeypatch.setattr(LoadedVersion, "answer", answer)
-    result = mem.learn(Document(CANAL.title, CANAL.text))
-    assert [q["answer"] for q in result.quiz] == ["1843"] and len(read) >= 2
 
 
 def test_self_qa_items_train_in_the_configured_answer_format(tiny_model_dir, tmp_path, monkeypatch):

@@ -18,11 +18,6 @@ class QuizConfig:
 
     questions: int = bounded(4, ge=1)  # pairs kept for the gate
     samples: int = bounded(2, ge=1)  # quiz texts sampled; their pairs are pooled
-    # Keep only questions the held version answers right with the document in its prompt (of up to 3x
-    # `questions` candidates; all of them when none passes): on 16 evaluation passages, 24 of 61 quiz questions
-    # were not answered right even open book, and a question the model cannot read off the document is one an
-    # update rarely teaches, so it only dilutes the gate's before / after comparison.
-    open_book_check: bool = True
     temperature: float = bounded(0.7, gt=0)
     max_new_tokens: int = bounded(256, ge=1)
 

@@ -270,16 +270,8 @@ class Memory:
         if doc.questions:
             return [QuizQuestion(q.question, q.answer, "user") for q in doc.questions]
         q = self.cfg.quiz
-        quiz = list(self_quiz(self._loaded.model, self._loaded.tokenizer, passage, q.questions, samples=q.samples,
-                              temperature=q.temperature, max_new_tokens=q.max_new_tokens, seed=seed,
-                              candidates=3 * q.questions if q.open_book_check else None))
-        if not q.open_book_check:
-            return quiz
-        support = (passage.title, passage.context)
-        answers = self._loaded.answer([{"title": passage.title, "question": c.question, "support": support} for c in quiz])
-        details = self.domain.score(Passage(passage.title, passage.context, tuple(quiz)), answers).details
-        readable = [c for c, d in zip(quiz, details) if d["correct"]]
-        return (readable or quiz)[: q.questions]
+        return list(self_quiz(self._loaded.model, self._loaded.tokenizer, passage, q.questions, samples=q.samples,
+                              temperature=q.temperature, max_new_tokens=q.max_new_tokens, seed=seed))
 
     def _quiz_score(self, passage: Passage) -> Score | None:
         """The domain's score of the loaded version on the passage's questions; None when it has none."""

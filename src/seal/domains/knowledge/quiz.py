@@ -88,13 +88,12 @@ def cloze_questions(passage: Passage, n: int) -> list[QuizQuestion]:
 
 
 def self_quiz(model, tokenizer, passage: Passage, n: int, *, samples: int, temperature: float,
-              max_new_tokens: int, seed: int, candidates: int | None = None) -> tuple[QuizQuestion, ...]:
-    """n held-out questions about `passage` (or `candidates` of them, to choose n from), from `samples` quiz
-    texts the model writes (see `quiz_of`)."""
+              max_new_tokens: int, seed: int) -> tuple[QuizQuestion, ...]:
+    """n held-out questions about `passage`, from `samples` quiz texts the model writes (see `quiz_of`)."""
     prompt = chat_prompt(tokenizer, QUIZ_PROMPT.format(n=n, title=passage.title, context=passage.context))
     texts = generate(model, tokenizer, [prompt + QUIZ_START], max_new_tokens=max_new_tokens,
                      temperature=temperature, num_samples=samples, seed=seed)[0]
-    return quiz_of(passage, [QUIZ_START + text for text in texts], candidates or n)
+    return quiz_of(passage, [QUIZ_START + text for text in texts], n)
 
 
 def quiz_of(passage: Passage, texts: list[str], n: int) -> tuple[QuizQuestion, ...]:
