@@ -30,9 +30,8 @@ def alive(pid: int) -> bool:
 
 def test_kill_during_consolidation_then_restart(tiny_model_dir, tmp_path):
     data = tmp_path / "data"
-    # many more epochs than the other tests: each update lasts long enough to be caught training and killed (at 40,
-    # the faster batched training finished the second document between two polls in a fresh clone)
-    server = Server(data, tiny_model_dir, "--set", "memory.inner.epochs=150").start()
+    # many more epochs than the other tests: each update trains for seconds, long enough to be caught training
+    server = Server(data, tiny_model_dir, "--set", "memory.inner.epochs=300").start()
     try:
         with server.client() as api:
             ids = [api.post("/v1/documents", json=d).json()["id"] for d in DOCS]

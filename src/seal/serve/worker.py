@@ -80,12 +80,13 @@ def consolidate(data: Path, job_id: str) -> None:
         store.update_job(job_id, current={"document": doc_id, "versions_before": before},
                          progress=where | {"stage": "starting"})
         log(f"{job_id}: [{done + 1}/{total}] learning {doc['title']!r}")
-        last = 0.0
+        last, last_stage = 0.0, ""
 
         def on_progress(stage: str, step: int, steps: int) -> None:
-            nonlocal last
-            if time.monotonic() - last >= _PROGRESS_EVERY_SECONDS or step == steps:
-                last = time.monotonic()
+            # a new stage is shown at once (a short training would otherwise appear only at its last step)
+            nonlocal last, last_stage
+            if stage != last_stage or time.monotonic() - last >= _PROGRESS_EVERY_SECONDS or step == steps:
+                last, last_stage = time.monotonic(), stage
                 store.update_job(job_id, progress=where | {"stage": stage, "step": step, "steps": steps})
                 log(f"{job_id}: [{done + 1}/{total}] {stage} {step}/{steps}")
 
