@@ -400,3 +400,29 @@ def test_train_adapter_saves_the_adapter_peft_trains(tiny, tmp_path):
     # dropout, which the batched loop cannot replay, goes through peft's loop and is saved alike
     train_adapter(model, tokenizer, plan, replace(CFG, dropout=0.1), tmp_path / "dropout")
     assert load_file(tmp_path / "dropout" / "adapter_model.safetensors").keys() == theirs.keys()
+
+
+def test_adapters_on_the_top_layer_only_train_like_peft_and_never_reach_the_layers_below(tiny, tmp_path):
+    """`inner.target_modules` may name one layer's modules (peft matches name suffixes): the FLOP cut of training
+    only the top layers. Batched training equals peft's on those names, saves nothing else, and backpropagates
+    into no layer below them."""
+    model, tokenizer = tiny
+    top = len(model.model.layers) - 1
+    cfg = replace(CFG, target_modules=[f"layers.{top}.self_attn.q_proj", f"layers.{top}.mlp.down_proj"])
+    domain = KnowledgeDomain(eval=EvalConfig(max_new_tokens=6))
+    plan = _plans(domain)[0]
+    alone = adapt_and_evaluate(model, tokenizer, domain, PASSAGE, plan, cfg, save_to=tmp_path / "seq")
+    reached = []
+    hook = model.model.layers[0].register_full_backward_hook(lambda *_: reached.append(True))
+    try:
+        together = adapt_and_evaluate_many(model, tokenizer, domain, PASSAGE, [plan], [cfg],
+                                           save_to=[tmp_path / "bat"])[0]
+    finally:
+        hook.remove()
+    assert not reached
+    assert together.report.losses == pytest.approx(alone.report.losses, abs=1e-5)
+    wa, wb = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("seq", "bat"))
+    assert wa.keys() == wb.keys() and {n.split(".lora_")[0].split("layers.")[1] for n in wb} == {
+        f"{top}.self_attn.q_proj", f"{top}.mlp.down_proj"}
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0, msg=name)
