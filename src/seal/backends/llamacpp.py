@@ -9,6 +9,9 @@ weights, which changes most long answers). On the 200 questions of benchmarks/ge
 (99 %) without an adapter and 195 (97.5 %) with one, at 2.1x hf's batch-1 rate, and f16 decodes SmolLM2 about
 twice as fast. On Qwen2.5-0.5B (the default model) f16 gives 199 (99.5 %) and 198 (99 %) at 21.3 tokens/s, f32
 200 and 198 at 17.2. Hence f16 by default and `model.llamacpp_weights: f32` where parity matters more than speed.
+Tried on Qwen and not offered (one thread, 100 questions): bf16 weights decode no faster than f16 on a CPU with
+avx512_bf16 (26.9 vs 26.3 tokens/s) with 97 answers as hf's against 99, and an f16 model with a q8_0 output
+head is slower (24.6) with 93: one thread's decoding is bound by more than the bytes of the weights.
 Every LoRA adapter is written once as a GGUF LoRA, loaded next to the model and switched on per context
 (`llama_set_adapters_lora`); rows of a call that use different adapters are decoded group by group. The
 high-level `Llama` class is not used: with `lora_path` it turns mmap off and it cannot switch adapters per call.
