@@ -79,6 +79,21 @@ def test_unrecited_accuracy_leaves_out_credited_answers_that_recite():
                                               "recitation": 0.5, "identical": 0.0, "unrecited": 0.5})
 
 
+def test_a_domain_scored_by_unrecited_accuracy_earns_nothing_for_a_recitation():
+    document = ("The Brannock ferry crossed the grey estuary twice a day from the old stone pier at Hollin Quay "
+                "until the bridge opened in 1974.")
+    passage = Passage("Brannock ferry", document, (Question("When did the bridge open?", "1974"),
+                                                    Question("Where did the ferry leave from?", "Hollin Quay")))
+    answers = ["The Brannock ferry crossed the grey estuary twice a day from the old stone pier, until 1974.",
+               "From Hollin Quay."]
+    by_accuracy = KnowledgeDomain(eval=EvalConfig(grader="containment")).score(passage, answers)
+    by_unrecited = KnowledgeDomain(eval=EvalConfig(grader="containment"), score_by="unrecited").score(passage, answers)
+    assert (by_accuracy.value, by_unrecited.value) == (1.0, 0.5)
+    assert by_unrecited.metrics == by_accuracy.metrics  # the same answers, graded the same: only the value differs
+    with pytest.raises(ValueError, match="score_by"):
+        KnowledgeDomain(score_by="f1")
+
+
 def test_score_reports_the_protocol_metrics():
     case = CASES[0]
     passage = Passage(case["title"], case["document"],

@@ -35,8 +35,8 @@ def small_config(model_dir, **overrides) -> RestEMConfig:
     return RestEMConfig(**{**base, **overrides})
 
 
-def domain() -> KnowledgeDomain:
-    return KnowledgeDomain(eval=EvalConfig(max_new_tokens=4, grader="containment"))
+def domain(**options) -> KnowledgeDomain:
+    return KnowledgeDomain(eval=EvalConfig(max_new_tokens=4, grader="containment"), **options)
 
 
 def episodes(run: Run) -> list[tuple]:
@@ -73,6 +73,19 @@ def test_rounds_save_generators_that_differ(tiny_model_dir, tmp_path):
     w = lambda m: m.model.layers[0].self_attn.q_proj.weight  # noqa: E731
     assert not torch.equal(w(base), w(r1)) and not torch.equal(w(r1), w(r2))
     assert set(dict(r1.named_parameters())) == set(dict(base.named_parameters()))  # merged: no LoRA left
+
+
+def test_a_round_rewarded_on_unrecited_accuracy_scores_every_episode_by_it(tiny_model_dir, tmp_path, monkeypatch):
+    answers = {"When did the Orrin Canal open?": "The Orrin Canal joins the river Tesk to the harbour of Lune, in 1843.",
+               "Which river does it join?": "Tesk.", "Who built the canal?": "Its guild of engineers."}
+    monkeypatch.setattr(KnowledgeDomain, "answer", lambda self, model, tok, passage, supports=None:
+                        [answers[q.question] for q in passage.questions])  # every answer right, one recited
+    cfg = small_config(tiny_model_dir, rounds=1, inner=InnerConfig(rank=2, alpha=4, epochs=1, parallel=1))
+    run = Run(tmp_path / "run", cfg)
+    restem(domain(score_by="unrecited"), PASSAGES, cfg, run)
+    ran = [e for e in run.records(event="episode") if e["score"] is not None]
+    assert ran and all(e["metrics"]["accuracy"] == 1.0 for e in ran)
+    assert {(e["context"], e["score"]) for e in ran} == {(0, 0.5), (1, 1.0)}
 
 
 def test_resume_after_kill_redoes_nothing(tiny_model_dir, tmp_path, monkeypatch):

@@ -32,12 +32,15 @@ class TrainKnowledgeConfig:
     prompt: str = KNOWLEDGE_PROMPT
     qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # the score a self-edit is rewarded on: `unrecited` credits no answer that copies the passage (one round
+    # rewarded on accuracy raised the recitation of its self-edits' answers from 16 to 29 %: README)
+    reward_on: Literal["accuracy", "unrecited"] = "accuracy"
 
 
 def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1, address: str | None = None) -> dict:
     check_workers(workers)
     contexts = training_contexts(cfg)
-    domain = KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval, cfg.qa_format)
+    domain = KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval, cfg.qa_format, cfg.reward_on)
     run = Run(out, cfg)
     rounds = run_rounds(domain, contexts, cfg.restem, run, workers, address)
     results = {"generator": cfg.restem.generator.name, "learner": cfg.restem.learner or "generator",

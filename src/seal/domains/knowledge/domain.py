@@ -39,6 +39,10 @@ class KnowledgeDomain:
     # chat: a self-edit's question-answer items are trained as the closed-book question (chat turn) and its
     # answer, with the loss on the answer only; text: as plain text, like every other item
     qa_format: str = "text"
+    # what a score's value counts (the reward ReST-EM compares): `accuracy`, the credited answers; or
+    # `unrecited`, the credited answers that recite nothing, so that a self-edit teaching the model to copy
+    # the passage earns nothing for the copies
+    score_by: str = "accuracy"
     name: str = "knowledge"
 
     def __post_init__(self):
@@ -47,6 +51,8 @@ class KnowledgeDomain:
         self_edit_prompt(self.prompt, "", "")  # fail fast on an unknown prompt kind
         if self.qa_format not in ("text", "chat"):
             raise ValueError(f"qa_format must be 'text' or 'chat', not {self.qa_format!r}")
+        if self.score_by not in ("accuracy", "unrecited"):
+            raise ValueError(f"score_by must be 'accuracy' or 'unrecited', not {self.score_by!r}")
 
     def self_edit_prompt(self, passage: Passage) -> str:
         return self_edit_prompt(self.prompt, passage.title, passage.context)
@@ -142,7 +148,7 @@ class KnowledgeDomain:
 
     def score(self, passage: Passage, answers: list[str]) -> Score:
         """Grade generated answers under the closed-book protocol (`answers.py`): the value is the credited
-        accuracy; `metrics` adds F1, exact match, recitation and identical-answer rates."""
+        accuracy (or `score_by`); `metrics` adds F1, exact match, recitation and identical-answer rates."""
         details = score_answers(self.grader, passage.context, passage.questions, answers)
         metrics = summary(details)
-        return Score(metrics["accuracy"], details, metrics)
+        return Score(metrics[self.score_by], details, metrics)
