@@ -32,8 +32,8 @@ class TrainKnowledgeConfig:
     prompt: str = KNOWLEDGE_PROMPT
     qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
     eval: EvalConfig = field(default_factory=EvalConfig)
-    # the score a self-edit is rewarded on: `unrecited` credits no answer that copies the passage (one round
-    # rewarded on accuracy raised the recitation of its self-edits' answers from 16 to 29 %: README)
+    # the score a self-edit is rewarded on: `unrecited` credits no answer that copies the passage, so that no
+    # self-edit wins for teaching the learner to recite (README: what it changed on a measured round)
     reward_on: Literal["accuracy", "unrecited"] = "accuracy"
 
 
