@@ -67,27 +67,25 @@ def test_the_no_model_recitation_control_scores_zero_on_the_labelled_documents(g
         assert all(d["identical"] for d in details)
 
 
+# a passage and two right answers to its questions, the first of them recited
+FERRY = Passage("Brannock ferry", "The Brannock ferry crossed the grey estuary twice a day from the old stone pier at "
+                "Hollin Quay until the bridge opened in 1974.",
+                (Question("When did the bridge open?", "1974"), Question("Where did the ferry leave from?", "Hollin Quay")))
+FERRY_ANSWERS = ["The Brannock ferry crossed the grey estuary twice a day from the old stone pier, until 1974.",
+                 "From Hollin Quay."]
+
+
 def test_unrecited_accuracy_leaves_out_credited_answers_that_recite():
-    document = ("The Brannock ferry crossed the grey estuary twice a day from the old stone pier at Hollin Quay "
-                "until the bridge opened in 1974.")
-    questions = [Question("When did the bridge open?", "1974"), Question("Where did the ferry leave from?", "Hollin Quay")]
-    answers = ["The Brannock ferry crossed the grey estuary twice a day from the old stone pier, until 1974.",
-               "From Hollin Quay."]
-    details = score_answers(lambda question, gold, answer: gold in answer, document, questions, answers)
+    details = score_answers(lambda question, gold, answer: gold in answer, FERRY.context, list(FERRY.questions),
+                            FERRY_ANSWERS)
     assert [(d["correct"], d["recites"]) for d in details] == [(True, True), (True, False)]
     assert summary(details) == pytest.approx({"accuracy": 1.0, "f1": summary(details)["f1"], "em": 0.0,
                                               "recitation": 0.5, "identical": 0.0, "unrecited": 0.5})
 
 
 def test_a_domain_scored_by_unrecited_accuracy_earns_nothing_for_a_recitation():
-    document = ("The Brannock ferry crossed the grey estuary twice a day from the old stone pier at Hollin Quay "
-                "until the bridge opened in 1974.")
-    passage = Passage("Brannock ferry", document, (Question("When did the bridge open?", "1974"),
-                                                    Question("Where did the ferry leave from?", "Hollin Quay")))
-    answers = ["The Brannock ferry crossed the grey estuary twice a day from the old stone pier, until 1974.",
-               "From Hollin Quay."]
-    by_accuracy = KnowledgeDomain(eval=EvalConfig(grader="containment")).score(passage, answers)
-    by_unrecited = KnowledgeDomain(eval=EvalConfig(grader="containment"), score_by="unrecited").score(passage, answers)
+    by_accuracy = KnowledgeDomain(eval=EvalConfig(grader="containment")).score(FERRY, FERRY_ANSWERS)
+    by_unrecited = KnowledgeDomain(eval=EvalConfig(grader="containment"), score_by="unrecited").score(FERRY, FERRY_ANSWERS)
     assert (by_accuracy.value, by_unrecited.value) == (1.0, 0.5)
     assert by_unrecited.metrics == by_accuracy.metrics  # the same answers, graded the same: only the value differs
     with pytest.raises(ValueError, match="score_by"):
