@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from seal.domains.knowledge.answers import MAX_ANSWER_WORDS, credit, graded_answer, recites, score_answers, summary
+from seal.domains.knowledge.answers import (MAX_ANSWER_WORDS, copied_share, credit, graded_answer, recites, score_answers,
+                                            summary)
 from seal.config import EvalConfig
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
@@ -39,6 +40,23 @@ def test_recitation_is_a_long_run_of_the_document():
     gold = "between Port Ivy and the island of Caddow every day"  # a long gold quoted word for word is an answer
     assert not recites("It sails between Port Ivy and the island of Caddow every day.", doc, gold)
     assert recites("It crosses the Salle estuary between Port Ivy and the island of Caddow every day.", doc, gold)
+
+
+def test_copied_share_counts_the_words_in_long_runs_of_the_document():
+    doc = "The Brennock Ferry crosses the Salle estuary between Port Ivy and the island of Caddow every day."
+    copy = "The Brennock Ferry crosses the Salle estuary between Port Ivy and the island."  # 13 words, one run
+    restated = "A daily boat links Caddow with Port Ivy."  # 8 words of its own
+    assert copied_share([copy], doc) == 1.0
+    assert copied_share([restated], doc) == 0.0
+    assert copied_share([copy, restated], doc) == pytest.approx(13 / 21)
+    assert copied_share(["Ferry crosses the Salle estuary between Port Ivy and"], doc) == 0.0  # 9 words: no run
+    assert copied_share([], doc) == 0.0
+
+
+def test_a_parsed_self_edit_notes_what_it_copies():
+    plan = KnowledgeDomain(eval=EvalConfig(grader="containment")).parse(
+        FERRY, f"1. {FERRY.context}\n2. Islanders can reach the mainland by boat.")
+    assert plan.notes == {"items": 2, "copied": pytest.approx(24 / 31)}  # the passage's 24 words, then 7 of its own
 
 
 def test_a_text_given_to_questions_with_other_answers_is_credited_for_none():

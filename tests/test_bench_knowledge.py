@@ -75,6 +75,10 @@ def test_bench_writes_table_and_resumes(tiny_model_dir, data, tmp_path, setting)
     episodes = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     trained = [e for e in episodes if e.get("event") == "episode" and e["condition"] == "file:teacher"]
     assert all(e["sequences"] >= 2 for e in trained)  # passage + stored items
+    if setting == "single":  # each parsed self-edit notes what it copies; the passage row has no self-edit
+        assert all(0.0 <= e["copied"] <= 1.0 for e in trained)
+        assert rows["file:teacher"]["self_edit_copied"] == pytest.approx(sum(e["copied"] for e in trained) / len(trained))
+        assert rows["passage"]["self_edit_copied"] is None
 
     # a killed run (results missing, last episode lost) resumes and redoes only the missing episode
     (tmp_path / "run" / "results.json").unlink()
@@ -175,14 +179,16 @@ def test_summarise_counts_failed_episodes_apart_from_the_mean():
         {"passages": [0], "condition": "base", "sample": 0, "scores": scores(0.5, 0.4), "seconds": 1},
         {"passages": [0], "condition": "self-edit", "sample": 0, "error": "no statements", "seconds": 2},
         {"passages": [1], "condition": "base", "sample": 0, "scores": scores(0.0, 0.0), "seconds": 1},
-        {"passages": [1], "condition": "self-edit", "sample": 0, "scores": scores(1.0, 1.0), "seconds": 4},
+        {"passages": [1], "condition": "self-edit", "sample": 0, "scores": scores(1.0, 1.0), "seconds": 4,
+         "copied": 0.25},
     ]
     row = summarise(eps, ["self-edit"])[0]
     assert (row["failed"], row["passages"], row["accuracy"], row["seconds_per_episode"]) == (1, 1, 1.0, 3)
+    assert (row["self_edit_copied"], summarise(eps, ["base"])[0]["self_edit_copied"]) == (0.25, None)
     assert row["ci_low"] is None  # one passage: no interval
     failed = summarise(eps[1:2], ["self-edit"])[0]
     assert failed["accuracy"] is None and failed["failed"] == 1 and failed["passages"] == 0
-    assert "| self-edit | - | none (n=0) | - | - | - | - | - | 1 |" in report({"setting": "single", "model": "m", "passages": 1,
+    assert "| self-edit | - | none (n=0) | - | - | - | - | - | - | 1 |" in report({"setting": "single", "model": "m", "passages": 1,
                                                                  "split": "eval", "k": 1, "rows": [failed]})
 
 

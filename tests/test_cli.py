@@ -106,6 +106,7 @@ def test_learn_writes_a_complete_run_directory(gated_run, model_dir):
     assert records[1]["adapted_accuracy"] == result["adapted_accuracy"]
     report = (out / "report.md").read_text(encoding="utf-8")
     assert report.startswith("# seal learn: orrin canal") and f"{result['baseline_accuracy']:.1%}" in report
+    assert f"{edit['items']} items ({edit['copied']:.0%} of their words copied from the document)" in report
     assert (out / "plots" / "learn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -88,6 +88,17 @@ def test_a_round_rewarded_on_unrecited_accuracy_scores_every_episode_by_it(tiny_
     assert {(e["context"], e["score"]) for e in ran} == {(0, 0.5), (1, 1.0)}
 
 
+def test_a_round_reports_how_much_of_its_self_edits_is_copied(tiny_model_dir, tmp_path, monkeypatch):
+    own = "1. Barges carried coal and timber along the new waterway."
+    monkeypatch.setattr(restem_mod, "sample_self_edits", lambda model, tok, domain, contexts, sampling, k, seed:
+                        [[f"1. {c.context}", own] for c in contexts])  # one copy of the passage, one of its own
+    cfg = small_config(tiny_model_dir, rounds=1)
+    run = Run(tmp_path / "run", cfg)
+    [summary] = restem(domain(), PASSAGES, cfg, run)
+    assert sorted(e["notes"]["copied"] for e in run.records(event="episode")) == [0.0, 0.0, 1.0, 1.0]
+    assert (summary["self_edit_copied"], summary["self_edit_items"]) == (0.5, 1.0)
+
+
 def test_resume_after_kill_redoes_nothing(tiny_model_dir, tmp_path, monkeypatch):
     cfg = small_config(tiny_model_dir, rounds=1)
     real, calls = restem_mod.score_self_edits, []

@@ -170,7 +170,7 @@ def _learn(run: Run, model, tokenizer, domain: KnowledgeDomain, passage: Passage
             record["error"] = str(e)
             console.print(f"[red]self-edit {i + 1} could not be used: {e}")
         else:
-            record.update(items=plan.notes["items"], sequences=len(plan.examples),
+            record.update(items=plan.notes["items"], copied=plan.notes["copied"], sequences=len(plan.examples),
                           adapted_accuracy=outcome.score.value, metrics=outcome.score.metrics,
                           answers=outcome.score.details, train=dataclasses.asdict(outcome.report))
             if best is None or _rank(outcome.score) > _rank(best[1].score):
@@ -237,7 +237,8 @@ def _report(r: dict) -> str:
         "## Self-edits",
     ]
     for s in r["self_edits"]:
-        status = s.get("error") or f"{s['items']} items; {_metrics_line(s['metrics'])}"
+        status = s.get("error") or (f"{s['items']} items ({s['copied']:.0%} of their words copied from the document); "
+                                    f"{_metrics_line(s['metrics'])}")
         lines += ["", f"### {s['index'] + 1}: {status}", "", "```", s["text"], "```"]
         if "answers" in s:
             lines += ["", *answers_table(s["answers"])]

@@ -23,10 +23,10 @@ def _print_knowledge(results: dict, title: str) -> None:
     from seal.bench.stats import format_ci, percent
 
     _print_table(title, ("condition", "accuracy", "95% CI (n passages)", "F1", "EM", "recited", "identical", "unrecited",
-                         "failed", "s/episode"),
+                         "copied", "failed", "s/episode"),
                  [(r["condition"], percent(r["accuracy"]), format_ci(r["ci_low"], r["ci_high"], r["passages"]),
                    "-" if r["f1"] is None else f"{r['f1']:.3f}", percent(r["em"]), percent(r["recitation"]),
-                   percent(r["identical"]), percent(r["unrecited"]), str(r["failed"]), f"{r['seconds_per_episode']:.1f}")
+                   percent(r["identical"]), percent(r["unrecited"]), percent(r.get("self_edit_copied")), str(r["failed"]), f"{r['seconds_per_episode']:.1f}")
                   for r in results["rows"]])
     if results["comparisons"]:
         _print_table("paired differences over the same passages",

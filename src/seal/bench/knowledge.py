@@ -243,6 +243,8 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
                         plan = domain.parse(chosen[0], self_edits[condition][idx[0]][j])
                     if plan is not None:
                         record["sequences"] = len(plan.examples)
+                        if "copied" in plan.notes:  # a parsed self-edit: how much of it the passage, copied out
+                            record["copied"] = plan.notes["copied"]
                         batched.append((record, plan))
                         continue
                     record["scores"] = run_episode(domain, model, tokenizer, chosen, condition, plan, cfg.inner,

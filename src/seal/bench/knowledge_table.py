@@ -28,17 +28,20 @@ def per_passage(episodes: list[dict], condition: str) -> dict[int, dict[str, flo
 
 def summarise(episodes: list[dict], conditions: list[str]) -> list[dict]:
     """One row per condition: mean over the passages it scored (`passages`, the n of the 95 % t-interval),
-    the protocol's other metrics, failed episodes (and unusable self-edits of merged updates), seconds per episode."""
+    the protocol's other metrics, failed episodes (and unusable self-edits of merged updates), seconds per episode,
+    and the share of its self-edits' words copied from the passage (single setting; None for a row without)."""
     rows = []
     for c in conditions:
         eps = [e for e in episodes if e["condition"] == c]
         scores = list(per_passage(episodes, c).values())
         mean, low, high = mean_ci([s["accuracy"] for s in scores]) if scores else (None, None, None)
         failed = sum("error" in e for e in eps) + sum(e.get("unusable_self_edits", 0) for e in eps)
+        copied = [e["copied"] for e in eps if "copied" in e]
         rows.append({"condition": c, "round": rl_round(c), "episodes": len(eps), "failed": failed,
                      "passages": len(scores), "accuracy": mean, "ci_low": low, "ci_high": high,
                      **{m: _mean([s[m] for s in scores]) for m in METRICS[1:]},
-                     "seconds_per_episode": sum(e["seconds"] for e in eps) / len(eps)})
+                     "seconds_per_episode": sum(e["seconds"] for e in eps) / len(eps),
+                     "self_edit_copied": sum(copied) / len(copied) if copied else None})
     return rows
 
 
@@ -89,18 +92,20 @@ def report(results: dict) -> str:
         "sentence is graded, and an answer also given to a question it does not answer is not credited "
         "(`seal/domains/knowledge/answers.py`). `recited`: answers copying 10+ words of the passage beyond the gold; `identical`: "
         "answers given word for word to another question of the passage; `unrecited`: the accuracy counting only "
-        "credited answers that recite nothing. `failed` counts episodes that could not "
+        "credited answers that recite nothing. `copied`: the share of the self-edits' words that copy 10+ words of "
+        "the passage (a generator that copies teaches its updates to recite). `failed` counts episodes that could not "
         "run (unusable self-edit, impossible update; in the multi setting, unusable self-edits left out of the "
         "update): they are in no mean. Every answer: [answers.md](answers.md).",
         "",
-        "| condition | accuracy | 95 % CI (n passages) | F1 | EM | recited | identical | unrecited | failed | s / episode |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| condition | accuracy | 95 % CI (n passages) | F1 | EM | recited | identical | unrecited | copied | failed "
+        "| s / episode |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         lines.append(f"| {r['condition']} | {percent(r['accuracy'])} | "
                      f"{format_ci(r['ci_low'], r['ci_high'], r['passages'])} | {number(r['f1'])} | {percent(r['em'])} | "
                      f"{percent(r['recitation'])} | {percent(r['identical'])} | {percent(r['unrecited'])} | "
-                     f"{r['failed']} | "
+                     f"{percent(r.get('self_edit_copied'))} | {r['failed']} | "
                      f"{r['seconds_per_episode']:.1f} |")
     if results.get("comparisons"):
         lines += ["", "Paired differences in accuracy over the same passages (95 % t-interval; passages better / "

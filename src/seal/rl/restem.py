@@ -201,7 +201,7 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, episodes: Epis
     missing = [(i, j) for i in range(len(contexts)) for j in range(cfg.k) if (i, j) not in done]
     if missing or len(baselines) < len(contexts):
         raise RuntimeError(f"round {r}: the E-step ended with {len(missing)} episodes unscored")
-    all_winners, rewards, scores, metrics, n_episodes = [], [], [], [], 0
+    all_winners, rewards, scores, metrics, notes, n_episodes = [], [], [], [], [], 0
     for i in range(len(contexts)):
         eps = [done[i, j] for j in range(cfg.k)]
         all_winners += winners(eps, baselines[i], cfg)
@@ -210,6 +210,7 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, episodes: Epis
         rewards += [e["reward"] for e in usable]
         scores += [e["score"] for e in usable]
         metrics += [e["metrics"] for e in usable if e.get("metrics")]
+        notes += [e["notes"] for e in eps if e.get("notes")]
     return {
         "round": r,
         "contexts": len(contexts),
@@ -220,9 +221,17 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, episodes: Epis
         "mean_reward": sum(rewards) / len(rewards) if rewards else None,
         # the answer protocol's other rates over the episodes that ran (recitation, identical answers, F1, ...)
         **{f"mean_{m}": sum(x[m] for x in metrics) / len(metrics) for m in (metrics[0] if metrics else {})},
+        # what the domain measured of the parsed self-edits (e.g. their items, the share copied from the context)
+        **{f"self_edit_{n}": sum(x[n] for x in notes) / len(notes) for n in _numeric(notes)},
         "training_examples": len(all_winners),
         "winners": all_winners,
     }
+
+
+def _numeric(notes: list[dict]) -> list[str]:
+    """The note names every parsed self-edit has a number for (an ARC self-edit notes a strategy, not a number)."""
+    names = set.intersection(*(set(n) for n in notes)) if notes else set()
+    return sorted(n for n in names if all(isinstance(x[n], (int, float)) and not isinstance(x[n], bool) for x in notes))
 
 
 def local_episodes(domain, contexts, cfg: RestEMConfig, model, tokenizer, learner, learner_tok) -> Episodes:
@@ -266,6 +275,7 @@ def score_self_edits(domain, context, texts: dict[int, str], cfg: RestEMConfig, 
                       "error": None}
         try:
             plans[j] = domain.parse(context, text)
+            records[j]["notes"] = plans[j].notes
         except SelfEditError as e:
             records[j]["error"] = str(e)
     values: dict[int, list[Score]] = {j: [] for j in plans}

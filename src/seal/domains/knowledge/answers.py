@@ -59,6 +59,22 @@ def recites(answer: str, document: str, gold: str = "", run: int = RECITATION_WO
     return any(w in doc and w not in key for w in windows)
 
 
+def copied_share(texts: list[str], document: str, run: int = RECITATION_WORDS) -> float:
+    """The share of the words of `texts` that lie in a run of `run` or more consecutive words of `document`, as
+    `recites` counts a run: how much of a self-edit is the passage copied out rather than restated. A generator
+    that learns to copy its passage teaches its updates to recite, so ReST-EM and `learn` report it."""
+    copied = total = 0
+    doc = " " + " ".join(words(document)) + " "
+    for text in texts:
+        text_words = words(text)
+        covered = [False] * len(text_words)
+        for i in range(len(text_words) - run + 1):
+            if " " + " ".join(text_words[i : i + run]) + " " in doc:
+                covered[i : i + run] = [True] * run
+        copied, total = copied + sum(covered), total + len(text_words)
+    return copied / total if total else 0.0
+
+
 def credit(correct: list[bool], answers: list[str], golds: list[str]) -> list[bool]:
     """Grader verdicts with generic answers uncredited: an answer text (normalised) given to questions with
     different golds, or wrong for any question it is given to, is credited for none of them."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from seal.config import EvalConfig
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
-from seal.domains.knowledge.answers import graded_answer, score_answers, sentences, summary, words
+from seal.domains.knowledge.answers import copied_share, graded_answer, score_answers, sentences, summary, words
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
 from seal.domains.knowledge.prompts import (QA_SCAFFOLD, QA_SCAFFOLD_ANSWER, QA_SCAFFOLD_QUESTION, answer_prompt,
@@ -115,14 +115,15 @@ class KnowledgeDomain:
         return examples
 
     def parse(self, passage: Passage, self_edit: str) -> UpdatePlan:
-        """Training sequences from a self-edit; the passage itself is always one of them."""
+        """Training sequences from a self-edit; the passage itself is always one of them. The notes count its
+        items and the share of their words `copied` from the passage."""
         items = split_self_edit(self_edit) if self.prompt != "none" else []
         if self.prompt != "none" and not items:
             raise SelfEditError("the self-edit contains no usable statements")
         sequences = training_sequences(passage.title, passage.context, items, self.max_sequences)
         examples = [Example(sequences[0])] + [self._example(passage.title, item, text)
                                               for item, text in zip(items, sequences[1:])]
-        return UpdatePlan(examples, notes={"items": len(items)})
+        return UpdatePlan(examples, notes={"items": len(items), "copied": copied_share(items, passage.context)})
 
     def _example(self, title: str, item: str, text: str) -> Example:
         pair = qa_pair(item) if self.qa_format == "chat" else None
