@@ -8,6 +8,7 @@ import pytest
 import ray
 
 from seal import models
+from seal.config import ModelConfig
 from seal.cli import main
 from seal.distributed.episodes import RayEpisodes
 from seal.rl.restem import ContextJob, local_episodes, restem
@@ -16,7 +17,9 @@ from test_restem import PASSAGES, domain, episodes, small_config
 
 
 def config(model_dir):
-    return small_config(model_dir, k=4)  # one context: a baseline, then 4 episodes in one batched chunk
+    """One context: a baseline, then 4 episodes in one batched chunk. The backend is named: the suite's pin of
+    `auto` to hf holds in this process only, and a worker with llama.cpp installed would generate with it."""
+    return small_config(model_dir, k=4, generator=ModelConfig(name=str(model_dir), backend="hf"))
 
 
 @pytest.fixture(scope="module")
