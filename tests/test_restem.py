@@ -11,6 +11,7 @@ from seal import models
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
+from seal.domains.knowledge.selfedit import split_self_edit
 from seal.generation import PIECE_SEPARATOR
 from seal.rl import restem as restem_mod
 from seal.rl.restem import RestEMConfig, SFTConfig, restem, reward, winners
@@ -186,8 +187,25 @@ def test_a_self_edit_of_several_pieces_is_cloned_piece_by_piece(tiny_model_dir, 
     scored = [e for e in run.records(event="episode") if e["score"] is not None]
     assert all(len(e["text"].split(PIECE_SEPARATOR)) == 3 for e in scored)
     pieces = {p for e in scored for p in e["text"].split(PIECE_SEPARATOR)}
-    # reward "best": one winner per passage, each of its three pieces the completion of the prompt it came from
-    assert len(cloned) == 3 * len({e["context"] for e in scored}) and all(x.completion in pieces for x in cloned)
+    # reward "best": one winner per passage, each of its three pieces that describes an update (the random model's
+    # pieces often do not) the completion of the prompt it came from
+    winners = [max((e for e in scored if e["context"] == i), key=lambda e: (e["score"], -e["sample"]))
+               for i in {e["context"] for e in scored}]
+    usable = [p for e in winners for p in e["text"].split(PIECE_SEPARATOR) if split_self_edit(p)]
+    assert cloned and sorted(x.completion for x in cloned) == sorted(usable)
+    assert all(x.completion in pieces for x in cloned)
+
+
+def test_a_piece_that_says_nothing_is_not_cloned_with_the_rewarded_ones(tiny_model_dir, tmp_path, monkeypatch):
+    cloned = []
+    real = restem_mod.sft_generator
+    monkeypatch.setattr(restem_mod, "sft_generator", lambda m, t, examples, c: cloned.extend(examples) or real(m, t, examples, c))
+    empty, own = "No implications derived directly or indirectly from the content.", "1. Barges carried coal to Lune."
+    monkeypatch.setattr(restem_mod, "sample_self_edits", lambda model, tok, domain, contexts, sampling, k, seed:
+                        [[PIECE_SEPARATOR.join([own, empty])] * k for _ in contexts])
+    cfg = small_config(tiny_model_dir, rounds=1, sampling=SamplingConfig(temperature=1.0, max_new_tokens=12, pieces=2))
+    restem(domain(), PASSAGES, cfg, Run(tmp_path / "run", cfg))
+    assert [x.completion for x in cloned] == [own, own]  # one winner per passage (reward "best"), its empty piece left out
 
 
 def test_no_winner_is_an_error_not_a_silent_round(tiny_model_dir, tmp_path):

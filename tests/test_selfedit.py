@@ -136,6 +136,13 @@ CASES = {
     "empty": ("", []),
     "only filler": ("Sure! Here is a list of implications:\n\n\nLet me know if you need anything else!", []),
     "only whitespace and separators": ("  \n---\n\t\n***\n1.\n", []),
+    "claims that there is nothing to list": (
+        "The passage does not directly or indirectly derive any implications.\n\n"
+        "Based on the passage, there are no direct or indirect implications derived from it.\n\n"
+        "No implications derived directly or indirectly from the content.", []),
+    "an empty claim beside real items; negations that state facts stay": (
+        f"The passage does not derive any new implications.\n1. {A}\n2. The canal did not carry passengers.",
+        [A, "The canal did not carry passengers."]),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 
 from seal import backends
 from seal.backends.base import Slot, Text
-from seal.domains.base import Example
+from seal.domains.base import Example, SelfEditError
 
 __all__ = ["Slot", "Text", "chat_prompt", "fill_in", "generate", "loglik", "next_token_logprobs", "sample_self_edits",
            "self_edit_examples", "stream"]
@@ -129,4 +129,15 @@ def self_edit_examples(tokenizer, domain, context, self_edit: str, sampling) -> 
     if sampling.structured and hasattr(domain, "scaffold_examples"):
         return domain.scaffold_examples(tokenizer, context, self_edit)
     prompt = chat_prompt(tokenizer, domain.self_edit_prompt(context))
-    return [Example(piece, prompt=prompt) for piece in self_edit.split(PIECE_SEPARATOR) if piece.strip()]
+    return [Example(piece, prompt=prompt) for piece in self_edit.split(PIECE_SEPARATOR) if _usable(domain, context, piece)]
+
+
+def _usable(domain, context, piece: str) -> bool:
+    """Whether a piece of a rewarded self-edit describes an update of its own: a piece that says nothing (only
+    "there are no implications") rode along with the pieces that earned the reward, and cloned it teaches the
+    generator to write nothing."""
+    try:
+        domain.parse(context, piece)
+    except SelfEditError:
+        return False
+    return True

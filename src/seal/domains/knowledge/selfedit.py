@@ -5,7 +5,8 @@ followed by a list. `split_self_edit` cuts it into items, one per statement, and
 parts that carry no knowledge of the passage:
 
 - list markers ("1.", "1)", "(1)", "-", "*", "•", "Rewrite 2:"), markdown emphasis and headers;
-- polite filler before and after the content ("Sure! Here are...", "Let me know if...");
+- polite filler before and after the content ("Sure! Here are...", "Let me know if..."), and claims that
+  there is nothing to list ("The passage does not derive any implications");
 - "Sources:"/"References:" sections and everything after them: the citations are invented, and
   training on them teaches the model false facts that no question about the passage asks for;
 - run-ons where the model starts writing a new prompt ("You are an AI assistant...");
@@ -52,7 +53,9 @@ _FILLER = re.compile(
     r"|(?:i )?hope (?:this|these|that)\b|(?:please )?let me know\b|feel free\b|would you like\b"
     r"|if you (?:need|want|would|have|['’]d)|is there anything\b|i can also\b|note\s*:"
     r"|(?:these|the above|all (?:of )?these|each of these) (?:implications|rewrites|points|statements|items"
-    r"|questions|facts|inferences)\b)",
+    r"|questions|facts|inferences)\b"
+    # a claim that there is nothing to list ("The passage does not derive any implications"): no knowledge
+    r"|[\w,'’ ]{0,80}?\b(?:there (?:are|is) no|no|does not|do not|doesn['’]t|did not)(?:\s+\w+){0,6}?\s+implications?\b)",
     re.I,
 )
 _ITALIC = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
