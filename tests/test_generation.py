@@ -311,6 +311,7 @@ def test_a_structured_self_edit_is_cloned_as_the_scaffold_prompts_it_was_written
 def test_a_self_edit_of_several_pieces_joins_that_many_samples_and_is_cloned_piece_by_piece(lm):
     from seal.domains.knowledge.data import Passage
     from seal.domains.knowledge.domain import KnowledgeDomain
+    from seal.domains.knowledge.selfedit import split_self_edit
     from seal.generation import PIECE_SEPARATOR, self_edit_examples
 
     model, tok = lm
@@ -324,5 +325,6 @@ def test_a_self_edit_of_several_pieces_joins_that_many_samples_and_is_cloned_pie
     assert [t.split(PIECE_SEPARATOR) for t in joined] == [
         [s.strip("\n") for s in singles[:3]], [s.strip("\n") for s in singles[3:]]]  # the same samples, grouped
     examples = self_edit_examples(tok, domain, passage, joined[0], three)
-    assert [e.completion for e in examples] == [p for p in joined[0].split(PIECE_SEPARATOR) if p.strip()]
+    usable = [p for p in joined[0].split(PIECE_SEPARATOR) if split_self_edit(p)]  # pieces that describe an update
+    assert usable and [e.completion for e in examples] == usable
     assert all(passage.context in e.prompt for e in examples)  # each piece as the answer to the prompt it came from
