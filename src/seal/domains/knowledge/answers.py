@@ -53,10 +53,18 @@ def words(text: str) -> list[str]:
 def recites(answer: str, document: str, gold: str = "", run: int = RECITATION_WORDS) -> bool:
     """Whether `answer` copies `run` or more consecutive words of `document` (case and punctuation ignored)
     beyond the gold answer: quoting a long gold span word for word is answering, not reciting."""
-    answer_words = words(answer)
-    doc, key = (" " + " ".join(words(text)) + " " for text in (document, gold))
-    windows = (" " + " ".join(answer_words[i : i + run]) + " " for i in range(len(answer_words) - run + 1))
-    return any(w in doc and w not in key for w in windows)
+    doc, key = _spaced(document), _spaced(gold)
+    return any(w in doc and w not in key for w in _windows(words(answer), run))
+
+
+def _spaced(text: str) -> str:
+    """A text's words between single spaces, with a space at each end, so a run is found only as whole words."""
+    return " " + " ".join(words(text)) + " "
+
+
+def _windows(text_words: list[str], run: int) -> list[str]:
+    """Every `run` consecutive words, spaced as `_spaced` writes them; the i-th starts at word i."""
+    return [" " + " ".join(text_words[i : i + run]) + " " for i in range(len(text_words) - run + 1)]
 
 
 def copied_share(texts: list[str], document: str, run: int = RECITATION_WORDS) -> float:
@@ -64,12 +72,12 @@ def copied_share(texts: list[str], document: str, run: int = RECITATION_WORDS) -
     `recites` counts a run: how much of a self-edit is the passage copied out rather than restated. A generator
     that learns to copy its passage teaches its updates to recite, so ReST-EM and `learn` report it."""
     copied = total = 0
-    doc = " " + " ".join(words(document)) + " "
+    doc = _spaced(document)
     for text in texts:
         text_words = words(text)
         covered = [False] * len(text_words)
-        for i in range(len(text_words) - run + 1):
-            if " " + " ".join(text_words[i : i + run]) + " " in doc:
+        for i, window in enumerate(_windows(text_words, run)):
+            if window in doc:
                 covered[i : i + run] = [True] * run
         copied, total = copied + sum(covered), total + len(text_words)
     return copied / total if total else 0.0
