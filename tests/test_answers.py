@@ -10,6 +10,7 @@ import pytest
 from seal.domains.knowledge.answers import (MAX_ANSWER_WORDS, copied_share, credit, graded_answer, recites, score_answers,
                                             summary)
 from seal.config import EvalConfig
+from seal.domains.base import SelfEditError
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
@@ -57,6 +58,16 @@ def test_a_parsed_self_edit_notes_what_it_copies():
     plan = KnowledgeDomain(eval=EvalConfig(grader="containment")).parse(
         FERRY, f"1. {FERRY.context}\n2. Islanders can reach the mainland by boat.")
     assert plan.notes == {"items": 2, "copied": pytest.approx(24 / 31)}  # the passage's 24 words, then 7 of its own
+
+
+def test_drop_copied_trains_only_the_items_in_the_self_edits_own_words():
+    domain = KnowledgeDomain(eval=EvalConfig(grader="containment"), drop_copied=True)
+    plan = domain.parse(FERRY, f"1. {FERRY.context}\n2. Islanders can reach the mainland by boat.")
+    assert plan.notes == {"items": 2, "copied": pytest.approx(24 / 31), "dropped": 1}
+    assert len(plan.examples) == 2 and "Islanders" in plan.examples[1].completion  # the passage, then the own item
+    assert plan.examples[0].completion.count(FERRY.context) == 1  # the passage itself is still trained
+    with pytest.raises(SelfEditError, match="all 1 statements .* copy the passage"):
+        domain.parse(FERRY, f"1. {FERRY.context}")
 
 
 def test_a_text_given_to_questions_with_other_answers_is_credited_for_none():

@@ -64,6 +64,7 @@ class KnowledgeBenchConfig:
     combine: bool = False
     prompt: str = KNOWLEDGE_PROMPT
     qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
+    drop_copied: bool = False  # train no self-edit item that copies a run of the passage: see KnowledgeDomain
     sampling: SamplingConfig = field(default_factory=knowledge_sampling)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -202,7 +203,7 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
         raise ValueError(f"setting must be 'single' or 'multi', not {cfg.setting!r}")
     passages = select_passages(cfg)
     domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences if cfg.setting == "single" else None, cfg.eval,
-                             cfg.qa_format)
+                             cfg.qa_format, drop_copied=cfg.drop_copied)
     model, tokenizer = models.load(cfg.model)
     run = Run(out, cfg)
     self_edits = collect_self_edits(cfg, run, model, tokenizer, domain, passages)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from seal.config import EvalConfig
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
-from seal.domains.knowledge.answers import copied_share, graded_answer, score_answers, sentences, summary, words
+from seal.domains.knowledge.answers import (copied_share, graded_answer, recites, score_answers, sentences, summary,
+                                            words)
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
 from seal.domains.knowledge.prompts import (QA_SCAFFOLD, QA_SCAFFOLD_ANSWER, QA_SCAFFOLD_QUESTION, answer_prompt,
@@ -43,6 +44,9 @@ class KnowledgeDomain:
     # `unrecited`, the credited answers that recite nothing, so that a self-edit teaching the model to copy
     # the passage earns nothing for the copies
     score_by: str = "accuracy"
+    # drop a self-edit's items that copy a run of the passage (as `recites` finds one): the passage is trained
+    # anyway, and a copied sentence teaches the model to answer by reciting it
+    drop_copied: bool = False
     name: str = "knowledge"
 
     def __post_init__(self):
@@ -116,14 +120,20 @@ class KnowledgeDomain:
 
     def parse(self, passage: Passage, self_edit: str) -> UpdatePlan:
         """Training sequences from a self-edit; the passage itself is always one of them. The notes count its
-        items and the share of their words `copied` from the passage."""
+        items, the share of their words `copied` from the passage and, with `drop_copied`, the items dropped."""
         items = split_self_edit(self_edit) if self.prompt != "none" else []
         if self.prompt != "none" and not items:
             raise SelfEditError("the self-edit contains no usable statements")
+        notes = {"items": len(items), "copied": copied_share(items, passage.context)}
+        if self.drop_copied and items:
+            own = [item for item in items if not recites(item, passage.context)]
+            if not own:
+                raise SelfEditError(f"all {len(items)} statements of the self-edit copy the passage word for word")
+            items, notes["dropped"] = own, len(items) - len(own)
         sequences = training_sequences(passage.title, passage.context, items, self.max_sequences)
         examples = [Example(sequences[0])] + [self._example(passage.title, item, text)
                                               for item, text in zip(items, sequences[1:])]
-        return UpdatePlan(examples, notes={"items": len(items), "copied": copied_share(items, passage.context)})
+        return UpdatePlan(examples, notes=notes)
 
     def _example(self, title: str, item: str, text: str) -> Example:
         pair = qa_pair(item) if self.qa_format == "chat" else None
