@@ -331,3 +331,27 @@ def test_learn_replaces_an_unusable_self_edit_by_a_fresh_sample(monkeypatch):
     calls.clear()
     assert len(learn_module._sample_plans(None, None, KnowledgeDomain(), Passage("Orrin Canal", "x"), cfg)) == 2
     assert calls == [(2, 7)]
+
+
+def test_learn_with_drop_copied_resamples_a_self_edit_that_only_copies_and_reports_the_dropped(monkeypatch):
+    from seal import learn as learn_module
+    from seal.config import LearnConfig
+    from seal.domains.base import SelfEditError
+    from seal.domains.knowledge.data import Passage
+    from seal.domains.knowledge.domain import KnowledgeDomain
+
+    doc = Passage("Orrin Canal", "The Orrin Canal opened in 1843 and carried slate from the hills to the harbour at "
+                                 "Tesk.")
+    scripted = {0: [f"1. {doc.context}"], 1: [f"1. {doc.context}\n2. Slate boats used the canal from 1843."]}
+    monkeypatch.setattr(learn_module, "sample_self_edits", lambda *args, seed, **kw: [scripted[seed]])
+    cfg = LearnConfig(seed=0, drop_copied=True)
+    tries = learn_module._sample_plans(None, None, KnowledgeDomain(drop_copied=True), doc, cfg)
+    (_, unusable), (_, plan) = tries  # the copy alone is unusable and replaced by a fresh sample
+    assert isinstance(unusable, SelfEditError) and "copy the passage" in str(unusable)
+    assert plan.notes["dropped"] == 1 and len(plan.examples) == 2  # the passage and the one item of its own
+    record = {"index": 0, "text": "", "items": 2, "copied": plan.notes["copied"], "dropped": 1,
+              "metrics": dict.fromkeys(("accuracy", "f1", "em", "recitation", "identical", "unrecited"), 0.0)}
+    result = {"title": doc.title, "model": "m", "baseline_metrics": record["metrics"], "adapted_metrics": None,
+              "accepted": False, "seconds": 0.0, "timings": {}, "baseline_answers": [], "self_edits": [record]}
+    report = learn_module._report(result)
+    assert "### 1: 2 items (" in report and "1 of them copying it not trained" in report

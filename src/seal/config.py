@@ -78,6 +78,8 @@ class SamplingConfig:
 # significant). Question-answer items (the self-qa prompt) train as chat turns with the loss on the answer.
 KNOWLEDGE_PROMPT = "implications"
 KNOWLEDGE_QA_FORMAT = "chat"
+# Items that copy a 10-word run of the document are trained too (KnowledgeDomain.drop_copied: measured in README).
+KNOWLEDGE_DROP_COPIED = False
 
 
 def knowledge_sampling() -> SamplingConfig:
@@ -141,6 +143,7 @@ class LearnConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     prompt: str = KNOWLEDGE_PROMPT
     qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
+    drop_copied: bool = KNOWLEDGE_DROP_COPIED  # train no self-edit item that copies the document: see KnowledgeDomain
     sampling: SamplingConfig = field(default_factory=knowledge_sampling)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -123,7 +123,7 @@ def learn(passage: Passage, questions: tuple[Question, ...], cfg: LearnConfig, o
     else:
         check_new(out, results_name="result.json", resume=False)
     passage = dataclasses.replace(passage, questions=tuple(questions))
-    domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval, cfg.qa_format)
+    domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval, cfg.qa_format, drop_copied=cfg.drop_copied)
     made = first_missing(out)
     try:
         with console.status(f"loading {cfg.model.name}"):
@@ -170,7 +170,8 @@ def _learn(run: Run, model, tokenizer, domain: KnowledgeDomain, passage: Passage
             record["error"] = str(e)
             console.print(f"[red]self-edit {i + 1} could not be used: {e}")
         else:
-            record.update(items=plan.notes["items"], copied=plan.notes["copied"], sequences=len(plan.examples),
+            record.update(items=plan.notes["items"], copied=plan.notes["copied"], dropped=plan.notes.get("dropped", 0),
+                          sequences=len(plan.examples),
                           adapted_accuracy=outcome.score.value, metrics=outcome.score.metrics,
                           answers=outcome.score.details, train=dataclasses.asdict(outcome.report))
             if best is None or _rank(outcome.score) > _rank(best[1].score):
@@ -237,8 +238,9 @@ def _report(r: dict) -> str:
         "## Self-edits",
     ]
     for s in r["self_edits"]:
-        status = s.get("error") or (f"{s['items']} items ({s['copied']:.0%} of their words copied from the document); "
-                                    f"{_metrics_line(s['metrics'])}")
+        dropped = f", {s['dropped']} of them copying it not trained" if s.get("dropped") else ""
+        status = s.get("error") or (f"{s['items']} items ({s['copied']:.0%} of their words copied from the document"
+                                    f"{dropped}); {_metrics_line(s['metrics'])}")
         lines += ["", f"### {s['index'] + 1}: {status}", "", "```", s["text"], "```"]
         if "answers" in s:
             lines += ["", *answers_table(s["answers"])]

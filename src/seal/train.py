@@ -8,7 +8,8 @@ from typing import Literal
 
 from seal import models
 from seal.bench.stats import number, percent
-from seal.config import KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, EvalConfig, bounded, knowledge_sampling
+from seal.config import (KNOWLEDGE_DROP_COPIED, KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, EvalConfig, bounded,
+                         knowledge_sampling)
 from seal.datapaths import data_file
 from seal.domains.arc.domain import ArcConfig, ArcDomain
 from seal.domains.arc.settings import ArcInnerConfig, ArcSamplingConfig
@@ -31,6 +32,7 @@ class TrainKnowledgeConfig:
     offset: int = bounded(0, ge=0)
     prompt: str = KNOWLEDGE_PROMPT
     qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
+    drop_copied: bool = KNOWLEDGE_DROP_COPIED  # train no self-edit item that copies the document: see KnowledgeDomain
     eval: EvalConfig = field(default_factory=EvalConfig)
     # the score a self-edit is rewarded on: `unrecited` credits no answer that copies the passage, so that no
     # self-edit wins for teaching the learner to recite (README: what it changed on a measured round)
@@ -40,7 +42,8 @@ class TrainKnowledgeConfig:
 def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1, address: str | None = None) -> dict:
     check_workers(workers)
     contexts = training_contexts(cfg)
-    domain = KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval, cfg.qa_format, cfg.reward_on)
+    domain = KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval, cfg.qa_format, cfg.reward_on,
+                             cfg.drop_copied)
     run = Run(out, cfg)
     rounds = run_rounds(domain, contexts, cfg.restem, run, workers, address)
     results = {"generator": cfg.restem.generator.name, "learner": cfg.restem.learner or "generator",

@@ -30,8 +30,8 @@ from typing import Literal
 from seal import models
 from seal.bench.knowledge_table import answers_page, comparisons, report, summarise
 from seal.bench.self_edits import sampled_self_edits
-from seal.config import (KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, EvalConfig, InnerConfig, ModelConfig, SamplingConfig,
-                         bounded, knowledge_sampling)
+from seal.config import (KNOWLEDGE_DROP_COPIED, KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, EvalConfig, InnerConfig,
+                         ModelConfig, SamplingConfig, bounded, knowledge_sampling)
 from seal.datapaths import data_file
 from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
@@ -64,7 +64,7 @@ class KnowledgeBenchConfig:
     combine: bool = False
     prompt: str = KNOWLEDGE_PROMPT
     qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
-    drop_copied: bool = False  # train no self-edit item that copies a run of the passage: see KnowledgeDomain
+    drop_copied: bool = KNOWLEDGE_DROP_COPIED  # train no self-edit item that copies the document: see KnowledgeDomain
     sampling: SamplingConfig = field(default_factory=knowledge_sampling)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from seal.config import (KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, ConfigError, EvalConfig, InnerConfig, ModelConfig,
-                         SamplingConfig, bounded, knowledge_sampling)
+from seal.config import (KNOWLEDGE_DROP_COPIED, KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, ConfigError, EvalConfig,
+                         InnerConfig, ModelConfig, SamplingConfig, bounded, knowledge_sampling)
 
 STRATEGIES = ("merge", "replay", "router", "consolidate")
 
@@ -60,6 +60,7 @@ class MemoryConfig:
     strategy: Literal["merge", "replay", "router", "consolidate"] = "router"
     prompt: str = KNOWLEDGE_PROMPT
     qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
+    drop_copied: bool = KNOWLEDGE_DROP_COPIED  # train no self-edit item that copies the document: see KnowledgeDomain
     sampling: SamplingConfig = field(default_factory=knowledge_sampling)
     inner: InnerConfig = field(default_factory=InnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -94,7 +94,8 @@ class Memory:
     def __init__(self, store: Store, cfg: MemoryConfig):
         self.store, self.cfg = store, cfg
         self.strategy = get_strategy(cfg.strategy, cfg.replay_ratio, cfg.consolidate_every)
-        self.domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval, cfg.qa_format)
+        self.domain = KnowledgeDomain(cfg.prompt, cfg.inner.max_sequences, cfg.eval, cfg.qa_format,
+                                      drop_copied=cfg.drop_copied)
         self._loaded = LoadedVersion(cfg)
         self._pending: dict[str, dict] = {}  # documents of the learn in progress, not yet committed
 
