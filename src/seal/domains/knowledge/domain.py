@@ -129,7 +129,8 @@ class KnowledgeDomain:
             own = [item for item in items if not recites(item, passage.context)]
             if not own:
                 raise SelfEditError(f"all {len(items)} statements of the self-edit copy the passage word for word")
-            items, notes["dropped"] = own, len(items) - len(own)
+            notes["dropped"] = len(items) - len(own)
+            items = own
         sequences = training_sequences(passage.title, passage.context, items, self.max_sequences)
         examples = [Example(sequences[0])] + [self._example(passage.title, item, text)
                                               for item, text in zip(items, sequences[1:])]
