@@ -328,3 +328,23 @@ def test_a_self_edit_of_several_pieces_joins_that_many_samples_and_is_cloned_pie
     usable = [p for p in joined[0].split(PIECE_SEPARATOR) if split_self_edit(p)]  # pieces that describe an update
     assert usable and [e.completion for e in examples] == usable
     assert all(passage.context in e.prompt for e in examples)  # each piece as the answer to the prompt it came from
+
+
+def test_with_drop_copied_the_m_step_clones_only_the_items_in_the_generators_own_words(lm):
+    from seal.domains.knowledge.data import Passage
+    from seal.domains.knowledge.domain import KnowledgeDomain
+    from seal.generation import PIECE_SEPARATOR, self_edit_examples
+
+    _, tok = lm
+    passage = Passage("Orrin Canal", "The Orrin Canal opened in 1843 and joins the river Tesk to the harbour of Lune.")
+    copied = "The Orrin Canal opened in 1843 and joins the river Tesk to the harbour."
+    mixed = f"Implications:\n1. {copied}\n2. The canal is older than the railway.\n3. Boats reach Lune by the Tesk."
+    only_copies = f"1. {copied}"
+    self_edit = PIECE_SEPARATOR.join([mixed, only_copies])
+    sampling = SamplingConfig(pieces=2)
+    dropping = self_edit_examples(tok, KnowledgeDomain(drop_copied=True), passage, self_edit, sampling)
+    assert [e.completion for e in dropping] == [  # renumbered; the piece of nothing but copies is not cloned
+        "1. The canal is older than the railway.\n2. Boats reach Lune by the Tesk."]
+    keeping = self_edit_examples(tok, KnowledgeDomain(), passage, self_edit, sampling)
+    assert [e.completion for e in keeping] == [mixed, only_copies]  # by default each piece is cloned as written
+    assert all(passage.context in e.prompt for e in dropping + keeping)
