@@ -29,17 +29,16 @@ from collections import Counter
 
 from seal import backends, models
 from seal.config import load_config
-from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.progress import progress_bar
 from seal.rl.restem import ContextJob, local_episodes
-from seal.train import TrainKnowledgeConfig, training_contexts
+from seal.train import TrainKnowledgeConfig, knowledge_domain, training_contexts
 
 PAPER_EPISODES = 50 * 5  # the paper's ReST-EM round on knowledge incorporation
 
 
 def run_path(name: str, cfg: TrainKnowledgeConfig, contexts: list) -> dict:
     restem = cfg.restem
-    domain = KnowledgeDomain(cfg.prompt, restem.inner.max_sequences, cfg.eval, cfg.qa_format)
+    domain = knowledge_domain(cfg)
     start = time.perf_counter()
     model, tokenizer = models.load(restem.generator)
     engine = backends.for_model(model).name

@@ -42,8 +42,7 @@ class TrainKnowledgeConfig:
 def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1, address: str | None = None) -> dict:
     check_workers(workers)
     contexts = training_contexts(cfg)
-    domain = KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval, cfg.qa_format, cfg.reward_on,
-                             cfg.drop_copied)
+    domain = knowledge_domain(cfg)
     run = Run(out, cfg)
     rounds = run_rounds(domain, contexts, cfg.restem, run, workers, address)
     results = {"generator": cfg.restem.generator.name, "learner": cfg.restem.learner or "generator",
@@ -53,6 +52,12 @@ def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1
     run.report(_report(results))
     run.finish(results)
     return results
+
+
+def knowledge_domain(cfg: TrainKnowledgeConfig) -> KnowledgeDomain:
+    """The domain ReST-EM trains in: what `learn` does with a self-edit, scored on `reward_on`."""
+    return KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval, cfg.qa_format, cfg.reward_on,
+                           cfg.drop_copied)
 
 
 def training_contexts(cfg: TrainKnowledgeConfig) -> list:
