@@ -75,6 +75,9 @@ def test_a_text_given_to_questions_with_other_answers_is_credited_for_none():
     assert credit([True, True], ["1958", "1958"], ["1958", "1958."]) == [True, True]  # the same gold: stays
     # one sentence holding both golds, given to both questions: it says the same thing whatever is asked
     assert credit([True, True], ["Fire took 4,000 books in 1958."] * 2, ["1958", "4,000"]) == [False, False]
+    # two questions asking the same fact, one gold holding the other: one answer, credited for both
+    assert credit([True, True], ["It was founded in 1852."] * 2, ["It was founded in 1852", "1852"]) == [True, True]
+    assert credit([True, False], ["It was founded in 1852."] * 2, ["1852", "1852"]) == [False, False]
 
 
 @pytest.mark.parametrize("grader", sorted({DEFAULT_GRADER, "lenient", "learned"}))

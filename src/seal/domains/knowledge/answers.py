@@ -85,12 +85,22 @@ def copied_share(texts: list[str], document: str, run: int = RECITATION_WORDS) -
 
 def credit(correct: list[bool], answers: list[str], golds: list[str]) -> list[bool]:
     """Grader verdicts with generic answers uncredited: an answer text (normalised) given to questions with
-    different golds, or wrong for any question it is given to, is credited for none of them."""
+    different golds, or wrong for any question it is given to, is credited for none of them. Golds of which one
+    holds the other ("1852", "It was founded in 1852") are one answer: two questions asking the same fact."""
     keys = [normalize_answer(a) for a in answers]
-    golds_of: dict[str, set[str]] = {}
+    golds_of: dict[str, list[str | None]] = {}
     for key, gold, ok in zip(keys, golds, correct):
-        golds_of.setdefault(key, set()).add(normalize_answer(gold) if ok else "\0wrong")
-    return [ok and len(golds_of[k]) == 1 for k, ok in zip(keys, correct)]
+        golds_of.setdefault(key, []).append(_spaced(gold) if ok else None)
+    return [ok and _one_answer(golds_of[k]) for k, ok in zip(keys, correct)]
+
+
+def _one_answer(golds: list[str | None]) -> bool:
+    """Whether spaced golds (None: the answer was wrong there) all name one answer: each holds or is held by
+    the longest."""
+    if None in golds:
+        return False
+    longest = max(golds, key=len)
+    return all(gold in longest for gold in golds)
 
 
 def score_answers(grader, document: str, questions, generations: list[str]) -> list[dict]:
