@@ -330,6 +330,10 @@ def test_status_pools_shards_run_at_different_offsets(tiny_model_dir, data, tmp_
     assert "3 of 3 passages done" in " ".join(capsys.readouterr().err.split())
     assert main(["bench", "status", str(tmp_path / "a"), str(tmp_path / "b"), "--grader", "exact"]) == 0
     assert "3 of 3 passages done, regraded by exact 1" in " ".join(capsys.readouterr().err.split())
+    from seal.domains.knowledge.grading import DEFAULT_GRADER
+
+    assert main(["bench", "status", str(tmp_path / "a"), "--grader", "default"]) == 0  # named as a config names it
+    assert f"regraded by {DEFAULT_GRADER} " in " ".join(capsys.readouterr().err.split())
     assert main(["bench", "status", str(tmp_path / "a"), "--grader", "no-such"]) == 2
     assert "unknown grader 'no-such'" in capsys.readouterr().err
 

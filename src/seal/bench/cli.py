@@ -101,9 +101,9 @@ def cmd_bench_status(args) -> int:
                    f"{results['episodes']} of {results['planned']} episodes done")
         return 0
     from seal.bench.knowledge_status import interim
-    from seal.domains.knowledge.grading import get_grader
+    from seal.domains.knowledge.domain import grader_for
 
-    grader = get_grader(args.grader) if args.grader else None
+    grader = grader_for(args.grader) if args.grader else None  # "default" names the default, as in a config
     results = interim(*args.runs, grader=grader)
     if not results["rows"]:
         raise ValueError(f"{runs}: no passage has all its episodes finished yet")
@@ -197,8 +197,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="run", help="the benchmark's run directory; several: parts of one "
                    "benchmark pooled into one table (knowledge: the same config at different offsets; "
                    "ARC: the same config with different conditions or tasks)")
-    p.add_argument("--grader", help="knowledge: grade every stored answer again with this grader (e.g. runs "
-                   "made under an older default, pooled on one measure)")
+    p.add_argument("--grader", help="knowledge: grade every stored answer again with this grader, or `default` (e.g. "
+                   "runs made under an older default, pooled on one measure)")
     p.set_defaults(func=cmd_bench_status)
 
     p = bench.add_parser("arc", help="ARC table: ICL, TTT with self-edits, SEAL generators, oracle")
