@@ -385,20 +385,23 @@ def test_regrade_recomputes_accuracy_from_the_stored_answers_with_the_live_credi
     from seal.bench.knowledge_status import regrade
     from seal.domains.knowledge.grading import get_grader
 
-    def answer(question, gold, text):
-        return {"question": question, "gold": gold, "answer": text, "judged": True, "correct": True}
+    def answer(question, gold, text, recites=False):
+        return {"question": question, "gold": gold, "answer": text, "judged": True, "correct": True,
+                "recites": recites}
 
-    stored = [answer("Where?", "Lune", "in Lune"), answer("When?", "1842", "1842"),
+    stored = [answer("Where?", "Lune", "in Lune"), answer("When?", "1842", "1842", recites=True),
               answer("Where first?", "Lune", "Lune in 1842"), answer("When first?", "1842", "Lune in 1842")]
     episode = {"event": "episode", "condition": "passage", "passages": [0],
-               "scores": [{"accuracy": 1.0, "f1": 0.5, "recitation": 0.25, "answers": stored}]}
+               "scores": [{"accuracy": 1.0, "f1": 0.5, "recitation": 0.25, "unrecited": 0.75, "answers": stored}]}
     exact = regrade(episode, get_grader("exact"))["scores"][0]
     assert exact["accuracy"] == 0.25 and [a["judged"] for a in exact["answers"]] == [False, True, False, False]
+    assert exact["unrecited"] == 0  # its one credited answer recites
     assert (exact["f1"], exact["recitation"]) == (0.5, 0.25)  # the grader decides none of these
     contained = regrade(episode, get_grader("containment"))["scores"][0]
     # "Lune in 1842" contains the gold of both its questions, but one answer to two different golds is generic
     assert [a["judged"] for a in contained["answers"]] == [True] * 4
     assert contained["accuracy"] == 0.5 and [a["correct"] for a in contained["answers"]] == [True, True, False, False]
+    assert contained["unrecited"] == 0.25
     assert episode["scores"][0]["accuracy"] == 1.0  # the stored episode is not modified
     assert regrade({"event": "episode", "condition": "self-edit", "error": "no usable self-edit"},
                    get_grader("exact")) == {"event": "episode", "condition": "self-edit", "error": "no usable self-edit"}

@@ -29,8 +29,8 @@ def _shard(out: str | Path) -> tuple[KnowledgeBenchConfig, list[dict]]:
 
 def regrade(episode: dict, grader) -> dict:
     """The episode with each passage's accuracy recomputed from its stored answers under `grader` (the same
-    credit rule as live grading: a generic answer is credited for none of its questions); F1, exact match,
-    recitation and identical rates do not depend on the grader and are kept."""
+    credit rule as live grading: a generic answer is credited for none of its questions), and with it the
+    unrecited accuracy; F1, exact match, recitation and identical rates do not depend on the grader and are kept."""
     if "scores" not in episode:  # a failed episode: nothing was answered
         return episode
     scores = []
@@ -38,7 +38,10 @@ def regrade(episode: dict, grader) -> dict:
         answers = score["answers"]
         judged = [bool(a["answer"]) and bool(grader(a["question"], a["gold"], a["answer"])) for a in answers]
         credited = credit(judged, [a["answer"] for a in answers], [a["gold"] for a in answers])
-        scores.append({**score, "accuracy": sum(credited) / len(answers),
+        regraded = {"accuracy": sum(credited) / len(answers)}
+        if "unrecited" in score:  # the credited answers that recite nothing (runs before it have no such rate)
+            regraded["unrecited"] = sum(c and not a["recites"] for a, c in zip(answers, credited)) / len(answers)
+        scores.append({**score, **regraded,
                        "answers": [{**a, "judged": j, "correct": c} for a, j, c in zip(answers, judged, credited)]})
     return {**episode, "scores": scores}
 
