@@ -95,8 +95,7 @@ def credit(correct: list[bool], answers: list[str], golds: list[str]) -> list[bo
 
 
 def _one_answer(golds: list[str | None]) -> bool:
-    """Whether spaced golds (None: the answer was wrong there) all name one answer: each holds or is held by
-    the longest."""
+    """Whether spaced golds (None: the answer was wrong there) all name one answer: the longest holds each."""
     if None in golds:
         return False
     longest = max(golds, key=len)
