@@ -387,7 +387,7 @@ def test_regrade_recomputes_accuracy_from_the_stored_answers_with_the_live_credi
 
     def answer(question, gold, text, recites=False):
         return {"question": question, "gold": gold, "answer": text, "judged": True, "correct": True,
-                "recites": recites}
+                "f1": 0.5, "em": False, "recites": recites, "identical": False}
 
     stored = [answer("Where?", "Lune", "in Lune"), answer("When?", "1842", "1842", recites=True),
               answer("Where first?", "Lune", "Lune in 1842"), answer("When first?", "1842", "Lune in 1842")]

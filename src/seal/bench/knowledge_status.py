@@ -13,7 +13,7 @@ from pathlib import Path
 from seal.bench.knowledge import KnowledgeBenchConfig, conditions_of, samples
 from seal.bench.knowledge_table import comparisons, summarise
 from seal.config import load_config
-from seal.domains.knowledge.answers import credit
+from seal.domains.knowledge.answers import credit, summary
 from seal.runs import read_records
 
 
@@ -38,11 +38,11 @@ def regrade(episode: dict, grader) -> dict:
         answers = score["answers"]
         judged = [bool(a["answer"]) and bool(grader(a["question"], a["gold"], a["answer"])) for a in answers]
         credited = credit(judged, [a["answer"] for a in answers], [a["gold"] for a in answers])
+        answers = [{**a, "judged": j, "correct": c} for a, j, c in zip(answers, judged, credited)]
         regraded = {"accuracy": sum(credited) / len(answers)}
-        if "unrecited" in score:  # the credited answers that recite nothing (runs before it have no such rate)
-            regraded["unrecited"] = sum(c and not a["recites"] for a, c in zip(answers, credited)) / len(answers)
-        scores.append({**score, **regraded,
-                       "answers": [{**a, "judged": j, "correct": c} for a, j, c in zip(answers, judged, credited)]})
+        if "unrecited" in score:  # runs from before the rate have no recitation flags to compute it from
+            regraded["unrecited"] = summary(answers)["unrecited"]
+        scores.append({**score, **regraded, "answers": answers})
     return {**episode, "scores": scores}
 
 

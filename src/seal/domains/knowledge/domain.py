@@ -28,6 +28,11 @@ def _scaffold_prompt(tokenizer, title: str, sentence: str) -> str:
     return chat_prompt(tokenizer, QA_SCAFFOLD.format(title=title, sentence=sentence)) + QA_SCAFFOLD_QUESTION
 
 
+def _own_words(items: list[str], document: str) -> list[str]:
+    """The items that copy no run of the document (`drop_copied` keeps only these)."""
+    return [item for item in items if not recites(item, document)]
+
+
 def grader_for(name: str):
     return get_grader(DEFAULT_GRADER if name == "default" else name)
 
@@ -126,7 +131,7 @@ class KnowledgeDomain:
             raise SelfEditError("the self-edit contains no usable statements")
         notes = {"items": len(items), "copied": copied_share(items, passage.context)}
         if self.drop_copied and items:
-            own = [item for item in items if not recites(item, passage.context)]
+            own = _own_words(items, passage.context)
             if not own:
                 raise SelfEditError(f"all {len(items)} statements of the self-edit copy the passage word for word")
             notes["dropped"] = len(items) - len(own)
@@ -143,7 +148,7 @@ class KnowledgeDomain:
         words, the generator cloned from them 51 %)."""
         if not self.drop_copied:
             return piece
-        own = [item for item in split_self_edit(piece) if not recites(item, passage.context)]
+        own = _own_words(split_self_edit(piece), passage.context)
         return "\n".join(f"{n}. {item}" for n, item in enumerate(own, 1))
 
     def _example(self, title: str, item: str, text: str) -> Example:
