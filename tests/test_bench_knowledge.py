@@ -362,6 +362,10 @@ def test_paired_difference_keeps_its_sign_and_counts_wins():
     assert d["difference"] == pytest.approx(0.125) and (d["better"], d["worse"], d["units"]) == (1, 1, 4)
     assert d["ci_low"] < 0 < d["ci_high"]  # not clipped to [0, 1] like a rate's interval
     assert paired_difference([0.2, 0.3], [0.5, 0.6])["ci_high"] == pytest.approx(-0.3)  # a constant shift
+    assert d["p_wilcoxon"] == pytest.approx(1.0)  # one unit up, one down by as much: no evidence either way
+    ten_up = paired_difference([0.6] * 10, [0.2] * 10)
+    assert ten_up["p_wilcoxon"] == pytest.approx(2 / 2**10)  # exact test: only all ten up is as extreme, both ways
+    assert paired_difference([0.5, 0.2], [0.5, 0.2])["p_wilcoxon"] is None  # nothing differs: no test
     with pytest.raises(ValueError, match="same length"):
         paired_difference([1.0], [1.0, 0.0])
 
@@ -379,6 +383,21 @@ def test_comparisons_pair_rounds_and_files_over_shared_passages():
     assert got == {("self-edit", "passage"): (-1.0, 1), (r2, "passage"): (0.0, 1), ("file:gpt4_1", "passage"): (0.0, 1),
                    (r2, "self-edit"): (0.5, 2), ("file:gpt4_1", "self-edit"): (0.75, 2), ("file:gpt4_1", r2): (0.25, 2)}
     assert comparisons(eps, ["base", "file:gpt4_1"]) == []  # neither the passage nor a round to compare with
+    assert all(c["unrecited"] is None for c in comparisons(eps, ["passage", "self-edit"]))  # records without the rate
+
+
+def test_comparisons_set_a_lead_made_of_recitations_apart():
+    def ep(condition, passage, accuracy, unrecited):
+        return {"passages": [passage], "condition": condition, "sample": 0, "seconds": 1,
+                "scores": [{**scores(accuracy, accuracy)[0], "unrecited": unrecited}]}
+
+    # the self-edit is credited more on both passages, but only through answers that recite the passage
+    eps = [ep("passage", 0, 0.2, 0.2), ep("passage", 1, 0.4, 0.2), ep("self-edit", 0, 0.6, 0.2), ep("self-edit", 1, 0.6, 0.2)]
+    (c,) = comparisons(eps, ["passage", "self-edit"])
+    assert c["difference"] == pytest.approx(0.3) and c["unrecited"]["difference"] == pytest.approx(0.0)
+    text = report({"setting": "single", "model": "tiny", "passages": 2, "split": "eval", "k": 1,
+                   "rows": summarise(eps, ["passage", "self-edit"]), "comparisons": [c]})
+    assert "| self-edit − passage | +30.0% |" in text and "| 0.5 | +0.0% (+0.0% to +0.0% (n=2, too few)) |" in text
 
 
 def test_regrade_recomputes_accuracy_from_the_stored_answers_with_the_live_credit_rule():

@@ -20,7 +20,8 @@ def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...
 
 def _print_knowledge(results: dict, title: str) -> None:
     """The condition table, then the paired differences behind the paper's claims (if any)."""
-    from seal.bench.stats import format_ci, percent
+    from seal.bench.knowledge_table import unrecited_change
+    from seal.bench.stats import format_ci, number, percent
 
     _print_table(title, ("condition", "accuracy", "95% CI (n passages)", "F1", "EM", "recited", "identical", "unrecited",
                          "copied", "failed", "s/episode"),
@@ -30,9 +31,11 @@ def _print_knowledge(results: dict, title: str) -> None:
                   for r in results["rows"]])
     if results["comparisons"]:
         _print_table("paired differences over the same passages",
-                     ("comparison", "difference", "95% CI (n passages)", "better / worse"),
+                     ("comparison", "difference", "95% CI (n passages)", "better / worse", "Wilcoxon p",
+                      "unrecited difference"),
                      [(f"{c['a']} − {c['b']}", f"{c['difference']:+.1%}",
-                       format_ci(c["ci_low"], c["ci_high"], c["units"], signed=True), f"{c['better']} / {c['worse']}")
+                       format_ci(c["ci_low"], c["ci_high"], c["units"], signed=True), f"{c['better']} / {c['worse']}",
+                       number(c["p_wilcoxon"], ".2g"), unrecited_change(c))
                       for c in results["comparisons"]])
 
 

@@ -53,7 +53,9 @@ def comparisons(episodes: list[dict], conditions: list[str]) -> list[dict]:
     """Paired accuracy differences behind the paper's claims, over the passages both conditions scored:
     every self-edit condition against the passage alone (does restating beat the raw text?), each later
     RL round and each stored self-edit file against the model's own self-edits (round 0), and each file
-    against the last RL round (does SEAL approach GPT-4.1's self-edits?)."""
+    against the last RL round (does SEAL approach GPT-4.1's self-edits?). Each also carries the paired
+    difference in unrecited accuracy (`unrecited`, None for records from before seal kept it): a lead made of
+    recitations is not learning."""
     rounds = sorted((r, c) for c in conditions if (r := rl_round(c)) is not None)
     files = [c for c in conditions if c.startswith("file:")]
     pairs = []
@@ -68,8 +70,10 @@ def comparisons(episodes: list[dict], conditions: list[str]) -> list[dict]:
         pa, pb = per_passage(episodes, a), per_passage(episodes, b)
         shared = sorted(pa.keys() & pb.keys())
         if shared:
+            unrecited = [(pa[i]["unrecited"], pb[i]["unrecited"]) for i in shared]
             out.append({"a": a, "b": b, **paired_difference([pa[i]["accuracy"] for i in shared],
-                                                           [pb[i]["accuracy"] for i in shared])})
+                                                           [pb[i]["accuracy"] for i in shared]),
+                        "unrecited": None if any(None in u for u in unrecited) else paired_difference(*zip(*unrecited))})
     return out
 
 
@@ -109,12 +113,20 @@ def report(results: dict) -> str:
                      f"{r['seconds_per_episode']:.1f} |")
     if results.get("comparisons"):
         lines += ["", "Paired differences in accuracy over the same passages (95 % t-interval; passages better / "
-                  "worse):", "", "| comparison | difference | 95 % CI (n passages) | better / worse |", "|---|---|---|---|"]
+                  "worse; two-sided Wilcoxon signed-rank p; the same difference in unrecited accuracy):", "",
+                  "| comparison | difference | 95 % CI (n passages) | better / worse | Wilcoxon p | unrecited difference |",
+                  "|---|---|---|---|---|---|"]
         for c in results["comparisons"]:
             lines.append(f"| {c['a']} − {c['b']} | {c['difference']:+.1%} | "
                          f"{format_ci(c['ci_low'], c['ci_high'], c['units'], signed=True)} | "
-                         f"{c['better']} / {c['worse']} |")
+                         f"{c['better']} / {c['worse']} | {number(c['p_wilcoxon'], '.2g')} | {unrecited_change(c)} |")
     return "\n".join(lines) + "\n"
+
+
+def unrecited_change(comparison: dict) -> str:
+    """A comparison's paired difference in unrecited accuracy with its interval, '-' where it was not kept."""
+    u = comparison["unrecited"]
+    return "-" if u is None else f"{u['difference']:+.1%} ({format_ci(u['ci_low'], u['ci_high'], u['units'], signed=True)})"
 
 
 def answers_page(episodes: list[dict], passages: list[Passage]) -> str:
