@@ -288,9 +288,13 @@ def test_status_of_a_killed_run_averages_only_its_complete_passages(tiny_model_d
     (tmp_path / "run" / "metrics.jsonl").write_text("\n".join(lines[: first_of_last + 1]) + "\n")  # killed in passage 2
 
     capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "80")  # the width rich gives a pipe
     assert main(["bench", "status", str(tmp_path / "run")]) == 0
-    printed = " ".join(capsys.readouterr().err.split())  # titles may wrap
+    err = capsys.readouterr().err
+    printed = " ".join(err.split())  # titles may wrap
     assert "2 of 3 passages done" in printed and "file:teacher − self-edit" in printed
+    # into a pipe (80 columns) the tables keep their full width: no figure cut to "…", each row on one line
+    assert "…" not in err and any("file:teacher − self-edit" in x and "(n=" in x for x in err.splitlines())
     from seal.bench.knowledge_status import interim
 
     episodes = [json.loads(x) for x in lines if '"event": "episode"' in x and '"passages": [2]' not in x]

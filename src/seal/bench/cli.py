@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 
@@ -15,6 +17,10 @@ def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...
         table.add_column(col)
     for row in rows:
         table.add_row(*row)
+    # Into a file or a pipe the console is 80 columns wide, and rich would cut the figures to fit ("78.…"):
+    # there the table is printed at its full width.
+    if not console.is_terminal:
+        console = Console(stderr=True, width=Measurement.get(console, console.options.update_width(10_000), table).maximum)
     console.print(table)
 
 
