@@ -31,11 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
 from seal import backends, models
-from seal.backends import to_gguf
+from seal.backends import llamacpp_engine, to_gguf
 from seal.config import InnerConfig, ModelConfig
 from seal.domains.knowledge.data import load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
@@ -69,10 +70,12 @@ def rate(model, tokenizer, prompts: list[str], tokens: int, batch: int) -> tuple
 
 
 def llamacpp_rate(gguf: Path, tokenizer, prompt: str, tokens: int, threads: int) -> tuple[float, float]:
-    """llama.cpp's own greedy decoding speed on the GGUF file, prompt processing included as in `rate`."""
+    """llama.cpp's own greedy decoding speed on the GGUF file, prompt processing included as in `rate`, the
+    model loaded as seal loads it (`Llama` takes its parameters from llama_model_default_params)."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+    with mock.patch("llama_cpp.llama_cpp.llama_model_default_params", llamacpp_engine.model_params):
+        llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     with Clock() as clock:
         llm.eval(ids)

@@ -230,3 +230,13 @@ def test_changed_base_weights_are_picked_up(pair):
             for n, p in fast.named_parameters():
                 p.copy_(saved[n])
     assert generate(fast, tok, _prompts(tok), max_new_tokens=8) == before
+
+
+def test_q8_0_weights_answer_as_hf_does(scrambled_model_dir):
+    """q8_0 weights stay in llama.cpp's plain mmapped CPU buffer: on a CPU with AMX, its extra buffer type
+    (weights copied and repacked for AMX) crashed the first decode of a q8_0 model with a segfault."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (scripts/setup.sh --with-llamacpp)")
+    ref, tok = models.load(ModelConfig(name=str(scrambled_model_dir), backend="hf"))
+    fast, _ = models.load(ModelConfig(name=str(scrambled_model_dir), backend="llamacpp", llamacpp_weights="q8_0"))
+    expected = generate(ref, tok, _prompts(tok), max_new_tokens=6)
+    assert _agree(generate(fast, tok, _prompts(tok), max_new_tokens=6), expected) >= 0.5
