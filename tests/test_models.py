@@ -238,7 +238,8 @@ def test_bad_dtype(tiny_model_dir):
         models.load(ModelConfig(name=str(tiny_model_dir), dtype="float99"))
 
 
-def test_auto_dtype_is_bf16_on_a_cuda_device_with_bf16_and_fp32_elsewhere(tiny_model_dir, monkeypatch):
+def test_auto_dtype_is_bf16_on_a_cuda_device_with_bf16_or_a_cpu_with_amx_and_fp32_elsewhere(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(models, "cpu_has_amx", lambda: False)
     assert models.pick_dtype("auto", torch.device("cpu")) == torch.float32
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert models.pick_dtype("auto", torch.device("cuda")) == torch.bfloat16
@@ -247,3 +248,7 @@ def test_auto_dtype_is_bf16_on_a_cuda_device_with_bf16_and_fp32_elsewhere(tiny_m
     assert models.pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
     model, _ = models.load(ModelConfig(name=str(tiny_model_dir), dtype="auto", device="cpu"))
     assert model.dtype == torch.float32
+    monkeypatch.setattr(models, "cpu_has_amx", lambda: True)  # torch's bf16 matmuls run on AMX tiles
+    assert models.pick_dtype("auto", torch.device("cpu")) == torch.bfloat16
+    model, _ = models.load(ModelConfig(name=str(tiny_model_dir), dtype="auto", device="cpu"))
+    assert model.dtype == torch.bfloat16

@@ -39,7 +39,7 @@ class ModelConfig:
     # passes on Qwen only (benchmarks/serve_story.py).
     name: str = "qwen2.5-coder-0.5b-instruct"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "float32"  # fp32 trains ~25x faster than bf16 on CPU; auto: bfloat16 on a CUDA device, fp32 elsewhere
+    dtype: str = "float32"  # auto: bfloat16 on a CUDA device or a CPU with AMX, fp32 elsewhere (models.pick_dtype)
     # the engine that generates (seal.backends): auto = llamacpp when installed and the model is on the CPU, else hf
     backend: Literal["auto", "hf", "llamacpp", "vllm"] = "auto"
     # llamacpp's weights: written from the torch model in this type, or the embedded model's own GGUF file
