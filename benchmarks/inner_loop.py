@@ -13,8 +13,9 @@ closed-book answers to the passage's questions, graded.
   It runs a few sequences only (one is ~half a minute here) and its training time is extrapolated
   per sequence to the whole plan; its evaluation is measured in full.
 
-Also measured: this machine's dense fp32 matmul rate (torch.mm 2048x2048) and the achieved FLOP/s of
-the training phase. FLOPs are counted on real (unpadded) tokens, per token of a row of length L:
+Also measured: this machine's dense matmul rate in the training's dtype (torch.mm 2048x2048, fp32 or with
+--train-dtype bfloat16 bf16) and the achieved FLOP/s of the training phase. FLOPs are counted on real
+(unpadded) tokens, per token of a row of length L:
   forward   2 N + 2 N_lora + attention                     N: every frozen linear incl. the LM head
   backward  2 N (activation grads only: frozen weights get no weight grads)
             + 4 N_lora (activation and weight grads of A and B) + 2 x attention
@@ -88,10 +89,10 @@ def find_passage(path: Path) -> Passage:
     return passage
 
 
-def matmul_rate(seconds: float = 2.0, n: int = 2048) -> tuple[float, float]:
-    """Dense fp32 FLOP/s of torch.mm on n x n matrices, per wall second and per CPU second of this
-    process (best of a few windows: the machine is shared)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_rate(seconds: float = 2.0, n: int = 2048, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+    """Dense FLOP/s of torch.mm on n x n matrices of `dtype` (the training's), per wall second and per CPU
+    second of this process (best of a few windows: the machine is shared)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best_wall = best_cpu = 0.0
     end = time.perf_counter() + seconds
@@ -218,6 +219,9 @@ def main() -> None:
                              "one sequence alone takes over a minute here; 0 skips)")
     parser.add_argument("--epochs", type=int, default=None, help="default: InnerConfig's (quick: 1)")
     parser.add_argument("--questions", type=int, default=None, help="default: all of the passage's (quick: 2)")
+    parser.add_argument("--train-dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="InnerConfig.train_dtype: bfloat16 trains the fp32 base's matmuls in bf16 (autocast); "
+                             "the matmul peak is then measured in bf16")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine 2 threads ran 4-5x slower)")
     args = parser.parse_args()
@@ -225,7 +229,7 @@ def main() -> None:
     ks = [int(k) for k in (args.ks or ("4" if args.quick else "1,2,4,8")).split(",")]
     n_sequential = args.sequential if args.sequential is not None else (1 if args.quick else 4)
     n_reference = args.reference_sequences if args.reference_sequences is not None else (0 if args.quick else 2)
-    cfg = InnerConfig()
+    cfg = InnerConfig(train_dtype=args.train_dtype)
     if args.epochs or args.quick:
         cfg = replace(cfg, epochs=args.epochs or 1)
     passage = find_passage(args.data)
@@ -236,8 +240,10 @@ def main() -> None:
 
     print(f"passage {passage.title!r}: {len(passage.context)} chars, {len(passage.questions)} questions; "
           f"epochs {cfg.epochs}, rank {cfg.rank}, threads {torch.get_num_threads()}, load {load_before:.1f}", flush=True)
-    peak_before, cpu_peak_before = matmul_rate(1.0 if args.quick else 2.0)
-    print(f"matmul rate {peak_before / 1e9:.1f} GFLOP/s ({cpu_peak_before / 1e9:.1f} per CPU second)", flush=True)
+    peak_dtype = getattr(torch, args.train_dtype)
+    peak_before, cpu_peak_before = matmul_rate(1.0 if args.quick else 2.0, dtype=peak_dtype)
+    print(f"{args.train_dtype} matmul rate {peak_before / 1e9:.1f} GFLOP/s ({cpu_peak_before / 1e9:.1f} per CPU second)",
+          flush=True)
     model, tokenizer = models.load(args.model)
     domain = KnowledgeDomain(eval=EvalConfig(max_new_tokens=16) if args.quick else EvalConfig())
     kmax = max(ks + [n_sequential])
@@ -276,7 +282,7 @@ def main() -> None:
         print(f"reference: {reference['seconds']:.1f} s per evaluation ({reference['seconds_per_sequence']:.1f} s "
               f"per 2048-token sequence x {reference['extrapolated_to_sequences']} sequences, "
               f"eval {reference['eval_seconds']:.1f})", flush=True)
-    peak_after, cpu_peak_after = matmul_rate(1.0 if args.quick else 2.0)
+    peak_after, cpu_peak_after = matmul_rate(1.0 if args.quick else 2.0, dtype=peak_dtype)
     peak, cpu_peak = max(peak_before, peak_after), max(cpu_peak_before, cpu_peak_after)
 
     def mean(key: str) -> float:
@@ -296,6 +302,7 @@ def main() -> None:
         "passage": passage.title,
         "questions": len(passage.questions),
         "epochs": cfg.epochs,
+        "train_dtype": args.train_dtype,
         "threads": torch.get_num_threads(),
         "load_average_before_after": [load_before, os.getloadavg()[0]],
         "matmul_flops": peak,

@@ -242,6 +242,9 @@ def test_invalid_setups_fail_clearly(tiny):
         pass
     with pytest.raises(UpdateError, match="rank"), batched_adapters(model, [CFG, replace(CFG, rank=8)]):
         pass
+    with pytest.raises(UpdateError, match="train_dtype"), batched_adapters(
+            model, [CFG, replace(CFG, train_dtype="bfloat16")]):
+        pass
     with batched_adapters(model, [CFG, CFG]) as multi:
         with pytest.raises(UpdateError, match="candidate 1"):
             multi.train(tokenizer, [UpdatePlan([Example("Lune")]), UpdatePlan([Example("x")], epochs=0)])
@@ -426,3 +429,53 @@ def test_adapters_on_the_top_layer_only_train_like_peft_and_never_reach_the_laye
         f"{top}.self_attn.q_proj", f"{top}.mlp.down_proj"}
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_bf16_autocast_trains_fp32_weights_in_bf16_matmuls_like_peft(tiny):
+    """`train_dtype=bfloat16` runs the frozen fp32 base's matmuls in bf16 (autocast) on both training paths,
+    which follow each other and the fp32 run to bf16 tolerance, and leaves every weight fp32 and untouched."""
+    model, tokenizer = tiny
+    domain = KnowledgeDomain(eval=EvalConfig(max_new_tokens=4))
+    plans = _plans(domain)[:2]
+    seen = []
+    q_proj = model.model.layers[0].self_attn.q_proj
+    hook = q_proj.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    before = _snapshot(model)
+    runs = {}
+    try:
+        for dtype in ("float32", "bfloat16"):
+            cfgs = [replace(CFG, seed=0, train_dtype=dtype), replace(CFG, seed=1, train_dtype=dtype)]
+            alone = []
+            for plan, cfg in zip(plans, cfgs):
+                with fresh_adapter(model, cfg) as peft_model:
+                    alone.append(train(peft_model, tokenizer, plan, cfg).losses)
+            with batched_adapters(model, cfgs) as multi:
+                together = [r.losses for r in multi.train(tokenizer, plans)]
+            runs[dtype] = (alone, together)
+            assert set(seen) == {getattr(torch, dtype)}, dtype
+            seen.clear()
+    finally:
+        hook.remove()
+    assert _same_snapshot(before, _snapshot(model))
+    (fp32, _), (alone, together) = runs["float32"], runs["bfloat16"]
+    for a, b, c in zip(fp32, alone, together):
+        assert b == pytest.approx(a, rel=2e-2) and c == pytest.approx(b, rel=2e-2)
+    assert any(x != y for a, b in zip(fp32, alone) for x, y in zip(a, b))  # bf16 sums differ from fp32 ones
+
+
+def test_auto_train_dtype_is_bf16_only_where_bf16_matmuls_are_fast(monkeypatch):
+    from seal import models
+    from seal.inner.lora import train_precision
+
+    cpu = torch.device("cpu")
+
+    def autocast_on(cfg) -> bool:
+        with train_precision(cfg, cpu):
+            return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+    monkeypatch.setattr(models, "cpu_has_amx", lambda: True)
+    assert autocast_on(replace(CFG, train_dtype="auto")) and autocast_on(replace(CFG, train_dtype="bfloat16"))
+    assert not autocast_on(replace(CFG, train_dtype="float32"))
+    monkeypatch.setattr(models, "cpu_has_amx", lambda: False)
+    assert not autocast_on(replace(CFG, train_dtype="auto")) and autocast_on(replace(CFG, train_dtype="bfloat16"))
+    assert not torch.is_autocast_enabled("cpu")

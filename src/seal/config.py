@@ -124,6 +124,10 @@ class InnerConfig:
     weight_decay: float = bounded(0.0, ge=0)
     seed: int = 0
     parallel: int = bounded(4, ge=1)  # candidate updates trained and scored together (seal.inner.batched)
+    # the matmuls of an update's forward and backward passes: float32, or bfloat16 under torch autocast (the weights
+    # stay as loaded, so the self-edits sampled and the answers generated do not change); auto: bfloat16 on a CPU
+    # with AMX or a CUDA device with bf16, float32 elsewhere (seal.inner.lora.train_precision; README)
+    train_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
 
 
 @dataclass

@@ -176,8 +176,9 @@ def batched_adapters(model: nn.Module, cfgs: Sequence[InnerConfig], init: str = 
         if not batchable(cfg):
             raise UpdateError(f"candidate {k}: batched updates need method lora and dropout 0 (got "
                               f"{cfg.method}, {cfg.dropout}); use seal.inner.lora for the others")
-        if (cfg.rank, cfg.alpha, list(cfg.target_modules)) != (first.rank, first.alpha, list(first.target_modules)):
-            raise UpdateError(f"candidate {k}: rank, alpha and target_modules must be the same for all candidates")
+        shared = ("rank", "alpha", "target_modules", "train_dtype")
+        if any(getattr(cfg, name) != getattr(first, name) for name in shared):
+            raise UpdateError(f"candidate {k}: {', '.join(shared)} must be the same for all candidates")
     grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}
     names = target_names(model, first)
     try:

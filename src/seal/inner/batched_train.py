@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from seal.domains.base import UpdateError, UpdatePlan
-from seal.inner.lora import IGNORE, TrainReport, lr_factor, prepare
+from seal.inner.lora import IGNORE, TrainReport, lr_factor, prepare, train_precision
 from seal.inner.packing import collate_packed, pack_rows, packing_supported
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ def _train_step(multi: MultiAdapter, optimizer: MultiAdamW, batch_rows, active, 
         # the row's candidate): the sum of every candidate's mean token loss, with no per-candidate logits
         # slices (each of whose backward would write a zero-filled copy of the whole logits).
         rows, cols = (targets != IGNORE).nonzero(as_tuple=True)
-        with multi.rows(adapters):
+        with multi.rows(adapters), train_precision(multi.cfgs[0], device):
             logits = labelled_logits(multi.model, inputs, rows, cols)
         token_losses = nn.functional.cross_entropy(logits.float(), targets[rows, cols], reduction="none")
         weights = torch.tensor([1.0 / labelled[k] for k in adapters], device=device)
