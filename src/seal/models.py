@@ -177,15 +177,20 @@ def cpu_has_amx() -> bool:
     return getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 matmuls beat fp32 on `device`: a CUDA device with bf16, or a CPU with AMX. On a 2-core CPU
+    without AMX, bf16 trained ~25x slower than fp32; with AMX a bf16 matmul ran 8.8x faster than fp32 on one
+    thread (README)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_amx()
+
+
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto`: bfloat16 on a CUDA device that supports it (half the memory and traffic, tensor cores) and on a
-    CPU with AMX, float32 elsewhere; else the torch dtype of that name. On a 2-core CPU without AMX, bf16
-    trained ~25x slower than fp32; with AMX a bf16 matmul ran 8.8x faster than fp32 on one thread and the
-    knowledge bench 1.57x faster (README). LoRA adapters over a half-precision base stay fp32 (seal.inner)."""
+    """`auto`: bfloat16 where `bf16_is_fast` (on a GPU also half the memory and traffic), float32 elsewhere;
+    else the torch dtype of that name. LoRA adapters over a half-precision base stay fp32 (seal.inner)."""
     if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_amx() else torch.float32
+        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
     value = getattr(torch, dtype, None)
     if not isinstance(value, torch.dtype):
         raise ModelError(f"unknown dtype {dtype!r}; use auto or a torch dtype name (float32, bfloat16, ...)")
