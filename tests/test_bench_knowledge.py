@@ -18,7 +18,7 @@ from seal.bench.self_edits import sampled_self_edits
 from seal.bench.stats import format_ci, mean_ci, paired_difference
 from seal.cli import main
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
-from seal.domains.knowledge.data import split_eval, load_squad
+from seal.domains.knowledge.data import DataError, split_eval, load_squad
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.grading import describe, get_grader
 from seal.domains.knowledge.retrieval import Retriever
@@ -104,6 +104,26 @@ def test_combined_self_edits_train_together_in_one_episode_per_passage(tiny_mode
     assert all(e["sequences"] == 1 + 3 for e in combined)  # the passage + the items of both self-edits
     assert {r["condition"]: r["episodes"] for r in results["rows"]}["file:two"] == 3
     assert "k=2 self-edit(s) per passage trained together in one update" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_stored_self_edit_joins_as_many_completions_as_a_sampled_one_joins_samples(tiny_model_dir, data, tmp_path):
+    squad, synthetic = data
+    stored = [{**p, "completions": [f"1. {p['title']} is old.", f"1. {p['title']} is far away.\n2. It is quiet."]}
+              for p in PASSAGES]
+    (synthetic / "two_val.json").write_text(json.dumps(stored))
+    base = config(tiny_model_dir, squad, synthetic)
+    cfg = dataclasses.replace(base, conditions=["file:two"], sampling=dataclasses.replace(base.sampling, pieces=2))
+    run_bench(cfg, tmp_path / "run")
+    episodes = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    joined = [e for e in episodes if e.get("event") == "episode" and e["condition"] == "file:two"]
+    assert [e["sequences"] for e in joined] == [1 + 3] * 3  # the passage + the items of both completions
+    assert "k=1 self-edit(s) per passage, each 2 sample(s) or stored completion(s) joined" in \
+        (tmp_path / "run" / "report.md").read_text()
+
+    three = dataclasses.replace(cfg, sampling=dataclasses.replace(base.sampling, pieces=3))
+    with pytest.raises(DataError, match="fewer than k x sampling.pieces = 3 completions"):
+        run_bench(three, tmp_path / "other")
+    assert not (tmp_path / "other" / "results.json").exists()
 
 
 class Killed(Exception):

@@ -88,12 +88,15 @@ PIECE_SEPARATOR = "\n\n\n"
 def sample_self_edits(model, tokenizer, domain, contexts: list, sampling, num_samples: int, seed: int) -> list[list[str]]:
     """`num_samples` self-edits of each context from `model`, each made of `sampling.pieces` samples joined by
     `PIECE_SEPARATOR` (several short lists teach more than one long one; see config.knowledge_sampling)."""
-    pieces = sampling.pieces
-    samples = _sample(model, tokenizer, domain, contexts, sampling, num_samples * pieces, seed)
+    samples = _sample(model, tokenizer, domain, contexts, sampling, num_samples * sampling.pieces, seed)
+    return [join_pieces(texts, sampling.pieces) for texts in samples]
+
+
+def join_pieces(texts: list[str], pieces: int) -> list[str]:
+    """Consecutive runs of `pieces` samples, each joined into one self-edit by `PIECE_SEPARATOR`."""
     if pieces == 1:
-        return samples
-    return [[PIECE_SEPARATOR.join(_tight(t) for t in texts[n * pieces:(n + 1) * pieces]) for n in range(num_samples)]
-            for texts in samples]
+        return texts
+    return [PIECE_SEPARATOR.join(_tight(t) for t in texts[n:n + pieces]) for n in range(0, len(texts), pieces)]
 
 
 def _tight(text: str) -> str:

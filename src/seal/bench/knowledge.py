@@ -5,7 +5,8 @@ Conditions (each an update, or none, followed by closed-book QA unless stated):
 - `base`: no update.
 - `passage`: a fresh LoRA trained on the passage alone.
 - `self-edit`: passage + the bench model's own self-edits.
-- `file:NAME`: passage + self-edits read from `<synthetic_dir>/NAME_val.json` (e.g. gpt4_1, base).
+- `file:NAME`: passage + self-edits read from `<synthetic_dir>/NAME_val.json` (e.g. gpt4_1, base), each
+  `sampling.pieces` stored completions joined, as many as an own self-edit joins samples.
 - `generator:PATH`: passage + self-edits sampled from another generator (e.g. a ReST-EM round's model).
 - `open-book`: no update, the passage is in the prompt (the ceiling the weights are chasing).
 - `recitation`: no model at all: every answer is the passage's opening, as many tokens as an answer may
@@ -39,6 +40,7 @@ from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.grading import describe
 from seal.domains.knowledge.retrieval import Retriever
 from seal.episode import adapt_and_evaluate_all
+from seal.generation import join_pieces
 from seal.inner.batched import batchable, batched_adapters, evaluator_for
 from seal.inner.lora import fresh_update, train
 from seal.plots import plot_accuracy_per_round, plot_conditions
@@ -82,8 +84,10 @@ def select_passages(cfg: KnowledgeBenchConfig) -> list[Passage]:
     return chosen
 
 
-def file_self_edits(path: Path, passages: list[Passage], k: int) -> list[list[str]]:
-    """The first k stored self-edits of each passage, matched by passage text."""
+def file_self_edits(path: Path, passages: list[Passage], k: int, pieces: int) -> list[list[str]]:
+    """The first k self-edits of each passage (matched by passage text), each made of `pieces` stored
+    completions joined as a sampled self-edit joins its samples: a stored row trains on as many of another
+    model's lists as the own row trains on of the model's (`sampling.pieces`)."""
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
@@ -92,10 +96,10 @@ def file_self_edits(path: Path, passages: list[Passage], k: int) -> list[list[st
     missing = [p.title for p in passages if p.context not in by_context]
     if missing:
         raise DataError(f"{path} has no self-edits for {len(missing)} passage(s), e.g. {missing[0]!r}")
-    short = [p.title for p in passages if len(by_context[p.context]) < k]
+    short = [p.title for p in passages if len(by_context[p.context]) < k * pieces]
     if short:
-        raise DataError(f"{path} has fewer than k={k} self-edits for {short[0]!r}")
-    return [by_context[p.context][:k] for p in passages]
+        raise DataError(f"{path} has fewer than k x sampling.pieces = {k * pieces} completions for {short[0]!r}")
+    return [join_pieces(by_context[p.context][:k * pieces], pieces) for p in passages]
 
 
 def check_conditions(conditions: list[str]) -> None:
@@ -111,7 +115,8 @@ def collect_self_edits(cfg, run, model, tokenizer, domain, passages) -> dict[str
         if c == "self-edit":
             out[c] = sampled_self_edits(cfg, run, c, "passage", model, tokenizer, domain, passages)
         elif c.startswith("file:"):
-            out[c] = file_self_edits(Path(cfg.synthetic_dir) / f"{c[5:]}_val.json", passages, cfg.k)
+            out[c] = file_self_edits(Path(cfg.synthetic_dir) / f"{c[5:]}_val.json", passages, cfg.k,
+                                     cfg.sampling.pieces)
         elif c.startswith("generator:"):
             gen_model, gen_tok = models.load(dataclasses.replace(cfg.model, name=c[10:]))
             out[c] = sampled_self_edits(cfg, run, c, "passage", gen_model, gen_tok, domain, passages)
@@ -278,7 +283,8 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
     episodes = run.records(event="episode")
     rows = summarise(episodes, conditions_of(cfg))
     results = {"model": cfg.model.name, "grader": describe(domain.grader), "split": cfg.split,
-               "setting": cfg.setting, "passages": len(passages), "k": cfg.k, "combine": cfg.combine,
+               "setting": cfg.setting, "passages": len(passages), "k": cfg.k, "pieces": cfg.sampling.pieces,
+               "combine": cfg.combine,
                "rows": rows, "comparisons": comparisons(episodes, cfg.conditions)}
     title = f"knowledge incorporation ({cfg.setting}-passage), {cfg.model.name}"
     plot_conditions(rows, run.path / "plots" / "conditions.png", title)

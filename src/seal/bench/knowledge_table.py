@@ -85,12 +85,18 @@ def rl_round(condition: str) -> int | None:
     return int(name[6:]) if name.startswith("round-") and name[6:].isdigit() else None
 
 
+def pieces_note(pieces: int | None) -> str:
+    """How many samples (own rows) or stored completions (file rows) make one self-edit; unsaid by older runs."""
+    return "" if pieces is None else f", each {pieces} sample(s) or stored completion(s) joined"
+
+
 def report(results: dict) -> str:
     lines = [
         f"# Knowledge incorporation, {results['setting']} passage: {results['model']}",
         "",
         f"{results['passages']} passages of the {results['split']} split, k={results['k']} self-edit(s) per passage"
-        f"{' trained together in one update' if results.get('combine') else ''}. "
+        f"{' trained together in one update' if results.get('combine') else ''}"
+        f"{pieces_note(results.get('pieces'))}. "
         "Accuracy is the mean over passages of closed-book accuracy on each passage's questions, over the episodes "
         "that ran; 95 % t-interval over the n passages scored (flagged under 5, none for 1). Only an answer's first "
         "sentence is graded, and an answer also given to a question it does not answer is not credited "
