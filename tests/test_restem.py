@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from seal import models
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
+from seal.domains.base import Score
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.selfedit import split_self_edit
@@ -223,3 +225,41 @@ def test_batched_scoring_equals_one_at_a_time(tiny_model_dir, tmp_path):
     restem(domain(), PASSAGES, batched, a)
     restem(domain(), PASSAGES, single, b)
     assert episodes(a) == episodes(b)
+
+
+def test_against_the_context_baseline_a_self_edit_wins_only_for_what_its_items_add(tiny_model_dir, tmp_path,
+                                                                                    monkeypatch):
+    vague, telling = "1. The canal is a canal.", "1. Barges carried coal along the waterway."
+    monkeypatch.setattr(restem_mod, "sample_self_edits", lambda model, tok, domain, contexts, sampling, k, seed:
+                        [[vague, telling] for c in contexts])
+    # the passage teaches 0.1 whatever else is trained; only the telling item adds to it
+    monkeypatch.setattr(restem_mod, "adapt_and_evaluate_all", lambda model, tok, domain, context, plans, cfgs: [
+        SimpleNamespace(score=Score(0.1 + 0.2 * any("Barges" in e.completion for e in p.examples), metrics={}))
+        for p in plans])
+    monkeypatch.setattr(KnowledgeDomain, "evaluate", lambda self, model, tok, passage, supports=None: Score(0.0))
+    rewarded, summaries = {}, {}
+    for baseline in ("untouched", "context"):
+        cfg = small_config(tiny_model_dir, rounds=1, reward="binary", require_improvement=True, baseline=baseline)
+        run = Run(tmp_path / baseline, cfg)
+        [summaries[baseline]] = restem(domain(), PASSAGES, cfg, run)
+        rewarded[baseline] = sorted((e["context"], e["text"]) for e in run.records(event="episode") if e["reward"])
+        assert [b["score"] for b in run.records(event="baseline")] == [0.0 if baseline == "untouched" else 0.1] * 2
+    assert rewarded["untouched"] == sorted((i, t) for i in (0, 1) for t in (vague, telling))  # the passage's win
+    assert rewarded["context"] == [(0, telling), (1, telling)]
+    assert (summaries["context"]["baseline"], summaries["context"]["mean_baseline"]) == ("context", 0.1)
+
+
+def test_the_context_baseline_trains_what_every_self_edit_trains_besides_its_items():
+    knowledge = domain()
+    for p in PASSAGES:
+        plan = knowledge.context_plan(p)
+        assert plan.examples == knowledge.parse(p, "1. Barges carried coal.").examples[:1]
+        assert plan.examples[0].completion.startswith(p.title) and p.context in plan.examples[0].completion
+    with pytest.raises(ValueError, match="baseline"):
+        RestEMConfig(baseline="passage")
+
+
+def test_a_domain_without_a_context_update_has_no_context_baseline(tiny_model_dir, tmp_path):
+    cfg = small_config(tiny_model_dir, baseline="context")
+    with pytest.raises(ValueError, match="arc domain does not define"):
+        restem(SimpleNamespace(name="arc"), [], cfg, Run(tmp_path / "run", cfg))

@@ -197,7 +197,7 @@ def cmd_train_knowledge(args) -> int:
     from seal.train import TrainKnowledgeConfig, train_knowledge
 
     return _train(args, TrainKnowledgeConfig, train_knowledge, "train-knowledge", (("passages", "passages"),),
-                  lambda s: f"round {s['round']}: baseline {s['mean_baseline']:.1%}, after self-edit "
+                  lambda s: f"round {s['round']}: baseline ({s['baseline']}) {s['mean_baseline']:.1%}, after self-edit "
                             f"{percent(s['mean_score'])} over {s['episodes'] - s['failed']} episodes that ran "
                             f"(recited {percent(s.get('mean_recitation'))}, identical {percent(s.get('mean_identical'))}), "
                             f"{s['failed']} failed, reward {number(s['mean_reward'])}, "

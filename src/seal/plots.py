@@ -53,7 +53,8 @@ def plot_rounds(rounds: list[dict], path: Path) -> None:
     """ReST-EM progress: the learner's mean score before and after self-edit updates, per round."""
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [s["round"] for s in rounds]
-    ax.plot(xs, [s["mean_baseline"] for s in rounds], "o--", color="grey", label="no update")
+    ax.plot(xs, [s["mean_baseline"] for s in rounds], "o--", color="grey",
+            label="update on the context alone" if rounds[0].get("baseline") == "context" else "no update")
     ax.plot(xs, [math.nan if s["mean_score"] is None else s["mean_score"] for s in rounds], "o-", color="tab:blue",
             label="after self-edit update (episodes that ran)")
     ax.set(xlabel="RL round (self-edits sampled from the round's generator)", ylabel="mean accuracy", ylim=(0, 1),

@@ -89,12 +89,17 @@ def run_rounds(domain, contexts: list, cfg: RestEMConfig, run: Run, workers: int
         pool.close()
 
 
+BASELINE_MEANING = {"untouched": "the learner before any update",
+                    "context": "the learner after an update on the passage alone (`restem.baseline=context`)"}
+
+
 def _report(results: dict) -> str:
     lines = [f"# ReST-EM on knowledge incorporation: {results['generator']} (learner: {results['learner']})", "",
              "Accuracy under the closed-book answer protocol (first sentence graded; generic answers not credited). "
              "Means after the update are over the episodes that ran; `failed` ones (unusable self-edit, impossible "
              "update) are in no mean. `copied`: the share of the self-edits' words copied from the passage in runs "
-             "of 10 or more words; a round whose generator copies more teaches its updates to recite.", "",
+             "of 10 or more words; a round whose generator copies more teaches its updates to recite. The baseline a "
+             "self-edit must beat: " + BASELINE_MEANING[results["rounds"][0]["baseline"]] + ".", "",
              "| round | contexts | episodes | failed | mean baseline | mean adapted | F1 | recited | identical "
              "| mean reward | cloned self-edits | copied |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

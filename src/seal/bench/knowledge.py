@@ -34,7 +34,7 @@ from seal.bench.self_edits import sampled_self_edits
 from seal.config import (KNOWLEDGE_DROP_COPIED, KNOWLEDGE_PROMPT, KNOWLEDGE_QA_FORMAT, EvalConfig, InnerConfig,
                          ModelConfig, SamplingConfig, bounded, knowledge_sampling)
 from seal.datapaths import data_file
-from seal.domains.base import Example, SelfEditError, UpdateError, UpdatePlan
+from seal.domains.base import SelfEditError, UpdateError, UpdatePlan
 from seal.domains.knowledge.data import DataError, Passage, load_squad, split_eval
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.grading import describe
@@ -134,10 +134,6 @@ def samples(cfg: KnowledgeBenchConfig, condition: str) -> int:
     return 1 if cfg.setting == "multi" or cfg.combine or condition in NO_UPDATE + ("passage",) else cfg.k
 
 
-def passage_plan(passage: Passage) -> UpdatePlan:
-    return UpdatePlan([Example(f"{passage.title}\n{passage.context}")], notes={"items": 0})
-
-
 def answer_all(domain, model, tokenizer, passages, condition, retriever) -> list[dict]:
     """Per-passage scores of one (possibly adapted) model; open-book and retrieval put a passage in the prompt."""
     out = []
@@ -191,7 +187,7 @@ def multi_passage_updates(domain, model, tokenizer, passages, plans, inner, on_s
 
 def merged_plan(domain, passages, self_edits: list[list[str]] | None) -> tuple[UpdatePlan, int]:
     """Multi-passage update: every passage once, plus the items of all its self-edits; counts unusable ones."""
-    examples = [e for p in passages for e in passage_plan(p).examples]
+    examples = [e for p in passages for e in domain.context_plan(p).examples]
     failed = 0
     for p, texts in zip(passages, self_edits or []):
         for text in texts:
@@ -242,7 +238,7 @@ def run_bench(cfg: KnowledgeBenchConfig, out: str | Path) -> dict:
                         plan, record["unusable_self_edits"] = merged_plan(
                             domain, chosen, None if condition == "passage" else [self_edits[condition][i] for i in idx])
                     elif condition == "passage":
-                        plan = passage_plan(chosen[0])
+                        plan = domain.context_plan(chosen[0])
                     elif cfg.combine:
                         plan = domain.parse(chosen[0], "\n\n".join(self_edits[condition][idx[0]]))
                     else:

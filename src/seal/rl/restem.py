@@ -37,6 +37,7 @@ from seal.progress import progress_bar
 from seal.runs import Run
 
 REWARDS = ("binary", "best", "gain")
+BASELINES = ("untouched", "context")
 
 
 @dataclass
@@ -62,6 +63,11 @@ class RestEMConfig:
     seeds: int = 1  # inner-loop seeds per self-edit; the score is their mean
     reward: str = "binary"  # binary: improved over baseline | best: highest score | gain: score - baseline
     require_improvement: bool = True  # a winner must beat the baseline (the reference code did not check)
+    # what the baseline is: `untouched`, the learner's score before any update; or `context`, its score after
+    # an update on the context alone (the domain's `context_plan`, e.g. the passage). A knowledge self-edit's
+    # update always trains the passage too, so against the untouched learner a self-edit wins for what the
+    # passage taught; against the passage-only update it wins only for what its own items add.
+    baseline: str = "untouched"
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95))
     inner: InnerConfig = field(default_factory=InnerConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -70,6 +76,8 @@ class RestEMConfig:
     def __post_init__(self):
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, not {self.reward!r}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, not {self.baseline!r}")
         if self.sft.mode not in ("lora", "full"):
             raise ValueError(f"sft.mode must be 'lora' or 'full', not {self.sft.mode!r}")
         if self.rounds < 1 or self.k < 1 or self.seeds < 1:
@@ -153,6 +161,9 @@ def restem(
     With `remote`, the E-step's episodes run wherever it sends them (each worker holding its own models);
     the records, the resume and the M-step are the same as in this process.
     """
+    if cfg.baseline == "context" and not hasattr(domain, "context_plan"):
+        raise ValueError(f"baseline=context needs an update on the context alone, which the {domain.name} domain "
+                         "does not define")
     summaries = []
     student = models.load(dataclasses.replace(cfg.generator, name=cfg.learner)) if cfg.learner and not remote else None
     for r in range(1, cfg.rounds + 1):
@@ -216,6 +227,7 @@ def e_step(domain, contexts, cfg: RestEMConfig, run: Run, r: int, episodes: Epis
         "contexts": len(contexts),
         "episodes": n_episodes,
         "failed": n_episodes - len(scores),  # episodes that could not run: in no mean below
+        "baseline": cfg.baseline,
         "mean_baseline": sum(baselines.values()) / len(baselines),
         "mean_score": sum(scores) / len(scores) if scores else None,  # over the episodes that ran
         "mean_reward": sum(rewards) / len(rewards) if rewards else None,
@@ -251,7 +263,7 @@ def context_episodes(domain, context, job: ContextJob, cfg: RestEMConfig, model,
     r, i = job.round, job.context
     baseline = job.baseline
     if baseline is None:
-        baseline = domain.evaluate(learner, learner_tok, context).value
+        baseline = baseline_score(domain, context, cfg, learner, learner_tok)
         yield {"event": "baseline", "round": r, "context": i, "score": baseline}
     if not job.samples:
         return
@@ -263,6 +275,18 @@ def context_episodes(domain, context, job: ContextJob, cfg: RestEMConfig, model,
         for record in score_self_edits(domain, context, {j: texts[j] for j in chunk}, cfg, learner, learner_tok,
                                        baseline, r, i):
             yield record
+
+
+def baseline_score(domain, context, cfg: RestEMConfig, learner, tokenizer) -> float:
+    """What a self-edit of this context must beat (`cfg.baseline`); an update is scored over the same
+    `seeds` inner-loop seeds as the self-edits it is compared with."""
+    if cfg.baseline == "untouched":
+        return domain.evaluate(learner, tokenizer, context).value
+    plan = domain.context_plan(context)
+    scores = [adapt_and_evaluate_all(learner, tokenizer, domain, context, [plan],
+                                     [dataclasses.replace(cfg.inner, seed=cfg.inner.seed + n)])[0].score.value
+              for n in range(cfg.seeds)]
+    return sum(scores) / len(scores)
 
 
 def score_self_edits(domain, context, texts: dict[int, str], cfg: RestEMConfig, learner, tokenizer,

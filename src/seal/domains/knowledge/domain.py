@@ -141,6 +141,12 @@ class KnowledgeDomain:
                                               for item, text in zip(items, sequences[1:])]
         return UpdatePlan(examples, notes=notes)
 
+    def context_plan(self, passage: Passage) -> UpdatePlan:
+        """The update on the passage alone: what every self-edit's update trains besides its items, so the
+        baseline a self-edit must beat to have taught something of its own (ReST-EM's `baseline=context`)."""
+        return UpdatePlan([Example(training_sequences(passage.title, passage.context, [], None)[0])],
+                          notes={"items": 0})
+
     def cloned_text(self, passage: Passage, piece: str) -> str:
         """What ReST-EM's M-step teaches the generator to write for a rewarded piece of a self-edit: the piece;
         with `drop_copied`, only its items in its own words, as a numbered list. Cloned verbatim, the winners'
