@@ -110,11 +110,16 @@ def test_filter_then_bench_then_resume(tiny_model_dir, tmp_path, arc_env):
 def test_cli_train_arc_clones_successful_self_edits(tiny_model_dir, tmp_path, arc_env):
     source, solutions = arc_env
     out = tmp_path / "train"
-    code = main(["train", "arc", "--generator", str(tiny_model_dir), "--tasks", str(source), "--rounds", "1",
-                 "--k", "2", "--out", str(out), "--set", f"solutions={solutions}", "--set", "restem.sampling.structured=false",
-                 "--set", "arc.views=[identity]", "--set", "arc.max_examples=1", "--set", "restem.inner.rank=2",
-                 "--set", "restem.sft.rank=2", "--set", "restem.sft.epochs=1"])
-    assert code == 0
+    command = ["train", "arc", "--generator", str(tiny_model_dir), "--tasks", str(source), "--rounds", "1",
+               "--k", "2", "--out", str(out), "--set", f"solutions={solutions}", "--set", "restem.sampling.structured=false",
+               "--set", "arc.views=[identity]", "--set", "arc.max_examples=1", "--set", "restem.inner.rank=2",
+               "--set", "restem.sft.rank=2", "--set", "restem.sft.epochs=1"]
+    assert main(command) == 0
+    (out / "results.json").unlink()  # killed after the last round, before the results were written
+    assert main(command) == 0  # the rerun redoes nothing and does not log the round twice
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in logged if r["event"] == "round"] == [1]
+    assert sum(r["event"] == "episode" for r in logged) == 4
     results = json.loads((out / "results.json").read_text())
     (summary,) = results["rounds"]
     assert results["tasks"] == ["transpose", "recolour"]

@@ -77,7 +77,10 @@ def check_workers(workers: int) -> None:
 def run_rounds(domain, contexts: list, cfg: RestEMConfig, run: Run, workers: int, address: str | None) -> list[dict]:
     """ReST-EM's rounds, logging each round's summary; the E-step on `workers` Ray workers when asked
     (`workers` > 1 or a cluster `address`), else in this process without Ray."""
-    on_round = lambda r, s: run.log({"event": "round", **s})  # noqa: E731
+    def on_round(r: int, summary: dict) -> None:
+        if not run.records(event="round", round=r):  # a resumed run passes its finished rounds again
+            run.log({"event": "round", **summary})
+
     if workers == 1 and not address:
         return restem(domain, contexts, cfg, run, on_round=on_round)
     from seal.distributed.episodes import RayEpisodes
