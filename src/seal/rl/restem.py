@@ -305,10 +305,14 @@ def baseline_score(domain, context, cfg: RestEMConfig, learner, tokenizer) -> fl
     if cfg.baseline == "untouched":
         return domain.evaluate(learner, tokenizer, context).value
     plan = domain.context_plan(context)
-    scores = [adapt_and_evaluate_all(learner, tokenizer, domain, context, [plan],
-                                     [dataclasses.replace(cfg.inner, seed=cfg.inner.seed + n)])[0].score.value
-              for n in range(cfg.seeds)]
+    scores = [adapt_and_evaluate_all(learner, tokenizer, domain, context, [plan], [inner])[0].score.value
+              for inner in seeded_inners(cfg)]
     return sum(scores) / len(scores)
+
+
+def seeded_inners(cfg: RestEMConfig) -> list[InnerConfig]:
+    """The inner loop once per seed of `cfg.seeds`: every update a reward compares is scored over the same ones."""
+    return [dataclasses.replace(cfg.inner, seed=cfg.inner.seed + n) for n in range(cfg.seeds)]
 
 
 def score_self_edits(domain, context, texts: dict[int, str], cfg: RestEMConfig, learner, tokenizer,
@@ -326,8 +330,7 @@ def score_self_edits(domain, context, texts: dict[int, str], cfg: RestEMConfig, 
             records[j]["error"] = str(e)
     values: dict[int, list[Score]] = {j: [] for j in plans}
     try:
-        for n in range(cfg.seeds):
-            seeded = dataclasses.replace(cfg.inner, seed=cfg.inner.seed + n)
+        for seeded in seeded_inners(cfg):
             outcomes = adapt_and_evaluate_all(learner, tokenizer, domain, context, list(plans.values()),
                                               [seeded] * len(plans))
             for j, outcome in zip(plans, outcomes):
