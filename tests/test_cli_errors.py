@@ -254,6 +254,8 @@ def test_a_directory_where_a_file_belongs(inputs, tmp_path, tiny_model_dir, caps
     (["bench", "knowledge", "--passages", "-1"], "config.passages: -1 is out of range"),  # once ran 199 passages
     (["bench", "arc", "--tasks", "{doc}"], "doc.txt:1: not valid JSON (Expecting value); expected ARC tasks"),
     (["train", "arc", "--tasks", "{doc}"], "doc.txt:1: not valid JSON"),
+    (["train", "knowledge", "--set", "mask_copied=true", "--set", "drop_copied=true"],
+     "drop_copied and mask_copied are exclusive"),
     (["bench", "arc", "--max-tasks", "0"], "config.max_tasks: 0 is out of range"),
     (["bench", "arc"], "no ARC tasks at runs/arc-filter-eval; expected a directory written by `seal bench arc-filter`"),
     (["bench", "forgetting", "--out", "{doc}"], "doc.txt is a file, not a directory"),

@@ -348,3 +348,25 @@ def test_with_drop_copied_the_m_step_clones_only_the_items_in_the_generators_own
     keeping = self_edit_examples(tok, KnowledgeDomain(), passage, self_edit, sampling)
     assert [e.completion for e in keeping] == [mixed, only_copies]  # by default each piece is cloned as written
     assert all(passage.context in e.prompt for e in dropping + keeping)
+
+
+def test_with_mask_copied_the_m_step_clones_each_piece_but_learns_none_of_its_copied_words(lm):
+    from seal.domains.knowledge.data import Passage
+    from seal.domains.knowledge.domain import KnowledgeDomain
+    from seal.generation import PIECE_SEPARATOR, self_edit_examples
+    from seal.inner.lora import IGNORE, tokenize_examples
+
+    _, tok = lm
+    passage = Passage("Orrin Canal", "The Orrin Canal opened in 1843 and joins the river Tesk to the harbour of Lune.")
+    copied = "The Orrin Canal opened in 1843 and joins the river Tesk to the harbour."
+    mixed = f"Implications:\n1. {copied}\n2. The canal is older than the railway.\n3. Boats reach Lune by the Tesk."
+    self_edit = PIECE_SEPARATOR.join([mixed, "1. Boats pay a toll."])
+    masked = self_edit_examples(tok, KnowledgeDomain(mask_copied=True), passage, self_edit, SamplingConfig(pieces=2))
+    assert [e.completion for e in masked] == [mixed, "1. Boats pay a toll."]  # cloned as written
+    assert [[e.completion[a:b] for a, b in e.unlearned] for e in masked] == [[copied.rstrip(".")], []]
+    (ids, labels), _ = tokenize_examples(tok, masked, 1024)
+    learned = tok.decode([t for t in labels if t != IGNORE])
+    assert "1843" not in learned and "Tesk to the harbour" not in learned  # read, not learned
+    assert "The canal is older than the railway." in learned and "Boats reach Lune by the Tesk." in learned
+    with pytest.raises(ValueError, match="exclusive"):
+        KnowledgeDomain(mask_copied=True, drop_copied=True)

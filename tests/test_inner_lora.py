@@ -155,6 +155,20 @@ def test_prompt_tokens_carry_no_loss_and_completions_end_with_eos(base):
     assert labels == [IGNORE] * len(prompt) + completion + [tok.eos_token_id]
 
 
+def test_unlearned_spans_are_read_but_carry_no_loss(base):
+    _, tok = base
+    completion = "1. The canal opened in 1843. 2. Boats reach Lune."
+    start = completion.index("The canal")
+    span = (start, completion.index(" 2."))
+    (ids, labels), = tokenize_examples(tok, [Example(completion, prompt="Lists:", unlearned=(span,))], 64)
+    (plain_ids, plain_labels), = tokenize_examples(tok, [Example(completion, prompt="Lists:")], 64)
+    assert ids == plain_ids and IGNORE not in plain_labels[len(tok("Lists:", add_special_tokens=False)["input_ids"]):]
+    learned = tok.decode([t for t in labels if t != IGNORE])
+    unlearned = tok.decode([t for t, label in zip(ids, labels) if label == IGNORE])
+    assert "opened in 1843" in unlearned and "opened" not in learned  # the span's tokens are in the input only
+    assert learned.startswith("1.") and "Boats reach Lune" in learned and learned.endswith(tok.eos_token)
+
+
 def test_truncation_and_rows_left_without_labels(base):
     _, tok = base
     n_prompt = len(tok("The Orrin Canal joins the river Tesk", add_special_tokens=False)["input_ids"])

@@ -132,9 +132,9 @@ def self_edit_examples(tokenizer, domain, context, self_edit: str, sampling) -> 
     if sampling.structured and hasattr(domain, "scaffold_examples"):
         return domain.scaffold_examples(tokenizer, context, self_edit)
     prompt = chat_prompt(tokenizer, domain.self_edit_prompt(context))
-    cloned = getattr(domain, "cloned_text", lambda context, piece: piece)  # what of a piece to teach, if not all
-    return [Example(cloned(context, piece), prompt=prompt) for piece in self_edit.split(PIECE_SEPARATOR)
-            if _usable(domain, context, piece)]
+    # what of a piece to teach, where the domain does not teach all of it
+    clone = getattr(domain, "cloned_example", lambda context, piece, prompt: Example(piece, prompt=prompt))
+    return [clone(context, piece, prompt) for piece in self_edit.split(PIECE_SEPARATOR) if _usable(domain, context, piece)]
 
 
 def _usable(domain, context, piece: str) -> bool:

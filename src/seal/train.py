@@ -33,6 +33,7 @@ class TrainKnowledgeConfig:
     prompt: str = KNOWLEDGE_PROMPT
     qa_format: Literal["text", "chat"] = KNOWLEDGE_QA_FORMAT  # how question-answer items train: see KnowledgeDomain
     drop_copied: bool = KNOWLEDGE_DROP_COPIED  # train no self-edit item that copies the document: see KnowledgeDomain
+    mask_copied: bool = False  # the M-step learns no word a rewarded self-edit copies from its passage: see KnowledgeDomain
     eval: EvalConfig = field(default_factory=EvalConfig)
     # the score a self-edit is rewarded on: `unrecited` credits no answer that copies the passage, so that no
     # self-edit wins for teaching the learner to recite (README: what it changed on a measured round)
@@ -41,8 +42,8 @@ class TrainKnowledgeConfig:
 
 def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1, address: str | None = None) -> dict:
     check_workers(workers)
-    contexts = training_contexts(cfg)
     domain = knowledge_domain(cfg)
+    contexts = training_contexts(cfg)
     run = Run(out, cfg)
     rounds = run_rounds(domain, contexts, cfg.restem, run, workers, address)
     results = {"generator": cfg.restem.generator.name, "learner": cfg.restem.learner or "generator",
@@ -57,7 +58,7 @@ def train_knowledge(cfg: TrainKnowledgeConfig, out: str | Path, workers: int = 1
 def knowledge_domain(cfg: TrainKnowledgeConfig) -> KnowledgeDomain:
     """The domain ReST-EM trains in: what `learn` does with a self-edit, scored on `reward_on`."""
     return KnowledgeDomain(cfg.prompt, cfg.restem.inner.max_sequences, cfg.eval, cfg.qa_format, cfg.reward_on,
-                           cfg.drop_copied)
+                           cfg.drop_copied, cfg.mask_copied)
 
 
 def training_contexts(cfg: TrainKnowledgeConfig) -> list:

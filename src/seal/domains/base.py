@@ -20,6 +20,9 @@ class Example:
     completion: str
     prompt: str = ""
     chat: bool = False
+    # character spans of `completion` that are read but not learned: their tokens carry no loss (e.g. what a
+    # rewarded self-edit copied from its passage, which cloned would teach the generator to copy)
+    unlearned: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass

@@ -42,18 +42,32 @@ class TrainReport:
 
 def tokenize_examples(tokenizer, examples: list[Example], max_length: int) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) per example: prompt tokens are labelled IGNORE, completions end with EOS; a chat
-    example's prompt is its user turn in the tokenizer's chat template."""
+    example's prompt is its user turn in the tokenizer's chat template. A completion token that overlaps one of the
+    example's `unlearned` spans is labelled IGNORE too."""
     rows = []
     for ex in examples:
         text = chat_prompt(tokenizer, ex.prompt) if ex.chat else ex.prompt
         prompt = tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
-        completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        completion, learned = _completion_tokens(tokenizer, ex)
         ids = (prompt + completion)[:max_length]
-        labels = ([IGNORE] * len(prompt) + completion)[:max_length]
+        labels = ([IGNORE] * len(prompt) + [t if keep else IGNORE for t, keep in zip(completion, learned)])[:max_length]
         if all(label == IGNORE for label in labels):
             continue  # the prompt alone filled max_length: nothing left to learn from this row
         rows.append((ids, labels))
     return rows
+
+
+def _completion_tokens(tokenizer, ex: Example) -> tuple[list[int], list[bool]]:
+    """A completion's token ids, EOS appended, and per token whether it is learned (outside `ex.unlearned`)."""
+    if not ex.unlearned:
+        ids = tokenizer(ex.completion, add_special_tokens=False)["input_ids"]
+        return ids + [tokenizer.eos_token_id], [True] * (len(ids) + 1)
+    if not tokenizer.is_fast:
+        raise UpdateError("unlearned spans need a fast tokenizer (its offsets map tokens to characters)")
+    encoded = tokenizer(ex.completion, add_special_tokens=False, return_offsets_mapping=True)
+    learned = [not any(start < span_end and span_start < end for span_start, span_end in ex.unlearned)
+               for start, end in encoded["offset_mapping"]]
+    return encoded["input_ids"] + [tokenizer.eos_token_id], learned + [True]
 
 
 def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device) -> dict[str, torch.Tensor]:

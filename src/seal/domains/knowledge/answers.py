@@ -74,13 +74,32 @@ def copied_share(texts: list[str], document: str, run: int = RECITATION_WORDS) -
     copied = total = 0
     doc = _spaced(document)
     for text in texts:
-        text_words = words(text)
-        covered = [False] * len(text_words)
-        for i, window in enumerate(_windows(text_words, run)):
-            if window in doc:
-                covered[i : i + run] = [True] * run
-        copied, total = copied + sum(covered), total + len(text_words)
+        covered = _copied_words(words(text), doc, run)
+        copied, total = copied + sum(covered), total + len(covered)
     return copied / total if total else 0.0
+
+
+def copied_spans(text: str, document: str, run: int = RECITATION_WORDS) -> list[tuple[int, int]]:
+    """The character spans of `text` that copy a run of `run` or more consecutive words of `document` (the words
+    `copied_share` counts), from the first copied word's start to the last one's end."""
+    found = list(_WORD.finditer(text))  # matched before lower-casing: lower() may change a text's length
+    covered = _copied_words([m.group().lower() for m in found], _spaced(document), run)
+    spans: list[tuple[int, int]] = []
+    for i, (match, copied) in enumerate(zip(found, covered)):
+        if copied and i and covered[i - 1]:
+            spans[-1] = (spans[-1][0], match.end())
+        elif copied:
+            spans.append(match.span())
+    return spans
+
+
+def _copied_words(text_words: list[str], spaced_document: str, run: int) -> list[bool]:
+    """Per word of a text, whether it lies in a run of `run` or more consecutive words of the document."""
+    covered = [False] * len(text_words)
+    for i, window in enumerate(_windows(text_words, run)):
+        if window in spaced_document:
+            covered[i : i + run] = [True] * run
+    return covered
 
 
 def credit(correct: list[bool], answers: list[str], golds: list[str]) -> list[bool]:

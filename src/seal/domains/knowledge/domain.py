@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from seal.config import EvalConfig
 from seal.domains.base import Example, Score, SelfEditError, UpdatePlan
-from seal.domains.knowledge.answers import (copied_share, graded_answer, recites, score_answers, sentences, summary,
-                                            words)
+from seal.domains.knowledge.answers import (copied_share, copied_spans, graded_answer, recites, score_answers,
+                                            sentences, summary, words)
 from seal.domains.knowledge.data import Passage
 from seal.domains.knowledge.grading import DEFAULT_GRADER, get_grader
 from seal.domains.knowledge.prompts import (QA_SCAFFOLD, QA_SCAFFOLD_ANSWER, QA_SCAFFOLD_QUESTION, answer_prompt,
@@ -52,6 +52,9 @@ class KnowledgeDomain:
     # drop a self-edit's items that copy a run of the passage (as `recites` finds one): the passage is trained
     # anyway, and a copied sentence teaches the model to answer by reciting it
     drop_copied: bool = False
+    # ReST-EM's M-step clones a rewarded self-edit with no loss on the words it copies from the passage: the
+    # generator learns the self-edit's own words, not to copy (exclusive with drop_copied, which clones none)
+    mask_copied: bool = False
     name: str = "knowledge"
 
     def __post_init__(self):
@@ -62,6 +65,8 @@ class KnowledgeDomain:
             raise ValueError(f"qa_format must be 'text' or 'chat', not {self.qa_format!r}")
         if self.score_by not in ("accuracy", "unrecited"):
             raise ValueError(f"score_by must be 'accuracy' or 'unrecited', not {self.score_by!r}")
+        if self.drop_copied and self.mask_copied:
+            raise ValueError("drop_copied and mask_copied are exclusive: a dropped item leaves nothing to mask")
 
     def self_edit_prompt(self, passage: Passage) -> str:
         return self_edit_prompt(self.prompt, passage.title, passage.context)
@@ -147,15 +152,17 @@ class KnowledgeDomain:
         return UpdatePlan([Example(training_sequences(passage.title, passage.context, [], None)[0])],
                           notes={"items": 0})
 
-    def cloned_text(self, passage: Passage, piece: str) -> str:
+    def cloned_example(self, passage: Passage, piece: str, prompt: str) -> Example:
         """What ReST-EM's M-step teaches the generator to write for a rewarded piece of a self-edit: the piece;
-        with `drop_copied`, only its items in its own words, as a numbered list. Cloned verbatim, the winners'
-        few copied sentences became the next generator's habit (README: round 1's winners copied 12 % of their
-        words, the generator cloned from them 51 %)."""
-        if not self.drop_copied:
-            return piece
-        own = _own_words(split_self_edit(piece), passage.context)
-        return "\n".join(f"{n}. {item}" for n, item in enumerate(own, 1))
+        with `drop_copied`, only its items in its own words, as a numbered list; with `mask_copied`, the piece as
+        written, its words copied from the passage read but not learned. Cloned verbatim, the winners' few copied
+        sentences became the next generator's habit (README: round 1's winners copied 12 % of their words, the
+        generator cloned from them 51 %); dropped, the generator learned to invent instead."""
+        if self.drop_copied:
+            own = _own_words(split_self_edit(piece), passage.context)
+            return Example("\n".join(f"{n}. {item}" for n, item in enumerate(own, 1)), prompt=prompt)
+        unlearned = tuple(copied_spans(piece, passage.context)) if self.mask_copied else ()
+        return Example(piece, prompt=prompt, unlearned=unlearned)
 
     def _example(self, title: str, item: str, text: str) -> Example:
         pair = qa_pair(item) if self.qa_format == "chat" else None
