@@ -46,6 +46,17 @@ def episodes(run: Run) -> list[tuple]:
     return [(e["round"], e["context"], e["sample"], e["text"], e["score"]) for e in run.records(event="episode")]
 
 
+def record_clones(monkeypatch) -> list:
+    """The examples every M-step of the test clones, in order (the M-step itself still runs)."""
+    cloned, real = [], restem_mod.sft_generator
+    def clone(model, tok, examples, cfg, **options):
+        cloned.extend(examples)
+        return real(model, tok, examples, cfg, **options)
+
+    monkeypatch.setattr(restem_mod, "sft_generator", clone)
+    return cloned
+
+
 def test_rewards_and_winners():
     eps = [{"sample": 0, "score": 0.5}, {"sample": 1, "score": 0.8}, {"sample": 2, "score": None}]
     strict = RestEMConfig(reward="best")
@@ -59,9 +70,11 @@ def test_rewards_and_winners():
         RestEMConfig(reward="bogus")
 
 
-def test_rounds_save_generators_that_differ(tiny_model_dir, tmp_path):
+def test_rounds_save_generators_that_differ(tiny_model_dir, tmp_path, capfd):
     run = Run(tmp_path / "run", small_config(tiny_model_dir))
     summaries = restem(domain(), PASSAGES, small_config(tiny_model_dir), run)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", capfd.readouterr().err)  # the terminal's escape codes removed
+    assert re.search(r"round 2 M-step\W+\d+/\d+ loss \d", shown)  # a bar with its steps, as the E-step's
     assert [s["round"] for s in summaries] == [1, 2]
     for s in summaries:  # reward "best" without the improvement check: one winner per context with a usable self-edit
         ran = [e for e in run.records(event="episode", round=s["round"]) if e["score"] is not None]
@@ -165,9 +178,7 @@ def test_teacher_student_trains_only_the_teacher(tiny_model_dir, tmp_path, monke
 
 
 def test_structured_self_qa_round_clones_the_scaffold_prompts(tiny_model_dir, tmp_path, monkeypatch):
-    cloned = []
-    real = restem_mod.sft_generator
-    monkeypatch.setattr(restem_mod, "sft_generator", lambda m, t, examples, c: cloned.extend(examples) or real(m, t, examples, c))
+    cloned = record_clones(monkeypatch)
     cfg = small_config(tiny_model_dir, rounds=1, sampling=SamplingConfig(structured=True, temperature=1.0))
     run = Run(tmp_path / "run", cfg)
     restem(KnowledgeDomain(prompt="self-qa", qa_format="chat", eval=EvalConfig(max_new_tokens=4, grader="containment")),
@@ -181,9 +192,7 @@ def test_structured_self_qa_round_clones_the_scaffold_prompts(tiny_model_dir, tm
 
 
 def test_a_self_edit_of_several_pieces_is_cloned_piece_by_piece(tiny_model_dir, tmp_path, monkeypatch):
-    cloned = []
-    real = restem_mod.sft_generator
-    monkeypatch.setattr(restem_mod, "sft_generator", lambda m, t, examples, c: cloned.extend(examples) or real(m, t, examples, c))
+    cloned = record_clones(monkeypatch)
     cfg = small_config(tiny_model_dir, rounds=1, sampling=SamplingConfig(temperature=1.0, max_new_tokens=12, pieces=3))
     run = Run(tmp_path / "run", cfg)
     restem(domain(), PASSAGES, cfg, run)
@@ -200,9 +209,7 @@ def test_a_self_edit_of_several_pieces_is_cloned_piece_by_piece(tiny_model_dir, 
 
 
 def test_a_piece_that_says_nothing_is_not_cloned_with_the_rewarded_ones(tiny_model_dir, tmp_path, monkeypatch):
-    cloned = []
-    real = restem_mod.sft_generator
-    monkeypatch.setattr(restem_mod, "sft_generator", lambda m, t, examples, c: cloned.extend(examples) or real(m, t, examples, c))
+    cloned = record_clones(monkeypatch)
     empty, own = "No implications derived directly or indirectly from the content.", "1. Barges carried coal to Lune."
     monkeypatch.setattr(restem_mod, "sample_self_edits", lambda model, tok, domain, contexts, sampling, k, seed:
                         [[PIECE_SEPARATOR.join([own, empty])] * k for _ in contexts])

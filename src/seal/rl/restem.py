@@ -35,7 +35,7 @@ from seal.domains.base import Domain, Example, Score, SelfEditError, UpdateError
 from seal.episode import adapt_and_evaluate_all
 from seal.generation import sample_self_edits, self_edit_examples
 from seal.inner.lora import fresh_adapter, train
-from seal.progress import progress_bar
+from seal.progress import progress_bar, step_bar
 from seal.runs import Run
 
 REWARDS = ("binary", "best", "gain")
@@ -188,7 +188,8 @@ def restem(
             examples = [x for e in summary["winners"]
                         for x in self_edit_examples(tokenizer, domain, contexts[e["context"]], e["text"], cfg.sampling)]
             start = time.perf_counter()
-            model = sft_generator(model, tokenizer, examples, cfg.sft)
+            with step_bar(f"round {r} M-step") as on_step:
+                model = sft_generator(model, tokenizer, examples, cfg.sft, on_step=on_step)
             _save_atomically(model, tokenizer, target)
             del model
             run.log({"event": "m_step", "round": r, "examples": len(examples), "seconds": time.perf_counter() - start,
