@@ -17,6 +17,7 @@ from seal.inner.lora import (
     collate,
     fresh_adapter,
     fresh_update,
+    labelled_logits,
     load_adapter,
     lr_factor,
     merge_adapter,
@@ -202,6 +203,19 @@ def test_token_loss_matches_a_manual_computation():
                 terms.append(-torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]])
     assert len(terms) == 5
     assert token_loss(logits, labels).item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-6)
+
+
+def test_logits_from_the_first_labelled_position_give_the_full_loss(base):
+    model, tok = base
+    examples = [Example(" opened in 1843.", prompt=FACT), Example(" Lune.", prompt=FACT + " The harbour")]
+    rows = tokenize_examples(tok, examples, 64)
+    batch = collate(rows, tok.pad_token_id, "cpu")
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        kept, kept_labels = labelled_logits(model, batch, labels)
+        full = token_loss(model(**batch).logits, labels)
+    assert kept.shape[1] < labels.shape[1] // 2  # the long prompt's logits were never computed
+    assert token_loss(kept, kept_labels).item() == pytest.approx(full.item(), rel=1e-6)
 
 
 def test_padding_changes_no_loss(base):

@@ -83,7 +83,7 @@ def test_rounds_save_generators_that_differ(tiny_model_dir, tmp_path, capfd):
         assert s["failed"] == 4 - len(ran)  # failed episodes in their own count, in no mean:
         assert s["mean_score"] == pytest.approx(sum(e["score"] for e in ran) / len(ran))
     assert len(episodes(run)) == 8 and len(run.records(event="m_step")) == 2
-    assert all(m["resident_gb_after"] > 0 for m in run.records(event="m_step"))  # measured after the release
+    assert all(m["peak_gb"] >= m["resident_gb_after"] > 0 for m in run.records(event="m_step"))  # after the release
     base, _ = models.load(str(tiny_model_dir))
     r1, _ = models.load(str(tmp_path / "run" / "round-1"))
     r2, _ = models.load(str(tmp_path / "run" / "round-2"))

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import gc
 import os
+import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -193,13 +194,18 @@ def restem(
             _save_atomically(model, tokenizer, target)
             del model
             run.log({"event": "m_step", "round": r, "examples": len(examples), "seconds": time.perf_counter() - start,
-                     "resident_gb_after": release_freed_memory()})
+                     "peak_gb": peak_resident_gb(), "resident_gb_after": release_freed_memory()})
         summary.pop("winners")
         summaries.append(summary)
         if on_round:
             on_round(r, summary)
         model = None
     return summaries
+
+
+def peak_resident_gb() -> float:
+    """The most memory this process has held so far (Linux reports kB): what an M-step must fit in."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2)
 
 
 def release_freed_memory() -> float | None:
