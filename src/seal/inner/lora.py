@@ -118,8 +118,8 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def labelled_logits(model, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits from the first position that predicts a label on, and the labels they align with. A prompt's
-    positions carry no loss, and on a 152k-word vocabulary their logits are much of an update's memory: ReST-EM's
-    M-step on Qwen (the passage in every prompt) peaked at 22.6 GB with all of them and was OOM-killed."""
+    positions carry no loss, yet on Qwen's 152k-word vocabulary each costs 0.6 MB of logits (and as much again in
+    their gradient): in ReST-EM's M-step every prompt holds the passage, and one was OOM-killed at 22.6 GB."""
     first = int((labels != IGNORE).int().argmax(dim=1).min())  # the earliest labelled position of any row
     keep = labels.shape[1] - max(first - 1, 0)
     return model(**batch, logits_to_keep=keep, use_cache=False).logits, labels[:, -keep:]

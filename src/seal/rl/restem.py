@@ -204,7 +204,8 @@ def restem(
 
 
 def peak_resident_gb() -> float:
-    """The most memory this process has held so far (Linux reports kB): what an M-step must fit in."""
+    """The most memory this process has held since it started, loading included and file pages mapped in counted
+    (Linux reports kB): how near a round came to the machine's memory."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2)
 
 
