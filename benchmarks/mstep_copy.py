@@ -12,8 +12,9 @@ passage (`answers.copied_share`, the bench's `copied` column). `--no-sft` measur
     python benchmarks/mstep_copy.py --set restem.sft.lr=1e-4       # a gentler one
     python benchmarks/mstep_copy.py --set mask_copied=true         # no loss on the copied words
 
-The last line is JSON: `copied` (mean over evaluation passages), the words per self-edit, the cloned examples
-and what they copied (`pool_copied`), and the seconds of the M-step and of the sampling.
+The last line is JSON: `copied` (the mean over evaluation passages; `per_passage` pairs two runs through
+`seal.bench.stats.paired_difference`), the words per self-edit, the cloned examples and what they copied
+(`pool_copied`), and the seconds of the M-step and of the sampling.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def main() -> None:
                                                   seed=args.seed + 7)]
     shares = copied(self_edits, held_out)
     print(f"first self-edit ({held_out[0].title}):\n{self_edits[0][:800]}\n")
-    result.update(passages=len(held_out), copied=sum(shares) / len(shares),
+    result.update(passages=len(held_out), copied=sum(shares) / len(shares), per_passage=shares,
                   words=sum(len(s.split()) for s in self_edits) / len(self_edits),
                   sample_s=round(time.perf_counter() - start, 1))
     print(json.dumps(result))
