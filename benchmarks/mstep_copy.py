@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import random
-import tempfile
 import time
 
 from seal import models
@@ -63,13 +62,6 @@ def main() -> None:
         start = time.perf_counter()
         with step_bar("M-step") as on_step:
             model = sft_generator(model, tokenizer, examples, restem.sft, on_step=on_step)
-        # Sampled in memory, the merged weights went unseen: llama.cpp kept the untouched model's file (the merge
-        # writes through `.data`, which the backend's change check misses). Reloaded, as ReST-EM's next round does.
-        with tempfile.TemporaryDirectory() as saved:
-            model.save_pretrained(saved)
-            tokenizer.save_pretrained(saved)
-            del model
-            model, tokenizer = models.load(dataclasses.replace(restem.generator, name=saved))
         result.update(examples=len(examples), sft_s=round(time.perf_counter() - start, 1),
                       pool_copied=sum(copied([pool[i][j] for i, j in picks], [contexts[i] for i, _ in picks]))
                       / len(picks))
