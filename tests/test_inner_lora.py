@@ -17,6 +17,7 @@ from seal.inner.lora import (
     collate,
     fresh_adapter,
     fresh_update,
+    kl_from_base,
     labelled_logits,
     load_adapter,
     lr_factor,
@@ -216,6 +217,42 @@ def test_logits_from_the_first_labelled_position_give_the_full_loss(base):
         full = token_loss(model(**batch).logits, labels)
     assert kept.shape[1] < labels.shape[1] // 2  # the long prompt's logits were never computed
     assert token_loss(kept, kept_labels).item() == pytest.approx(full.item(), rel=1e-6)
+
+
+def test_kl_from_base_is_the_kl_at_labelled_positions_only():
+    g = torch.Generator().manual_seed(0)
+    logits, base_logits = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g)
+    labels = torch.tensor([[IGNORE, IGNORE, 3, 4, IGNORE], [IGNORE, 1, 2, IGNORE, IGNORE]])
+    predicting = [(0, 1), (0, 2), (1, 0), (1, 1)]  # the positions whose next token is labelled
+    by_hand = sum((torch.softmax(base_logits[r, c], -1) * (torch.log_softmax(base_logits[r, c], -1)
+                                                            - torch.log_softmax(logits[r, c], -1))).sum()
+                  for r, c in predicting) / len(predicting)
+    assert kl_from_base(logits, base_logits, labels).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert kl_from_base(base_logits, base_logits, labels).item() == pytest.approx(0.0, abs=1e-6)
+    elsewhere = logits.clone()
+    elsewhere[0, 0] += 5.0  # a position that predicts no label
+    assert kl_from_base(elsewhere, base_logits, labels).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_kl_to_base_keeps_the_trained_model_near_the_base(base):
+    """The same update with the KL term moves the next-token distributions it trains on less far from the
+    base model's, and starts from the plain loss (a fresh adapter is the base model)."""
+    model, tok = base
+    plan = UpdatePlan([Example(" opened in 1843 and joins the river Tesk.", prompt=FACT)] * 4)
+    rows = tokenize_examples(tok, plan.examples, 64)
+    batch = collate(rows, tok.pad_token_id, "cpu")
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        before = model(**batch).logits
+    drift, first_losses = [], []
+    for weight in (0.0, 100.0):  # the random tiny model's flat logits move little: a large weight shows it
+        with fresh_adapter(model, _cfg(epochs=3, batch_size=1)) as adapted:
+            report = train(adapted, tok, plan, _cfg(epochs=3, batch_size=1), kl_to_base=weight)
+            with torch.no_grad():
+                drift.append(kl_from_base(adapted(**batch).logits, before, labels).item())
+        first_losses.append(report.losses[0])
+    assert first_losses[1] == pytest.approx(first_losses[0], rel=1e-5)
+    assert 0 < drift[1] < drift[0] / 2
 
 
 def test_padding_changes_no_loss(base):

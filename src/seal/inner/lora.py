@@ -125,6 +125,16 @@ def labelled_logits(model, batch: dict[str, torch.Tensor], labels: torch.Tensor)
     return model(**batch, logits_to_keep=keep, use_cache=False).logits, labels[:, -keep:]
 
 
+def kl_from_base(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean KL(base || trained) of the next-token distributions at the labelled positions. Cloning a model's
+    own samples sharpens it toward their common mode (ReST-EM's M-step doubled the words its self-edits copy
+    from the passage, benchmarks/mstep_copy.py); this term keeps the mass the base model spread elsewhere."""
+    predicts = labels[:, 1:] != IGNORE
+    trained = torch.log_softmax(logits[:, :-1][predicts].float(), dim=-1)
+    base = torch.log_softmax(base_logits[:, :-1][predicts].float(), dim=-1)
+    return torch.nn.functional.kl_div(trained, base, log_target=True, reduction="batchmean")
+
+
 def lr_factor(cfg: InnerConfig, step: int, total: int) -> float:
     """Multiplier of the update's lr at 0-based `step` of `total` (cfg.lr_schedule after cfg.warmup).
 
@@ -170,8 +180,10 @@ def train(
     plan: UpdatePlan,
     cfg: InnerConfig,
     on_step: Callable[[int, int, float], None] | None = None,
+    kl_to_base: float = 0.0,
 ) -> TrainReport:
-    """Train the active adapter of `model` on `plan` with AdamW; the plan may override lr and epochs."""
+    """Train the active adapter of `model` on `plan` with AdamW; the plan may override lr and epochs.
+    `kl_to_base` > 0 adds that multiple of `kl_from_base` (the base model is the adapter switched off)."""
     lr, epochs, rows = prepare(tokenizer, plan, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
@@ -189,8 +201,13 @@ def train(
                             tokenizer.pad_token_id, model.device)
             labels = batch.pop("labels")
             with train_precision(cfg, model.device):
-                logits, labels = labelled_logits(model, batch, labels)
-            loss = token_loss(logits, labels)
+                logits, kept_labels = labelled_logits(model, batch, labels)
+                if kl_to_base:
+                    with torch.no_grad(), model.disable_adapter():
+                        base_logits, _ = labelled_logits(model, batch, labels)
+            loss = token_loss(logits, kept_labels)
+            if kl_to_base:
+                loss = loss + kl_to_base * kl_from_base(logits, base_logits, kept_labels)
             if not torch.isfinite(loss):
                 raise UpdateError(f"non-finite training loss at step {report.steps}")
             optimizer.zero_grad(set_to_none=True)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from seal import models
-from seal.config import InnerConfig, ModelConfig, SamplingConfig
+from seal.config import InnerConfig, ModelConfig, SamplingConfig, bounded
 from seal.domains.base import Domain, Example, Score, SelfEditError, UpdateError, UpdatePlan
 from seal.episode import adapt_and_evaluate_all
 from seal.generation import sample_self_edits, self_edit_examples
@@ -55,6 +55,7 @@ class SFTConfig:
     batch_size: int = 4
     max_length: int = 1024
     seed: int = 0
+    kl_to_base: float = bounded(0.0, ge=0)  # lora: weight of the KL from the round's generator (inner.lora.kl_from_base)
 
 
 @dataclass
@@ -83,6 +84,8 @@ class RestEMConfig:
             raise ValueError(f"baseline must be one of {BASELINES}, not {self.baseline!r}")
         if self.sft.mode not in ("lora", "full"):
             raise ValueError(f"sft.mode must be 'lora' or 'full', not {self.sft.mode!r}")
+        if self.sft.mode == "full" and self.sft.kl_to_base:
+            raise ValueError("sft.kl_to_base needs sft.mode=lora: the base it stays near is the adapter switched off")
         if self.rounds < 1 or self.k < 1 or self.seeds < 1:
             raise ValueError("rounds, k and seeds must all be at least 1")
 
@@ -121,7 +124,7 @@ def sft_generator(model, tokenizer, examples: list[Example], cfg: SFTConfig, on_
         train(model, tokenizer, plan, inner, on_step=on_step)
         return model
     with fresh_adapter(model, inner) as peft_model:
-        train(peft_model, tokenizer, plan, inner, on_step=on_step)
+        train(peft_model, tokenizer, plan, inner, on_step=on_step, kl_to_base=cfg.kl_to_base)
         peft_model.merge_adapter()  # fold the update into the base weights before the adapter is removed
     return model
 
