@@ -11,6 +11,7 @@ passage (`answers.copied_share`, the bench's `copied` column). `--no-sft` measur
     python benchmarks/mstep_copy.py                                # the default M-step
     python benchmarks/mstep_copy.py --set restem.sft.lr=1e-4       # a gentler one
     python benchmarks/mstep_copy.py --set mask_copied=true         # no loss on the copied words
+    python benchmarks/mstep_copy.py --set restem.sft.kl_to_base=1  # stay near the generator before it
 
 The last line is JSON: `copied` (the mean over evaluation passages; `per_passage` pairs two runs through
 `seal.bench.stats.paired_difference`), the words per self-edit, the cloned examples and what they copied

@@ -11,6 +11,7 @@ import torch
 from seal import models
 from seal.config import InnerConfig
 from seal.domains.base import Example, UpdatePlan
+from seal.inner import lora
 from seal.inner.lora import (
     IGNORE,
     UpdateError,
@@ -219,15 +220,21 @@ def test_logits_from_the_first_labelled_position_give_the_full_loss(base):
     assert token_loss(kept, kept_labels).item() == pytest.approx(full.item(), rel=1e-6)
 
 
-def test_kl_from_base_is_the_kl_at_labelled_positions_only():
+@pytest.mark.parametrize("chunk", [128, 2])  # one chunk of positions per row, or several
+def test_kl_from_base_is_the_kl_at_labelled_positions_only(chunk, monkeypatch):
+    monkeypatch.setattr(lora, "KL_POSITIONS", chunk)
     g = torch.Generator().manual_seed(0)
     logits, base_logits = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g)
     labels = torch.tensor([[IGNORE, IGNORE, 3, 4, IGNORE], [IGNORE, 1, 2, IGNORE, IGNORE]])
     predicting = [(0, 1), (0, 2), (1, 0), (1, 1)]  # the positions whose next token is labelled
+    trained = logits.clone().requires_grad_(True)
     by_hand = sum((torch.softmax(base_logits[r, c], -1) * (torch.log_softmax(base_logits[r, c], -1)
-                                                            - torch.log_softmax(logits[r, c], -1))).sum()
+                                                            - torch.log_softmax(trained[r, c], -1))).sum()
                   for r, c in predicting) / len(predicting)
-    assert kl_from_base(logits, base_logits, labels).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    expected_grad, = torch.autograd.grad(by_hand, trained)
+    kl = kl_from_base(trained, base_logits, labels)
+    assert kl.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert torch.allclose(torch.autograd.grad(kl, trained)[0], expected_grad, atol=1e-6)
     assert kl_from_base(base_logits, base_logits, labels).item() == pytest.approx(0.0, abs=1e-6)
     elsewhere = logits.clone()
     elsewhere[0, 0] += 5.0  # a position that predicts no label
