@@ -132,7 +132,9 @@ KL_POSITIONS = 128  # positions whose [positions, vocab] float intermediates `kl
 def kl_from_base(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean KL(base || trained) of the next-token distributions at the labelled positions. Cloning a model's
     own samples sharpens it toward their common mode (ReST-EM's M-step doubled the words its self-edits copy
-    from the passage, benchmarks/mstep_copy.py); this term keeps the mass the base model spread elsewhere.
+    from the passage, benchmarks/mstep_copy.py); this term keeps the mass the base model spread elsewhere. At
+    weight 1 the cloned generator's self-edits copied 19.2 % of their words against 36.9 % without it and 18.3 %
+    before the M-step (README).
 
     Summed over chunks of positions, each recomputed in the backward pass (`checkpoint`): computed at once on
     Qwen's 152k-word vocabulary, the float copies, log-softmaxes and their gradients of an M-step batch took
