@@ -251,10 +251,10 @@ def test_kl_to_base_keeps_the_trained_model_near_the_base(base):
     labels = batch.pop("labels")
     with torch.no_grad():
         before = model(**batch).logits
-    drift, first_losses = [], []
+    cfg, drift, first_losses = _cfg(epochs=3, batch_size=1), [], []
     for weight in (0.0, 100.0):  # the random tiny model's flat logits move little: a large weight shows it
-        with fresh_adapter(model, _cfg(epochs=3, batch_size=1)) as adapted:
-            report = train(adapted, tok, plan, _cfg(epochs=3, batch_size=1), kl_to_base=weight)
+        with fresh_adapter(model, cfg) as adapted:
+            report = train(adapted, tok, plan, cfg, kl_to_base=weight)
             with torch.no_grad():
                 drift.append(kl_from_base(adapted(**batch).logits, before, labels).item())
         first_losses.append(report.losses[0])

@@ -145,6 +145,8 @@ def kl_from_base(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.
     for row in range(logits.shape[0]):
         for start in range(0, predicts.shape[1], KL_POSITIONS):
             chunk = slice(start, start + KL_POSITIONS)
+            if not predicts[row, chunk].any():  # another row's longer prompt, or padding: nothing to weigh
+                continue
             total = total + torch.utils.checkpoint.checkpoint(
                 _kl_sum, logits[row, chunk], base_logits[row, chunk], predicts[row, chunk], use_reentrant=False)
     return total / predicts.sum().clamp(min=1)
