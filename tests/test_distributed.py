@@ -51,6 +51,16 @@ def test_ray_rounds_equal_the_local_rounds(tiny_model_dir, tmp_path, pool):
         assert comparable(remote.records(event=event)) == comparable(local.records(event=event))
 
 
+def test_workers_let_go_of_the_generator_once_a_round_is_done(tiny_model_dir, pool):
+    """The M-step runs beside the idle workers: a generator they still held would take its memory."""
+    held = []
+    for _ in pool([ContextJob(1, 0, None, [0])], str(tiny_model_dir)):  # the first context's baseline and sample 0
+        held += ray.get([actor.__ray_call__.remote(lambda worker: worker.model is not None) for actor in pool.actors])
+    assert any(held)  # the worker running the job held the generator while it ran
+    assert ray.get([actor.__ray_call__.remote(lambda worker: (worker.model, worker.source)) for actor in pool.actors]) \
+        == [(None, None)] * len(pool.actors)
+
+
 def test_a_killed_worker_loses_no_episode_and_repeats_none(tiny_model_dir, pool):
     cfg = config(tiny_model_dir)
     jobs = [ContextJob(1, i, None, list(range(cfg.k))) for i in range(len(PASSAGES))]

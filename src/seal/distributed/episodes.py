@@ -49,6 +49,7 @@ class EpisodeWorker:
         torch.set_num_threads(threads)
         self.domain, self.contexts, self.cfg = domain, contexts, cfg
         self.source: str | None = None
+        self.model = self.tokenizer = None
         self.student = models.load(dataclasses.replace(cfg.generator, name=cfg.learner)) if cfg.learner else None
 
     def run(self, job: ContextJob, source: str) -> Iterator[dict]:
@@ -62,8 +63,13 @@ class EpisodeWorker:
         yield from context_episodes(self.domain, self.contexts[job.context], job, self.cfg, self.model,
                                     self.tokenizer, learner, learner_tok)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def release(self) -> None:
+        """Drops the round's generator: the M-step runs in the driver beside these idle workers, and on Qwen2.5-0.5B
+        two workers holding theirs (weights and llama.cpp's copy) left it too little of a 23 GB machine."""
+        from seal.rl.restem import release_freed_memory
+
+        self.model = self.tokenizer = self.source = None
+        release_freed_memory()
 
 
 class RayEpisodes:
@@ -139,6 +145,7 @@ class RayEpisodes:
             else:
                 job.samples.remove(record["sample"])
             yield record
+        ray.get([actor.release.remote() for actor in self.actors])  # the round is over: its generator is not needed
 
     def _replace(self, dead, idle: list) -> None:
         self.deaths += 1
