@@ -10,7 +10,7 @@ import ray
 from seal import models
 from seal.config import ModelConfig
 from seal.cli import main
-from seal.distributed.episodes import RayEpisodes
+from seal.distributed.episodes import EpisodeWorker, RayEpisodes
 from seal.rl.restem import ContextJob, local_episodes, restem
 from seal.runs import Run
 from test_restem import PASSAGES, domain, episodes, small_config
@@ -77,6 +77,28 @@ def test_a_killed_worker_loses_no_episode_and_repeats_none(tiny_model_dir, pool)
     keys = [(r["event"], r["context"], r.get("sample")) for r in records]
     assert len(keys) == len(set(keys)) == len(PASSAGES) * (1 + cfg.k)  # every baseline and episode, once
     assert comparable(records) == comparable(expected)  # the retried work gives what the local path gives
+
+
+def test_a_worker_stopped_by_the_memory_monitor_is_replaced(tiny_model_dir, tmp_path, pool, monkeypatch):
+    """Ray's memory monitor stops a worker with an OutOfMemoryError rather than an actor error (a ReST-EM run on
+    Qwen died of it): its job is redone elsewhere like a killed worker's."""
+    stopped = tmp_path / "stopped"
+
+    class StoppedOnce(EpisodeWorker):
+        def run(self, job, source):
+            if not stopped.exists():  # the first job any worker is given
+                stopped.touch()
+                raise ray.exceptions.OutOfMemoryError("stands in for Ray's memory monitor")
+            yield from super().run(job, source)
+
+    monkeypatch.setattr(pool, "actor_class", ray.remote(num_cpus=1)(StoppedOnce))
+    monkeypatch.setattr(pool, "deaths", 0)
+    cfg = config(tiny_model_dir)
+    jobs = [ContextJob(1, i, None, list(range(cfg.k))) for i in range(len(PASSAGES))]
+    records = list(pool(jobs, str(tiny_model_dir)))
+    assert stopped.exists() and pool.deaths == 1
+    keys = [(r["event"], r["context"], r.get("sample")) for r in records]
+    assert len(keys) == len(set(keys)) == len(PASSAGES) * (1 + cfg.k)
 
 
 def test_a_killed_local_run_resumes_on_ray_workers_without_redoing_work(tiny_model_dir, tmp_path, pool, monkeypatch):

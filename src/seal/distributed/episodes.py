@@ -152,9 +152,12 @@ class RayEpisodes:
         self.actors = []
 
     def _replace(self, dead, idle: list) -> None:
+        import ray
+
         self.deaths += 1
         if self.deaths > MAX_WORKER_DEATHS:
             raise RuntimeError(f"{self.deaths} Ray workers died in this run; see the Ray logs for the cause")
+        ray.kill(dead)  # in case it is not quite gone: it would hold its CPUs from the worker replacing it
         self.actors.remove(dead)
         fresh = self._new_actor()
         self.actors.append(fresh)
