@@ -114,6 +114,7 @@ class RayEpisodes:
         import ray
         from ray.exceptions import OutOfMemoryError, RayActorError
 
+        self._stop_actors()  # any left by a round whose records were not all taken
         self.actors = [self._new_actor() for _ in range(min(self.workers, len(jobs)))]
         queue = deque(dataclasses.replace(job, samples=list(job.samples)) for job in jobs)
         idle = list(self.actors)
