@@ -72,13 +72,13 @@ class SamplingConfig:
 
 # The self-edit the knowledge commands (learn, demo, bench knowledge, train, memory) write by default: three lists
 # of implications sampled freely, trained together in one update (with the passage, at inner.lr 3e-4). On
-# Qwen2.5-0.5B, SQuAD evaluation passages 18-39 (README, "Where self-adaptation stands"), it beat the passage under
+# Qwen2.5-0.5B, SQuAD evaluation passages 18-39 (docs/results.md, "Where it stands"), it beat the passage under
 # the same update by +18.2 points (38.4 vs 20.2 %, paired 95 % interval +8.8 to +27.5, n=22) and matched the
 # passage at its own best lr (1e-3: 40.0 %) with a third of its recitation; one list alone gained +6.8 (not
 # significant). Question-answer items (the self-qa prompt) train as chat turns with the loss on the answer.
 KNOWLEDGE_PROMPT = "implications"
 KNOWLEDGE_QA_FORMAT = "chat"
-# Items that copy a 10-word run of the document are trained too (KnowledgeDomain.drop_copied: measured in README).
+# Items that copy a 10-word run of the document are trained too (KnowledgeDomain.drop_copied; docs/results.md).
 KNOWLEDGE_DROP_COPIED = False
 
 
@@ -108,7 +108,7 @@ class InnerConfig:
     alpha: int = bounded(32, ge=1)
     dropout: float = bounded(0.0, ge=0, lt=1)
     # module names, or one layer's (`layers.12.mlp.down_proj`: names match as suffixes, as in peft); adapters on
-    # the top layers only leave the layers below out of the backward pass (fewer FLOPs; measured in the README)
+    # the top layers only leave the layers below out of the backward pass (fewer FLOPs; measured in docs/results.md)
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
@@ -126,7 +126,7 @@ class InnerConfig:
     parallel: int = bounded(4, ge=1)  # candidate updates trained and scored together (seal.inner.batched)
     # the matmuls of an update's forward and backward passes: float32, or bfloat16 under torch autocast (the weights
     # stay as loaded, so the self-edits sampled and the answers generated do not change); auto: bfloat16 on a CPU
-    # with AMX or a CUDA device with bf16, float32 elsewhere (seal.inner.lora.train_precision; README)
+    # with AMX or a CUDA device with bf16, float32 elsewhere (seal.inner.lora.train_precision; docs/results.md)
     train_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
 
 

@@ -180,7 +180,7 @@ def cpu_has_amx() -> bool:
 def bf16_is_fast(device: torch.device) -> bool:
     """Whether bf16 matmuls beat fp32 on `device`: a CUDA device with bf16, or a CPU with AMX. On a 2-core CPU
     without AMX, bf16 trained ~25x slower than fp32; with AMX a bf16 matmul ran 8.8x faster than fp32 on one
-    thread (README)."""
+    thread (docs/results.md)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_has_amx()

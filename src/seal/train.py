@@ -36,7 +36,7 @@ class TrainKnowledgeConfig:
     mask_copied: bool = False  # the M-step learns no word a rewarded self-edit copies from its passage: see KnowledgeDomain
     eval: EvalConfig = field(default_factory=EvalConfig)
     # the score a self-edit is rewarded on: `unrecited` credits no answer that copies the passage, so that no
-    # self-edit wins for teaching the learner to recite (README: what it changed on a measured round)
+    # self-edit wins for teaching the learner to recite (docs/results.md: what it changed on a measured round)
     reward_on: Literal["accuracy", "unrecited"] = "accuracy"
 
 

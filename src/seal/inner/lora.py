@@ -134,7 +134,7 @@ def kl_from_base(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.
     own samples sharpens it toward their common mode (ReST-EM's M-step doubled the words its self-edits copy
     from the passage, benchmarks/mstep_copy.py); this term keeps the mass the base model spread elsewhere. At
     weight 1 the cloned generator's self-edits copied 19.2 % of their words against 36.9 % without it and 18.3 %
-    before the M-step (README).
+    before the M-step (docs/results.md).
 
     Summed over chunks of positions, each recomputed in the backward pass (`checkpoint`): computed at once on
     Qwen's 152k-word vocabulary, the float copies, log-softmaxes and their gradients of an M-step batch took
@@ -193,7 +193,7 @@ def prepare(tokenizer, plan: UpdatePlan, cfg: InnerConfig) -> tuple[float, int, 
 def train_precision(cfg: InnerConfig, device: torch.device) -> contextlib.AbstractContextManager:
     """Autocast to bfloat16 around an update's passes where `cfg.train_dtype` asks for it (`auto`: where bf16
     matmuls are fast): the frozen weights stay as loaded (fp32 on a CPU) and are cast per matmul, the adapters
-    and their optimizer stay fp32. With AMX, K = 4 updates of Qwen trained 1.58x faster (README)."""
+    and their optimizer stay fp32. With AMX, K = 4 updates of Qwen trained 1.58x faster (docs/results.md)."""
     wanted = cfg.train_dtype == "bfloat16" or (cfg.train_dtype == "auto" and bf16_is_fast(device))
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=wanted)
 

@@ -73,7 +73,7 @@ class MemoryConfig:
     # again at the next smaller scale (W + scale * BA), and kept at the first scale that passes the gate: the
     # gentler merge. Merged at full scale, 4 of 8 implication-list updates of a forgetting run dropped the
     # probe to 73-88 % and were rejected; with these scales one of them was kept at 0.5 (ACC 8.1 -> 12.5 %, probe
-    # 100 %), the others lost their quiz gain at half scale (README, the forgetting benchmark).
+    # 100 %), the others lost their quiz gain at half scale (docs/results.md, the forgetting benchmark).
     fold_scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
     gate: bool = True  # False: every trained update becomes a version (the reference's merge-always)
     seed: int = 0

@@ -156,7 +156,7 @@ class KnowledgeDomain:
         """What ReST-EM's M-step teaches the generator to write for a rewarded piece of a self-edit: the piece;
         with `drop_copied`, only its items in its own words, as a numbered list; with `mask_copied`, the piece as
         written, its words copied from the passage read but not learned. Cloned verbatim, the winners' few copied
-        sentences became the next generator's habit (README: round 1's winners copied 12 % of their words, the
+        sentences became the next generator's habit (docs/results.md: round 1's winners copied 12 % of their words, the
         generator cloned from them 51 %); dropped, the generator learned to invent instead."""
         if self.drop_copied:
             own = _own_words(split_self_edit(piece), passage.context)
