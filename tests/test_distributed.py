@@ -38,6 +38,12 @@ def comparable(records: list[dict]) -> list[tuple]:
                   for r in records)
 
 
+def each_once(records: list[dict], k: int) -> bool:
+    """Every context's baseline and k episodes among the records, none twice."""
+    keys = [(r["event"], r["context"], r.get("sample")) for r in records if r["event"] in ("baseline", "episode")]
+    return len(keys) == len(set(keys)) == len(PASSAGES) * (1 + k)
+
+
 def test_ray_rounds_equal_the_local_rounds(tiny_model_dir, tmp_path, pool):
     cfg = config(tiny_model_dir)
     local = Run(tmp_path / "local", cfg)
@@ -74,8 +80,7 @@ def test_a_killed_worker_loses_no_episode_and_repeats_none(tiny_model_dir, pool)
         records.append(record)
     assert pool.deaths == 1
     assert pool.retried and all(job.samples or job.baseline is None for job in pool.retried)
-    keys = [(r["event"], r["context"], r.get("sample")) for r in records]
-    assert len(keys) == len(set(keys)) == len(PASSAGES) * (1 + cfg.k)  # every baseline and episode, once
+    assert each_once(records, cfg.k)
     assert comparable(records) == comparable(expected)  # the retried work gives what the local path gives
 
 
@@ -97,8 +102,7 @@ def test_a_worker_stopped_by_the_memory_monitor_is_replaced(tiny_model_dir, tmp_
     jobs = [ContextJob(1, i, None, list(range(cfg.k))) for i in range(len(PASSAGES))]
     records = list(pool(jobs, str(tiny_model_dir)))
     assert stopped.exists() and pool.deaths == 1
-    keys = [(r["event"], r["context"], r.get("sample")) for r in records]
-    assert len(keys) == len(set(keys)) == len(PASSAGES) * (1 + cfg.k)
+    assert each_once(records, cfg.k)
 
 
 def test_a_killed_local_run_resumes_on_ray_workers_without_redoing_work(tiny_model_dir, tmp_path, pool, monkeypatch):
@@ -121,8 +125,7 @@ def test_a_killed_local_run_resumes_on_ray_workers_without_redoing_work(tiny_mod
     monkeypatch.setattr(restem_mod, "score_self_edits", real)
     run = Run(tmp_path / "run", cfg)
     restem(domain(), PASSAGES, cfg, run, remote=pool)
-    keys = [(r["event"], r["context"], r.get("sample")) for r in run.records() if r["event"] in ("baseline", "episode")]
-    assert len(keys) == len(set(keys)) == len(PASSAGES) * (1 + cfg.k)  # nothing redone, nothing missing
+    assert each_once(run.records(), cfg.k)  # nothing redone, nothing missing
     fresh = Run(tmp_path / "fresh", cfg)
     restem(domain(), PASSAGES, cfg, fresh)
     assert sorted(episodes(run)) == sorted(episodes(fresh))
