@@ -2,7 +2,7 @@
 
 ReST-EM's round-2 self-edits copy far more of their passage than round 1's winners did (docs/results.md: winners
 14 %, the next generator 43-62 %). This separates the M-step from the reward: it samples 3 self-edits on each of
-`seal train knowledge`'s first 8 training passages (those runs'), clones `--picks` of them chosen at random (not
+`seal train knowledge`'s first 8 training passages (as those runs did), clones `--picks` of them chosen at random (not
 by reward; as many as round 1 rewarded) with the configured M-step (`restem.sft.*`, `mask_copied`), then samples
 one self-edit per evaluation passage from the cloned generator and prints the share of its words copied from the
 passage (`answers.copied_share`, the bench's `copied` column). `--no-sft` measures the untouched generator.
