@@ -11,23 +11,20 @@ import torch
 from seal import models
 from seal.config import InnerConfig
 from seal.domains.base import Example, UpdatePlan
-from seal.inner import lora
+from seal.inner import loss as loss_module
 from seal.inner.lora import (
-    IGNORE,
     UpdateError,
     collate,
     fresh_adapter,
     fresh_update,
-    kl_from_base,
-    labelled_logits,
     load_adapter,
     lr_factor,
     merge_adapter,
     save_adapter,
-    token_loss,
     tokenize_examples,
     train,
 )
+from seal.inner.loss import IGNORE, update_loss
 
 FACT = "The Orrin Canal joins the river Tesk to the harbour of Lune and opened in 1843."
 CFG = InnerConfig(rank=4, alpha=8, lr=1e-2, epochs=1, batch_size=4, max_length=64)
@@ -46,7 +43,24 @@ def _plan_loss(model, tokenizer, examples) -> float:
     batch = collate(tokenize_examples(tokenizer, examples, 64), tokenizer.pad_token_id, model.device)
     labels = batch.pop("labels")
     with torch.no_grad():
-        return token_loss(model(**batch).logits, labels).item()
+        return update_loss(model, batch, labels).item()
+
+
+def _predicting(labels: torch.Tensor) -> list[tuple[int, int]]:
+    """The (row, position) pairs whose next token is labelled: the logits at t-1 predict the token at t."""
+    return [(r, t - 1) for r in range(labels.shape[0]) for t in range(1, labels.shape[1]) if labels[r, t] != IGNORE]
+
+
+def _token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean next-token cross-entropy over labelled tokens, written out position by position."""
+    return torch.stack([-torch.log_softmax(logits[r, c], -1)[labels[r, c + 1]] for r, c in _predicting(labels)]).mean()
+
+
+def _kl(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean KL(base || trained) over the positions that predict a label, written out."""
+    return torch.stack([(torch.softmax(base_logits[r, c], -1) * (torch.log_softmax(base_logits[r, c], -1)
+                                                                 - torch.log_softmax(logits[r, c], -1))).sum()
+                        for r, c in _predicting(labels)]).mean()
 
 
 def _adapter_weights(peft_model) -> dict[str, torch.Tensor]:
@@ -194,51 +208,44 @@ def test_collate_pads_right_with_no_attention_and_no_labels():
     assert batch["attention_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
 
 
-def test_token_loss_matches_a_manual_computation():
-    torch.manual_seed(0)
-    logits = torch.randn(2, 5, 11)
-    labels = torch.tensor([[IGNORE, 3, 4, IGNORE, IGNORE], [IGNORE, IGNORE, 1, 2, 10]])
-    terms = []
-    for b in range(2):
-        for t in range(1, 5):  # the logits at t-1 predict the token at t
-            if labels[b, t] != IGNORE:
-                terms.append(-torch.log_softmax(logits[b, t - 1], -1)[labels[b, t]])
-    assert len(terms) == 5
-    assert token_loss(logits, labels).item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-6)
+def _batch(tok, examples):
+    batch = collate(tokenize_examples(tok, examples, 64), tok.pad_token_id, "cpu")
+    return batch, batch.pop("labels")
 
 
-def test_logits_from_the_first_labelled_position_give_the_full_loss(base):
+@pytest.mark.parametrize("kl_to_base", [0.0, 0.5])
+@pytest.mark.parametrize("chunk", [128, 3])  # every labelled position in one chunk, or several chunks
+@pytest.mark.parametrize("head", ["linear", "full logits"])  # a plain LM head, or one it must not bypass
+def test_update_loss_is_the_token_loss_plus_the_kl_at_labelled_positions(base, kl_to_base, chunk, head,
+                                                                         monkeypatch):
+    """The loss and its gradient are those written out from the full logits: cross-entropy at the positions
+    that predict a label (none of the long prompt's, none of the padding), plus the KL from the adapter
+    switched off; however the positions are chunked, and whether or not the LM head is bypassed."""
+    monkeypatch.setattr(loss_module, "LOSS_POSITIONS", chunk)
+    if head == "full logits":
+        monkeypatch.setattr(loss_module, "linear_head", lambda model: None)
     model, tok = base
-    examples = [Example(" opened in 1843.", prompt=FACT), Example(" Lune.", prompt=FACT + " The harbour")]
-    rows = tokenize_examples(tok, examples, 64)
-    batch = collate(rows, tok.pad_token_id, "cpu")
-    labels = batch.pop("labels")
-    with torch.no_grad():
-        kept, kept_labels = labelled_logits(model, batch, labels)
-        full = token_loss(model(**batch).logits, labels)
-    assert kept.shape[1] < labels.shape[1] // 2  # the long prompt's logits were never computed
-    assert token_loss(kept, kept_labels).item() == pytest.approx(full.item(), rel=1e-6)
-
-
-@pytest.mark.parametrize("chunk", [128, 2])  # one chunk of positions per row, or several
-def test_kl_from_base_is_the_kl_at_labelled_positions_only(chunk, monkeypatch):
-    monkeypatch.setattr(lora, "KL_POSITIONS", chunk)
-    g = torch.Generator().manual_seed(0)
-    logits, base_logits = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g)
-    labels = torch.tensor([[IGNORE, IGNORE, 3, 4, IGNORE], [IGNORE, 1, 2, IGNORE, IGNORE]])
-    predicting = [(0, 1), (0, 2), (1, 0), (1, 1)]  # the positions whose next token is labelled
-    trained = logits.clone().requires_grad_(True)
-    by_hand = sum((torch.softmax(base_logits[r, c], -1) * (torch.log_softmax(base_logits[r, c], -1)
-                                                            - torch.log_softmax(trained[r, c], -1))).sum()
-                  for r, c in predicting) / len(predicting)
-    expected_grad, = torch.autograd.grad(by_hand, trained)
-    kl = kl_from_base(trained, base_logits, labels)
-    assert kl.item() == pytest.approx(by_hand.item(), rel=1e-5)
-    assert torch.allclose(torch.autograd.grad(kl, trained)[0], expected_grad, atol=1e-6)
-    assert kl_from_base(base_logits, base_logits, labels).item() == pytest.approx(0.0, abs=1e-6)
-    elsewhere = logits.clone()
-    elsewhere[0, 0] += 5.0  # a position that predicts no label
-    assert kl_from_base(elsewhere, base_logits, labels).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    batch, labels = _batch(tok, [Example(" opened in 1843.", prompt=FACT), Example(" Lune.", prompt="The harbour")])
+    with fresh_adapter(model, CFG) as adapted:
+        with torch.no_grad():  # a fresh adapter is the base model: move it so that the KL is not zero
+            for name, p in adapted.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.5)
+            with adapted.disable_adapter():
+                base_logits = adapted(**batch).logits
+        params = [p for p in adapted.parameters() if p.requires_grad]
+        expected = _token_loss(adapted(**batch).logits, labels)
+        if kl_to_base:
+            expected = expected + kl_to_base * _kl(adapted(**batch).logits, base_logits, labels)
+        expected_grads = torch.autograd.grad(expected, params)
+        loss = update_loss(adapted, batch, labels, kl_to_base)
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            kl = _kl(adapted(**batch).logits, base_logits, labels).item()
+    assert kl > 1e-3  # the moved adapter is not the base model: the KL term is really tested
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_kl_to_base_keeps_the_trained_model_near_the_base(base):
@@ -256,7 +263,7 @@ def test_kl_to_base_keeps_the_trained_model_near_the_base(base):
         with fresh_adapter(model, cfg) as adapted:
             report = train(adapted, tok, plan, cfg, kl_to_base=weight)
             with torch.no_grad():
-                drift.append(kl_from_base(adapted(**batch).logits, before, labels).item())
+                drift.append(_kl(adapted(**batch).logits, before, labels).item())
         first_losses.append(report.losses[0])
     assert first_losses[1] == pytest.approx(first_losses[0], rel=1e-5)
     assert 0 < drift[1] < drift[0] / 2
@@ -267,16 +274,10 @@ def test_padding_changes_no_loss(base):
     short, long = Example("Lune."), Example(FACT + " " + FACT)
     rows = tokenize_examples(tok, [short, long], 64)
     assert len(rows[0][0]) < len(rows[1][0])
-    batch = collate(rows, tok.pad_token_id, "cpu")
-    labels = batch.pop("labels")
-    with torch.no_grad():
-        logits = model(**batch).logits
     alone = [_plan_loss(model, tok, [ex]) for ex in (short, long)]
-    assert token_loss(logits[:1], labels[:1]).item() == pytest.approx(alone[0], rel=1e-5)
-    assert token_loss(logits[1:], labels[1:]).item() == pytest.approx(alone[1], rel=1e-5)
     counts = [len(r[0]) - 1 for r in rows]  # predicted tokens per row
     weighted = (alone[0] * counts[0] + alone[1] * counts[1]) / sum(counts)
-    assert token_loss(logits, labels).item() == pytest.approx(weighted, rel=1e-5)
+    assert _plan_loss(model, tok, [short, long]) == pytest.approx(weighted, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from types import SimpleNamespace
 
@@ -10,7 +11,7 @@ import torch
 
 from seal import models
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
-from seal.domains.base import Score
+from seal.domains.base import Example, Score
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
 from seal.domains.knowledge.selfedit import split_self_edit
@@ -223,6 +224,28 @@ def test_no_winner_is_an_error_not_a_silent_round(tiny_model_dir, tmp_path):
     with pytest.raises(restem_mod.UpdateError, match="nothing to clone"):
         restem(KnowledgeDomain(eval=EvalConfig(max_new_tokens=2, grader="exact")), PASSAGES, cfg,
                Run(tmp_path / "run", cfg))
+
+
+@pytest.mark.parametrize("sft", [SFTConfig(epochs=2, rank=2, alpha=4, lr=1e-2, batch_size=2, kl_to_base=1.0),
+                                 SFTConfig(mode="full", epochs=1, lr=1e-3, batch_size=2)], ids=["lora-kl", "full"])
+def test_a_checkpointed_m_step_clones_the_same_generator(tiny_model_dir, sft):
+    """Checkpointing recomputes activations in the backward pass (seen on during every step, off after): the
+    merged generator is the one the plain M-step gives."""
+    examples = [Example(f"{i}. The canal opened in 1843 and joins the river Tesk.", prompt=PASSAGES[0].context)
+                for i in range(1, 4)]
+    cloned, seen = [], []
+    for checkpointing in (False, True):
+        model, tokenizer = models.load(str(tiny_model_dir))
+        cfg = dataclasses.replace(sft, checkpointing=checkpointing)
+        model = restem_mod.sft_generator(model, tokenizer, examples, cfg,
+                                         on_step=lambda *_: seen.append(model.is_activation_checkpointing))
+        assert not model.is_activation_checkpointing
+        cloned.append(model.state_dict())
+    assert seen == [False] * (len(seen) // 2) + [True] * (len(seen) // 2) and len(seen) >= 4
+    assert not all(torch.equal(a, b) for a, b in zip(cloned[0].values(), models.load(str(tiny_model_dir))[0]
+                                                    .state_dict().values()))  # the M-step moved the weights
+    for name, tensor in cloned[0].items():
+        torch.testing.assert_close(cloned[1][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_batched_scoring_equals_one_at_a_time(tiny_model_dir, tmp_path):

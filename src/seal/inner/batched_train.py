@@ -15,8 +15,8 @@ Speed (see benchmarks/inner_loop.py): each candidate's rows of a step are packed
 (`seal.inner.packing`), which are sorted by length and cut into micro-batches that keep padding low
 (gradients accumulate; the result is the same sum; the
 loss is one weighted cross-entropy per micro-batch, 1 / labelled tokens of the row's candidate per
-token, rather than `token_loss` per candidate, whose logits slices cost a zero-filled copy of the logits
-each in backward).
+token, rather than one cross-entropy per candidate over its slice of the logits, each of whose backward
+would write a zero-filled copy of the whole logits).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from seal.domains.base import UpdateError, UpdatePlan
-from seal.inner.lora import IGNORE, TrainReport, lr_factor, prepare, train_precision
+from seal.inner.lora import TrainReport, lr_factor, prepare, train_precision
+from seal.inner.loss import IGNORE, linear_head
 from seal.inner.packing import collate_packed, pack_rows, packing_supported
 
 if TYPE_CHECKING:
@@ -254,12 +255,9 @@ def _train_step(multi: MultiAdapter, optimizer: MultiAdamW, batch_rows, active, 
 def labelled_logits(model: nn.Module, inputs: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """The logits at positions (rows[i], cols[i]) only, [n, vocab]: the LM head (a fifth of SmolLM2's
     FLOPs) and the softmax then skip padding and unlabelled prompts (most of an ARC row). A model whose
-    head is more than a linear map of the last hidden state (logit scaling, soft-capping) computes its
-    full logits, of which the same positions are taken."""
-    head = model.get_output_embeddings()
-    plain = isinstance(head, nn.Linear) and model.base_model is not model and not any(
-        getattr(model.config, name, None) for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
-    if not plain:
+    head is not `linear_head` computes its full logits, of which the same positions are taken."""
+    head = linear_head(model)
+    if head is None:
         return model(**inputs, use_cache=False).logits[rows, cols]
     hidden = model.base_model(**inputs, use_cache=False).last_hidden_state
     return head(hidden[rows, cols])

@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-import torch.utils.checkpoint
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from seal.config import ConfigError, InnerConfig
 from seal.domains.base import Example, UpdateError, UpdatePlan
 from seal.generation import chat_prompt
+from seal.inner.loss import IGNORE, update_loss
 from seal.models import bf16_is_fast
-
-IGNORE = -100
 
 
 @dataclass
@@ -110,55 +108,6 @@ def lora_config(cfg: InnerConfig) -> LoraConfig:
     )
 
 
-def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over labelled tokens only."""
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE
-    )
-
-
-def labelled_logits(model, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The logits from the first position that predicts a label on, and the labels they align with. A prompt's
-    positions carry no loss, yet on Qwen's 152k-word vocabulary each costs 0.6 MB of logits (and as much again in
-    their gradient): in ReST-EM's M-step every prompt holds the passage, and one was OOM-killed at 22.6 GB."""
-    first = int((labels != IGNORE).int().argmax(dim=1).min())  # the earliest labelled position of any row
-    keep = labels.shape[1] - max(first - 1, 0)
-    return model(**batch, logits_to_keep=keep, use_cache=False).logits, labels[:, -keep:]
-
-
-KL_POSITIONS = 128  # positions whose [positions, vocab] float intermediates `kl_from_base` holds at once
-
-
-def kl_from_base(logits: torch.Tensor, base_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean KL(base || trained) of the next-token distributions at the labelled positions. Cloning a model's
-    own samples sharpens it toward their common mode (ReST-EM's M-step doubled the words its self-edits copy
-    from the passage, benchmarks/mstep_copy.py); this term keeps the mass the base model spread elsewhere. At
-    weight 1 the cloned generator's self-edits copied 19.2 % of their words against 36.9 % without it and 18.3 %
-    before the M-step (docs/results.md).
-
-    Summed over chunks of positions, each recomputed in the backward pass (`checkpoint`): computed at once on
-    Qwen's 152k-word vocabulary, the float copies, log-softmaxes and their gradients of an M-step batch took
-    the process past 23 GB and it was OOM-killed."""
-    predicts = (labels[:, 1:] != IGNORE).float()
-    logits, base_logits = logits[:, :-1], base_logits[:, :-1]
-    total = logits.new_zeros((), dtype=torch.float32)
-    for row in range(logits.shape[0]):
-        for start in range(0, predicts.shape[1], KL_POSITIONS):
-            chunk = slice(start, start + KL_POSITIONS)
-            if not predicts[row, chunk].any():  # another row's longer prompt, or padding: nothing to weigh
-                continue
-            total = total + torch.utils.checkpoint.checkpoint(
-                _kl_sum, logits[row, chunk], base_logits[row, chunk], predicts[row, chunk], use_reentrant=False)
-    return total / predicts.sum().clamp(min=1)
-
-
-def _kl_sum(logits: torch.Tensor, base_logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    trained = torch.log_softmax(logits.float(), dim=-1)
-    base = torch.log_softmax(base_logits.float(), dim=-1)
-    per_position = torch.nn.functional.kl_div(trained, base, log_target=True, reduction="none").sum(dim=-1)
-    return (per_position * weights).sum()
-
-
 def lr_factor(cfg: InnerConfig, step: int, total: int) -> float:
     """Multiplier of the update's lr at 0-based `step` of `total` (cfg.lr_schedule after cfg.warmup).
 
@@ -207,7 +156,7 @@ def train(
     kl_to_base: float = 0.0,
 ) -> TrainReport:
     """Train the active adapter of `model` on `plan` with AdamW; the plan may override lr and epochs.
-    `kl_to_base` > 0 adds that multiple of `kl_from_base` (the base model is the adapter switched off)."""
+    `kl_to_base` > 0 adds that multiple of the KL from the base model, the adapter switched off (`update_loss`)."""
     lr, epochs, rows = prepare(tokenizer, plan, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
@@ -225,13 +174,7 @@ def train(
                             tokenizer.pad_token_id, model.device)
             labels = batch.pop("labels")
             with train_precision(cfg, model.device):
-                logits, kept_labels = labelled_logits(model, batch, labels)
-                if kl_to_base:
-                    with torch.no_grad(), model.disable_adapter():
-                        base_logits, _ = labelled_logits(model, batch, labels)
-            loss = token_loss(logits, kept_labels)
-            if kl_to_base:
-                loss = loss + kl_to_base * kl_from_base(logits, base_logits, kept_labels)
+                loss = update_loss(model, batch, labels, kl_to_base)
             if not torch.isfinite(loss):
                 raise UpdateError(f"non-finite training loss at step {report.steps}")
             optimizer.zero_grad(set_to_none=True)

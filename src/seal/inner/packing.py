@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from seal.inner.lora import IGNORE
+from seal.inner.loss import IGNORE
 
 @dataclass
 class PackedRow:

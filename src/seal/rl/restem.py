@@ -55,7 +55,10 @@ class SFTConfig:
     batch_size: int = 4
     max_length: int = 1024
     seed: int = 0
-    kl_to_base: float = bounded(0.0, ge=0)  # lora: weight of the KL from the round's generator (inner.lora.kl_from_base)
+    kl_to_base: float = bounded(0.0, ge=0)  # lora: weight of the KL from the round's generator (inner.loss.update_loss)
+    # recompute each layer's activations in the backward pass instead of keeping them: the same update with less
+    # memory and one more forward pass per step (docs/results.md: what it saves and costs on Qwen2.5-0.5B)
+    checkpointing: bool = False
 
 
 @dataclass
@@ -117,16 +120,22 @@ def sft_generator(model, tokenizer, examples: list[Example], cfg: SFTConfig, on_
     plan = UpdatePlan(examples)
     inner = InnerConfig(rank=cfg.rank, alpha=cfg.alpha, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
                         max_length=cfg.max_length, seed=cfg.seed)
-    if cfg.mode == "full":
-        torch.manual_seed(cfg.seed)
-        for p in model.parameters():
-            p.requires_grad_(True)
-        train(model, tokenizer, plan, inner, on_step=on_step)
+    if cfg.checkpointing:  # transformers' default, non-reentrant: the adapters get grads though no input needs one
+        model.activation_checkpointing_enable()
+    try:
+        if cfg.mode == "full":
+            torch.manual_seed(cfg.seed)
+            for p in model.parameters():
+                p.requires_grad_(True)
+            train(model, tokenizer, plan, inner, on_step=on_step)
+            return model
+        with fresh_adapter(model, inner) as peft_model:
+            train(peft_model, tokenizer, plan, inner, on_step=on_step, kl_to_base=cfg.kl_to_base)
+            peft_model.merge_adapter()  # fold the update into the base weights before the adapter is removed
         return model
-    with fresh_adapter(model, inner) as peft_model:
-        train(peft_model, tokenizer, plan, inner, on_step=on_step, kl_to_base=cfg.kl_to_base)
-        peft_model.merge_adapter()  # fold the update into the base weights before the adapter is removed
-    return model
+    finally:
+        if cfg.checkpointing:
+            model.activation_checkpointing_disable()
 
 
 def _save_atomically(model, tokenizer, target: Path) -> None:
