@@ -32,7 +32,7 @@ from torch import nn
 
 from seal.domains.base import UpdateError, UpdatePlan
 from seal.inner.lora import TrainReport, lr_factor, prepare, train_precision
-from seal.inner.loss import IGNORE, linear_head
+from seal.inner.loss import IGNORE, states_at
 from seal.inner.packing import collate_packed, pack_rows, packing_supported
 
 if TYPE_CHECKING:
@@ -253,12 +253,8 @@ def _train_step(multi: MultiAdapter, optimizer: MultiAdamW, batch_rows, active, 
 
 
 def labelled_logits(model: nn.Module, inputs: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """The logits at positions (rows[i], cols[i]) only, [n, vocab]: the LM head (a fifth of SmolLM2's
-    FLOPs) and the softmax then skip padding and unlabelled prompts (most of an ARC row). A model whose
-    head is not `linear_head` computes its full logits, of which the same positions are taken."""
-    head = linear_head(model)
-    if head is None:
-        return model(**inputs, use_cache=False).logits[rows, cols]
-    hidden = model.base_model(**inputs, use_cache=False).last_hidden_state
-    return head(hidden[rows, cols])
+    """The logits at positions (rows[i], cols[i]) only, [n, vocab] (`states_at`): the LM head (a fifth of SmolLM2's
+    FLOPs) and the softmax then skip padding and unlabelled prompts (most of an ARC row)."""
+    states, head = states_at(model, inputs, rows, cols)
+    return head(states)
 

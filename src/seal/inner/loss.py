@@ -32,18 +32,24 @@ def linear_head(model: nn.Module) -> nn.Linear | None:
     return head if plain else None
 
 
-def labelled_states(model: nn.Module, batch: dict[str, torch.Tensor],
-                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
-    """(states [n, d], targets [n], head): at each position that predicts a label, what the LM head reads, the
-    label, and the map from states to logits. A model whose head is not `linear_head` gives its logits at those
-    positions and the identity."""
+def states_at(model: nn.Module, batch: dict[str, torch.Tensor], rows: torch.Tensor,
+              cols: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """(states [n, d], head) at positions (rows[i], cols[i]) only: what the LM head reads there and the map to logits,
+    so that the head and the softmax skip every other position. A model whose head is not `linear_head` gives its
+    logits there and the identity."""
     causal = model.get_base_model() if isinstance(model, PeftModel) else model  # adapters are injected in place
-    rows, cols = (labels[:, 1:] != IGNORE).nonzero(as_tuple=True)
-    targets = labels[rows, cols + 1]
     head = linear_head(causal)
     if head is None:
-        return model(**batch, use_cache=False).logits[rows, cols], targets, nn.Identity()
-    return causal.base_model(**batch, use_cache=False).last_hidden_state[rows, cols], targets, head
+        return model(**batch, use_cache=False).logits[rows, cols], nn.Identity()
+    return causal.base_model(**batch, use_cache=False).last_hidden_state[rows, cols], head
+
+
+def labelled_states(model: nn.Module, batch: dict[str, torch.Tensor],
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """(states [n, d], targets [n], head) at each position that predicts a label (`states_at`), with the label."""
+    rows, cols = (labels[:, 1:] != IGNORE).nonzero(as_tuple=True)
+    states, head = states_at(model, batch, rows, cols)
+    return states, labels[rows, cols + 1], head
 
 
 def update_loss(model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor,
