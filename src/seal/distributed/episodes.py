@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections import deque
 from typing import Any, Iterator
 
 from seal.rl.restem import ContextJob, RestEMConfig
 
 MAX_WORKER_DEATHS = 8  # per pool: beyond this the cause is not a passing fault, and the round stops with it
+STOP_WAIT_S = 60  # how long a round's end waits for its killed workers to be gone before it fails
 
 
 def gpus_per_worker(device: str, cluster_gpus: float, workers: int) -> int:
@@ -146,10 +148,25 @@ class RayEpisodes:
         self._stop_actors()
 
     def _stop_actors(self) -> None:
+        """Kill this round's workers and wait until each is gone: `ray.kill` only asks, and the M-step that
+        follows needs the memory they hold (a call made while the kill is on its way still runs)."""
         import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
 
         for actor in self.actors:
             ray.kill(actor)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for actor in self.actors:
+            while True:
+                try:
+                    ray.get(actor.__ray_ready__.remote(), timeout=max(deadline - time.monotonic(), 0))
+                except RayActorError:
+                    break
+                except GetTimeoutError:
+                    pass
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(f"a Ray worker killed {STOP_WAIT_S} s ago is still alive; see the Ray logs")
+                time.sleep(0.05)
         self.actors = []
 
     def _replace(self, dead, idle: list) -> None:
