@@ -162,9 +162,7 @@ class RayEpisodes:
                     ray.get(actor.__ray_ready__.remote(), timeout=max(deadline - time.monotonic(), 0))
                 except RayActorError:
                     break
-                except GetTimeoutError:
-                    pass
-                if time.monotonic() >= deadline:
+                except GetTimeoutError:  # past the deadline a get times out at once
                     raise RuntimeError(f"a Ray worker killed {STOP_WAIT_S} s ago is still alive; see the Ray logs")
                 time.sleep(0.05)
         self.actors = []
