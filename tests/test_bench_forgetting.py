@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import pytest
 
 from seal.bench import transfer
-from seal.bench.forgetting import ForgettingBenchConfig, run_bench, sequences
+from seal.bench.forgetting import ForgettingBenchConfig, interim, run_bench, sequences
 from seal.cli import main
 from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
 from seal.memory import MemoryConfig
@@ -61,11 +63,17 @@ def config(model_dir, squad, **kw) -> ForgettingBenchConfig:
 def test_sequences_are_disjoint_and_reproducible(tiny_model_dir, squad):
     cfg = config(tiny_model_dir, squad)
     first, again = sequences(cfg), sequences(cfg)
-    assert [[p.title for p in s] for s in first] == [[p.title for p in s] for s in again]
-    titles = [p.title for s in first for p in s]
+    assert [[p.title for p in s] for s in first.values()] == [[p.title for p in s] for s in again.values()]
+    titles = [p.title for s in first.values() for p in s]
     assert len(titles) == len(set(titles)) == 4
+    # a run from the second sequence on draws the very passages the whole run gives sequence 1
+    assert {1: [p.title for p in first[1]]} == {
+        s: [p.title for p in seq] for s, seq in sequences(config(tiny_model_dir, squad, first_sequence=1,
+                                                                 sequences=1)).items()}
     with pytest.raises(ValueError, match="need 6 passages"):
         sequences(config(tiny_model_dir, squad, documents=3))
+    with pytest.raises(ValueError, match="need 6 passages"):
+        sequences(config(tiny_model_dir, squad, first_sequence=1))
 
 
 def test_bench_writes_matrix_report_plots_and_resumes(scrambled_model_dir, squad, tmp_path):
@@ -103,6 +111,24 @@ def test_bench_writes_matrix_report_plots_and_resumes(scrambled_model_dir, squad
     assert (out / "memories" / "router-1" / "learns.jsonl").read_text() == learns
     assert len((out / "metrics.jsonl").read_text().splitlines()) == len(steps)
     assert again["strategies"][1]["R"] == rows["router"]["R"]
+
+
+def test_runs_on_different_sequences_pool_into_the_whole_run(scrambled_model_dir, squad, tmp_path, capsys):
+    whole = run_bench(config(scrambled_model_dir, squad, strategies=["router"]), tmp_path / "whole")
+    for s in (0, 1):
+        run_bench(config(scrambled_model_dir, squad, strategies=["router"], first_sequence=s, sequences=1),
+                  tmp_path / f"part{s}")
+    pooled, _ = interim(tmp_path / "part0", tmp_path / "part1")
+    assert pooled["strategies"][0]["sequences"] == 2
+    assert pooled["strategies"][0]["R"] == whole["strategies"][0]["R"]
+    assert main(["bench", "status", str(tmp_path / "part0"), str(tmp_path / "part1")]) == 0
+    assert re.search(r"│ router +│ 2 +│", capsys.readouterr().err)  # both parts' sequences in one row
+    with pytest.raises(ValueError, match="both ran router sequence 0"):
+        interim(tmp_path / "whole", tmp_path / "part0")
+    other = config(scrambled_model_dir, squad, strategies=["router"], first_sequence=1, sequences=1, seed=5)
+    run_bench(dataclasses.replace(other, documents=1), tmp_path / "other")
+    with pytest.raises(ValueError, match="differ in more than their sequences"):
+        interim(tmp_path / "part0", tmp_path / "other")
 
 
 def test_cli_refuses_a_bad_strategy_with_one_line(tmp_path, capsys):

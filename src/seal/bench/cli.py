@@ -97,9 +97,7 @@ def cmd_bench_status(args) -> int:
     if kinds == {"forgetting"}:
         from seal.bench.forgetting import interim
 
-        if len(args.runs) > 1:
-            raise ValueError(f"{runs}: forgetting runs are not pooled; give one run directory")
-        results, cfg = interim(args.runs[0])
+        results, cfg = interim(*args.runs)
         _print_forgetting(results, cfg, f"{runs}: forgetting so far, complete sequences only")
         return 0
     if kinds == {"arc"}:
@@ -166,8 +164,8 @@ def cmd_bench_forgetting(args) -> int:
     overrides = list(args.overrides)
     if args.model:
         overrides.append(f"memory.model.name={args.model}")
-    overrides += [f"{key}={value}" for key, value in (("documents", args.documents), ("sequences", args.sequences))
-                  if value is not None]
+    flags = (("documents", args.documents), ("sequences", args.sequences), ("first_sequence", args.first_sequence))
+    overrides += [f"{key}={value}" for key, value in flags if value is not None]
     if args.strategy:
         overrides.append(f"strategies={','.join(args.strategy)}")
     cfg = load_config(ForgettingBenchConfig, args.config, overrides)
@@ -205,7 +203,7 @@ def add_bench_parser(sub) -> None:
                          "or of its parts pooled")
     p.add_argument("runs", nargs="+", metavar="run", help="the benchmark's run directory; several: parts of one "
                    "benchmark pooled into one table (knowledge: the same config at different offsets; "
-                   "ARC: the same config with different conditions or tasks)")
+                   "ARC: the same config with different conditions or tasks; forgetting: different sequences)")
     p.add_argument("--grader", help="knowledge: grade every stored answer again with this grader, or `default` (e.g. "
                    "runs made under an older default, pooled on one measure)")
     p.set_defaults(func=cmd_bench_status)
@@ -237,6 +235,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--model")
     p.add_argument("--documents", type=int, help="T: passages learned in sequence (default 8)")
     p.add_argument("--sequences", type=int, help="S: independent sequences per strategy (default 4)")
+    p.add_argument("--first-sequence", type=int, help="run sequences from this index on (default 0): runs on "
+                   "different sequences pool in `seal bench status`")
     p.add_argument("--strategy", action="append", choices=["merge", "replay", "router", "consolidate"],
                    help="a strategy to run (repeatable; default all)")
     p.add_argument("--out", help="run directory (default: runs/bench-forgetting-<time>); rerun the same --out to resume")

@@ -35,6 +35,8 @@ class ForgettingBenchConfig:
     data: str = field(default_factory=lambda: data_file("squad/squad_val.json"))  # see seal.datapaths
     documents: int = 8  # T: passages learned in sequence
     sequences: int = 4  # S: independent sequences (disjoint passages) per strategy
+    # the first sequence's index: runs side by side on sequences 0-1 and 2-3 pool into S = 4 (seal bench status)
+    first_sequence: int = 0
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
     # learn as a user would (self-quiz gate) or gate on the passages' own questions (the paper's setting)
     self_quiz: bool = True
@@ -43,24 +45,26 @@ class ForgettingBenchConfig:
     seed: int = 0
 
 
-def sequences(cfg: ForgettingBenchConfig) -> list[list[Passage]]:
-    """S disjoint sequences of T evaluation passages, drawn with the config's seed."""
+def sequences(cfg: ForgettingBenchConfig) -> dict[int, list[Passage]]:
+    """Sequences `first_sequence` .. `first_sequence + S - 1` of T evaluation passages, by index: disjoint
+    slices of the evaluation split shuffled with the config's seed, so sequence s is the same passages in
+    every run that shares T and the seed, whichever sequences it runs."""
     evaluation, _ = split_eval(load_squad(cfg.data))
     pool = list(evaluation)
     random.Random(cfg.seed).shuffle(pool)
-    need = cfg.documents * cfg.sequences
-    if need > len(pool):
-        raise ValueError(f"{cfg.sequences} sequences of {cfg.documents} need {need} passages; "
-                         f"the evaluation split has {len(pool)}")
-    return [pool[s * cfg.documents:(s + 1) * cfg.documents] for s in range(cfg.sequences)]
+    end = cfg.first_sequence + cfg.sequences
+    if cfg.documents * end > len(pool):
+        raise ValueError(f"sequences {cfg.first_sequence}-{end - 1} of {cfg.documents} need "
+                         f"{cfg.documents * end} passages; the evaluation split has {len(pool)}")
+    return {s: pool[s * cfg.documents:(s + 1) * cfg.documents] for s in range(cfg.first_sequence, end)}
 
 
 def check(cfg: ForgettingBenchConfig) -> None:
     bad = [s for s in cfg.strategies if s not in STRATEGIES]
     if bad or not cfg.strategies:
         raise ValueError(f"unknown strategy {bad}; choose among {', '.join(STRATEGIES)}")
-    if cfg.documents < 1 or cfg.sequences < 1:
-        raise ValueError("documents and sequences must be at least 1")
+    if cfg.documents < 1 or cfg.sequences < 1 or cfg.first_sequence < 0:
+        raise ValueError("documents and sequences must be at least 1, first_sequence at least 0")
 
 
 def evaluate_row(memory: Memory, passages: list[Passage]) -> tuple[list[float], list[dict]]:
@@ -119,7 +123,7 @@ def run_bench(cfg: ForgettingBenchConfig, out: str | Path) -> dict:
     with progress_bar() as bar:
         task = bar.add_task("forgetting steps", total=total, completed=len(done), status="")
         for strategy in cfg.strategies:
-            for s, passages in enumerate(seqs):
+            for s, passages in seqs.items():
                 if all((strategy, s, i) in done for i in range(cfg.documents + 1)):
                     continue
                 mem_cfg = dataclasses.replace(cfg.memory, strategy=strategy, seed=cfg.memory.seed + s)
@@ -142,10 +146,22 @@ def run_bench(cfg: ForgettingBenchConfig, out: str | Path) -> dict:
 
 
 
-def interim(out: str | Path) -> tuple[dict, ForgettingBenchConfig]:
-    """The table so far of a forgetting run that is running or was killed (its complete sequences); read-only."""
-    path = Path(out)
-    if not (path / "config.yaml").is_file():
-        raise FileNotFoundError(f"{path} is not a forgetting benchmark run (no config.yaml)")
-    cfg = load_config(ForgettingBenchConfig, path / "config.yaml")
-    return summarise(read_records(path / "metrics.jsonl", event="step"), cfg), cfg
+def interim(*outs: str | Path) -> tuple[dict, ForgettingBenchConfig]:
+    """The table so far of forgetting runs that are running or were killed (their complete sequences); read-only.
+    Several runs pool when their configs differ only in which sequences they run, and no sequence is in two."""
+    configs, steps, owner = [], [], {}
+    for out in outs:
+        path = Path(out)
+        if not (path / "config.yaml").is_file():
+            raise FileNotFoundError(f"{path} is not a forgetting benchmark run (no config.yaml)")
+        cfg = load_config(ForgettingBenchConfig, path / "config.yaml")
+        if configs and dataclasses.replace(cfg, first_sequence=0, sequences=1) != dataclasses.replace(
+                configs[0], first_sequence=0, sequences=1):
+            raise ValueError(f"{out} and {outs[0]} differ in more than their sequences: they do not pool")
+        configs.append(cfg)
+        for r in read_records(path / "metrics.jsonl", event="step"):
+            if owner.setdefault((r["strategy"], r["sequence"]), out) != out:
+                raise ValueError(f"{out} and {owner[r['strategy'], r['sequence']]} both ran {r['strategy']} "
+                                 f"sequence {r['sequence']}: they do not pool")
+            steps.append(r)
+    return summarise(steps, configs[0]), configs[0]
