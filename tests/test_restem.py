@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seal import models
-from seal.config import EvalConfig, InnerConfig, ModelConfig, SamplingConfig
+from seal.config import ConfigError, EvalConfig, InnerConfig, ModelConfig, SamplingConfig, load_config
 from seal.domains.base import Example, Score
 from seal.domains.knowledge.data import Passage, Question
 from seal.domains.knowledge.domain import KnowledgeDomain
@@ -69,6 +69,9 @@ def test_rewards_and_winners():
     assert reward(None, 0.5, "gain") is None  # a failed episode: counted as failed, in no mean
     with pytest.raises(ValueError, match="reward"):
         RestEMConfig(reward="bogus")
+    noted = [{"sample": 0, "score": 0.9, "notes": {"copied": 0.6}}, {"sample": 1, "score": 0.7, "notes": {"copied": 0.2}}]
+    assert winners(noted, 0.4, strict) == [noted[0]]
+    assert winners(noted, 0.4, RestEMConfig(reward="best", winner_max_notes={"copied": 0.25})) == [noted[1]]
 
 
 def test_rounds_save_generators_that_differ(tiny_model_dir, tmp_path, capfd):
@@ -115,6 +118,28 @@ def test_a_round_reports_how_much_of_its_self_edits_is_copied(tiny_model_dir, tm
     [summary] = restem(domain(), PASSAGES, cfg, run)
     assert sorted(e["notes"]["copied"] for e in run.records(event="episode")) == [0.0, 0.0, 1.0, 1.0]
     assert (summary["self_edit_copied"], summary["self_edit_items"]) == (0.5, 1.0)
+
+
+def test_a_self_edit_over_a_note_limit_is_never_cloned(tiny_model_dir, tmp_path, monkeypatch):
+    cloned = record_clones(monkeypatch)
+    own = "1. Barges carried coal and timber along the new waterway."
+    monkeypatch.setattr(restem_mod, "sample_self_edits", lambda model, tok, domain, contexts, sampling, k, seed:
+                        [[f"1. {c.context}", own] for c in contexts])  # one copy of the passage, one of its own
+    cfg = load_config(RestEMConfig, overrides=[f"generator.name={tiny_model_dir}", "rounds=1", "k=2",
+                                               "reward=binary", "require_improvement=false",
+                                               "winner_max_notes.copied=0.25", "inner.rank=2", "inner.alpha=4",
+                                               "inner.epochs=1", "sft.epochs=1", "sft.rank=2", "sft.alpha=4"])
+    assert cfg.winner_max_notes == {"copied": 0.25}
+    [summary] = restem(domain(), PASSAGES, cfg, Run(tmp_path / "run", cfg))
+    assert summary["self_edit_copied"] == 0.5  # both were sampled and scored ...
+    assert [x.completion for x in cloned] == [own, own]  # ... the copy of each passage was not cloned
+
+    bad = dataclasses.replace(cfg, winner_max_notes={"copyd": 0.25})
+    with pytest.raises(ValueError, match=r"notes no \['copyd'\] of a self-edit \(it notes \['copied', 'items'\]\)"):
+        restem(domain(), PASSAGES, bad, Run(tmp_path / "bad", bad))
+    assert not list(Run(tmp_path / "bad", bad).records(event="episode"))  # it stopped before any episode was logged
+    with pytest.raises(ConfigError, match="winner_max_notes.copied: expected a number"):
+        load_config(RestEMConfig, overrides=["winner_max_notes.copied=lots"])
 
 
 def test_resume_after_kill_redoes_nothing(tiny_model_dir, tmp_path, monkeypatch):
