@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--min-coverage", type=float, nargs="+", default=[0.2, 0.28, 0.32, 0.36, 0.45])
     args = parser.parse_args()
     cfg = ForgettingBenchConfig(documents=args.documents, sequences=args.sequences)
-    seqs = sequences(cfg)
+    seqs = list(sequences(cfg).values())
     used = {p.context for s in seqs for p in s}
     evaluation, _ = split_eval(load_squad(cfg.data))
     unlearned = [p for p in evaluation if p.context not in used][:50]  # never learned by any sequence
