@@ -146,6 +146,8 @@ def test_quiz_pairs_must_be_short_and_supported_by_the_document():
     assert [q.answer for q in cloze] == ["Orrin Canal", "1843"]
     formula = Passage("Series", "The harmonic series 1 + 1/2 + 1/3 diverges, as Oresme showed around 1350 already.")
     assert [q.answer for q in cloze_questions(formula, 1)] == ["1350"]  # a lone digit is not blanked
+    cited = Passage("Tesla", "Tesla fired a secretary because of her weight.:110 He was quick to criticize clothing.")
+    assert [q.answer for q in cloze_questions(cited, 1)] == ["secretary"]  # a citation's page is not a fact
     # a blank the rest of the sentence gives away is not asked: the next candidate is
     repeated = Passage("Shah", "The Shah's army was split by feuds and by the Shah's decision to divide it.")
     assert [q.answer for q in cloze_questions(repeated, 1)] == ["decision"]

@@ -30,7 +30,9 @@ MAX_ANSWER_WORDS = 8
 _PAIR = re.compile(r"^Question: (?P<q>.+)\nAnswer: (?P<a>.+)$", re.S)
 _NUMBERING = re.compile(r"^(?:\d+[.)]|[-*])\s+")  # "1. What ...": the model numbered its question once more
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_NUMBER = re.compile(r"\b\d[\d,.]*\d\b")  # two digits or more: a lone digit was often a formula's ("1 + 1/___")
+# two digits or more: a lone digit was often a formula's ("1 + 1/___"); none after a colon, which in Wikipedia's
+# text marks a citation's page ("her weight.:110 He was"), a number no question can be about
+_NUMBER = re.compile(r"(?<!:)\b\d[\d,.]*\d\b")
 _NAME = re.compile(r"(?<=\s)[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*")
 _WORD = re.compile(r"[^\W\d_]{4,}")
 
