@@ -72,6 +72,8 @@ def test_rewards_and_winners():
     noted = [{"sample": 0, "score": 0.9, "notes": {"copied": 0.6}}, {"sample": 1, "score": 0.7, "notes": {"copied": 0.2}}]
     assert winners(noted, 0.4, strict) == [noted[0]]
     assert winners(noted, 0.4, RestEMConfig(reward="best", winner_max_notes={"copied": 0.25})) == [noted[1]]
+    with pytest.raises(ValueError, match=r"notes no \['copyd'\]"):  # a resumed round's records are checked too
+        winners(noted, 0.4, RestEMConfig(winner_max_notes={"copyd": 0.25}))
 
 
 def test_rounds_save_generators_that_differ(tiny_model_dir, tmp_path, capfd):

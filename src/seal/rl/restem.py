@@ -101,8 +101,11 @@ class RestEMConfig:
 
 def winners(episodes: list[dict], baseline: float, cfg: RestEMConfig) -> list[dict]:
     """The self-edits of one context that the M-step clones, according to the reward mode."""
-    scored = [e for e in episodes if e.get("score") is not None
-              and all(e["notes"][name] <= limit for name, limit in cfg.winner_max_notes.items())]
+    scored = [e for e in episodes if e.get("score") is not None]
+    if cfg.winner_max_notes:
+        for e in scored:  # a resumed round whose episodes were all logged parses nothing: check its records here
+            check_noted(cfg, e["notes"])
+        scored = [e for e in scored if all(e["notes"][n] <= limit for n, limit in cfg.winner_max_notes.items())]
     if cfg.require_improvement:
         scored = [e for e in scored if e["score"] > baseline]
     if not scored:
@@ -110,6 +113,14 @@ def winners(episodes: list[dict], baseline: float, cfg: RestEMConfig) -> list[di
     if cfg.reward == "binary":
         return scored
     return [max(scored, key=lambda e: (e["score"], -e["sample"]))]
+
+
+def check_noted(cfg: RestEMConfig, notes: dict) -> None:
+    """A name in `winner_max_notes` that a self-edit's notes lack is a config error, not a bound never applied."""
+    unnoted = set(cfg.winner_max_notes) - set(notes)
+    if unnoted:
+        raise ValueError(f"restem.winner_max_notes: the domain notes no {sorted(unnoted)} of a self-edit "
+                         f"(it notes {sorted(notes)})")
 
 
 def reward(score: float | None, baseline: float, mode: str) -> float | None:
@@ -353,10 +364,7 @@ def score_self_edits(domain, context, texts: dict[int, str], cfg: RestEMConfig, 
         try:
             plans[j] = domain.parse(context, text)
             records[j]["notes"] = plans[j].notes
-            unnoted = set(cfg.winner_max_notes) - set(plans[j].notes)
-            if unnoted:  # before any update, not when the round's winners are drawn hours later
-                raise ValueError(f"restem.winner_max_notes: the {domain.name} domain notes no {sorted(unnoted)} "
-                                 f"of a self-edit (it notes {sorted(plans[j].notes)})")
+            check_noted(cfg, plans[j].notes)  # before any update, not when the round's winners are drawn hours later
         except SelfEditError as e:
             records[j]["error"] = str(e)
     values: dict[int, list[Score]] = {j: [] for j in plans}
