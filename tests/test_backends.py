@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -274,3 +275,26 @@ def test_q8_0_weights_answer_as_hf_does(scrambled_model_dir):
     fast, _ = models.load(ModelConfig(name=str(scrambled_model_dir), backend="llamacpp", llamacpp_weights="q8_0"))
     expected = generate(ref, tok, _prompts(tok), max_new_tokens=6)
     assert _agree(generate(fast, tok, _prompts(tok), max_new_tokens=6), expected) >= 0.5
+
+
+@pytest.mark.parametrize("top_p", [0.9, 0.999, 1.0])
+def test_top_p_draws_are_the_full_sorts_draws(top_p):
+    """The sampler sorts only the likeliest tokens when the nucleus lies within them, else the whole vocabulary:
+    either way each draw is the token a stable sort of every probability gives, ties included."""
+    from seal.backends.llamacpp import _log_softmax, _pick
+
+    def by_full_sort(logits, temperature, rng):
+        probs = np.exp(_log_softmax(logits / temperature))
+        order = np.argsort(-probs, kind="stable")
+        keep = max(1, int(np.searchsorted(np.cumsum(probs[order]), top_p) + 1)) if top_p < 1 else len(order)
+        return int(order[rng.choice(keep, p=probs[order[:keep]] / probs[order[:keep]].sum())])
+
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        logits = rng.normal(0, 3 if trial % 2 else 0.3, 20000).astype(np.float32)  # peaked, then flat (wide nucleus)
+        # a tie of many tokens at the top, some trials more of them than the sampler sorts first
+        logits[rng.choice(20000, 1500 if trial % 3 == 0 else 300, replace=False)] = logits.max()
+        temperature = 0.7 + trial / 30
+        fast, slow = np.random.default_rng(trial), np.random.default_rng(trial)
+        assert [_pick(logits, temperature, top_p, fast) for _ in range(5)] == \
+               [by_full_sort(logits, temperature, slow) for _ in range(5)]

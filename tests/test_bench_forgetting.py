@@ -136,3 +136,21 @@ def test_cli_refuses_a_bad_strategy_with_one_line(tmp_path, capsys):
         main(["bench", "forgetting", "--strategy", "forget-nothing", "--out", str(tmp_path / "x")])
     assert e.value.code == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_sparse_rows_measure_what_the_measures_read(scrambled_model_dir, squad, tmp_path):
+    """Whole rows only at the first and last steps: a step between asks the passage just learned and the next
+    one, and every measure equals the dense run's (the learns are the same; only the answering is skipped)."""
+    dense = run_bench(config(scrambled_model_dir, squad, documents=3, sequences=1, strategies=["merge"]),
+                      tmp_path / "dense")["strategies"][0]
+    sparse = run_bench(config(scrambled_model_dir, squad, documents=3, sequences=1, strategies=["merge"],
+                              full_row_every=5), tmp_path / "sparse")["strategies"][0]
+    measured = [[v is not None for v in row] for row in sparse["R"]]
+    assert measured == [[True] * 3, [True, True, False], [False, True, True], [True] * 3]
+    assert all(s == d for srow, drow in zip(sparse["R"], dense["R"]) for s, d in zip(srow, drow) if s is not None)
+    for key in ("acc", "bwt", "fwt", "retention", "just_after", "base"):
+        assert sparse[key] == pytest.approx(dense[key]), key
+    assert "| 1 | " in (tmp_path / "sparse" / "report.md").read_text()
+    assert (tmp_path / "sparse" / "plots" / "heatmaps.png").is_file()
+    with pytest.raises(ValueError, match="full_row_every must be at least 1"):
+        run_bench(config(scrambled_model_dir, squad, full_row_every=0), tmp_path / "bad")

@@ -238,8 +238,9 @@ def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(sc
     questions = ["When did the Orrin Canal open?", "How far has the Vattna Glacier retreated?",
                  "What do worker bees turn nectar into?"]
     together = mem.answer_many(questions)
-    alone = [mem.answer(q) for q in questions]
-    assert together == alone
+    assert [mem.answer(q) for q in questions] == together  # given again from what was answered
+    fresh = Memory.open(tmp_path / "m")  # nothing answered yet: each question decoded on its own
+    assert [fresh.answer(q) for q in questions] == together
     assert ["".join(mem.answer_stream(q)) for q in questions] == together  # streamed through the same adapters
     # the routed answer is the document's own adapter's answer, as peft computes it
     adapter = tmp_path / "m" / "adapters" / version_file(tmp_path / "m", "v0002")["routed"][1]["adapter"]
@@ -253,6 +254,31 @@ def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(sc
     prompt = chat_prompt(tokenizer, answer_prompt("Vattna Glacier", questions[1]))
     expected = generate(load_adapter(model, adapter), tokenizer, [prompt], max_new_tokens=6)[0][0]
     assert together[1] == expected == mem.answer(questions[1], topic="Vattna Glacier")
+
+
+def test_an_answer_is_decoded_once_per_weights_and_adapter(scrambled_model_dir, tmp_path, monkeypatch):
+    """A router's update leaves the weights alone: a question it does not route is answered again without decoding,
+    one it routes to the new adapter is decoded; folding an adapter in (merge) changes every answer's weights."""
+    from seal.memory import loaded
+
+    decoded = []
+    real = loaded.routed_generate
+    monkeypatch.setattr(loaded, "routed_generate", lambda *a, **kw: decoded.extend(a[4]) or real(*a, **kw))
+    bees, canal = "What do worker bees turn nectar into?", "When did the Orrin Canal open?"
+    for strategy in ("router", "merge"):
+        mem = Memory.open(tmp_path / strategy, config(scrambled_model_dir, strategy=strategy))
+        decoded.clear()  # (opening chose the general probe)
+        before = mem.answer_many([bees, canal, bees])
+        assert len(decoded) == 2  # the same prompt twice in one call is decoded once
+        mem.learn(CANAL)  # its gate asked `canal` of the update it kept
+        decoded.clear()
+        after = mem.answer_many([bees, canal, "Where does the Orrin Canal lead?"])
+        assert after[1] != before[1] and not any(canal in p for p in decoded)
+        if strategy == "router":
+            assert after[0] == before[0] and len(decoded) == 1 and "Where does" in decoded[0]
+        else:
+            assert len(decoded) == 2
+        decoded.clear()
 
 
 def test_a_question_about_a_folded_in_document_is_asked_under_its_title(scrambled_model_dir, tmp_path):

@@ -41,6 +41,7 @@ from seal.backends.hf import choose
 from seal.backends.llamacpp_engine import Engine
 
 PROMPTS_PER_BATCH = 8  # next_token_logprobs: prompts decoded together (its callers pass no batch size)
+NUCLEUS_HEAD = 1024  # top-p sampling sorts these likeliest tokens first; the nucleus nearly always lies within
 
 
 @dataclass
@@ -71,11 +72,26 @@ def _pick(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.G
     if rng is None:
         return int(logits.argmax())
     probs = np.exp(_log_softmax(logits / temperature))
-    order = np.argsort(-probs, kind="stable")
-    sorted_probs = probs[order]
-    keep = max(1, int(np.searchsorted(np.cumsum(sorted_probs), top_p) + 1)) if top_p < 1 else len(order)
-    kept = sorted_probs[:keep] / sorted_probs[:keep].sum()
+    order = _likeliest(probs) if top_p < 1 else None
+    cumulative = None if order is None else np.cumsum(probs[order])
+    if cumulative is None or cumulative[-1] < top_p:  # the nucleus reaches past the likeliest: sort everything
+        order = np.argsort(-probs, kind="stable")
+        cumulative = np.cumsum(probs[order])
+    keep = max(1, int(np.searchsorted(cumulative, top_p) + 1)) if top_p < 1 else len(order)
+    kept = probs[order[:keep]] / probs[order[:keep]].sum()
     return int(order[rng.choice(keep, p=kept)])
+
+
+def _likeliest(probs: np.ndarray) -> np.ndarray | None:
+    """The indices of the NUCLEUS_HEAD likeliest tokens (and every token tied with the last), most likely first,
+    ties by index: the start of the full stable sort's order, found without sorting a 150k-token vocabulary for
+    every sampled token (that sort took 16 s of a 280 s memory learn on the default model). None for a small
+    vocabulary."""
+    if len(probs) <= NUCLEUS_HEAD:
+        return None
+    threshold = np.partition(probs, -NUCLEUS_HEAD)[-NUCLEUS_HEAD]
+    head = np.flatnonzero(probs >= threshold)  # ascending indices, so a stable sort keeps ties in index order
+    return head[np.argsort(-probs[head], kind="stable")]
 
 
 class LlamaCppBackend:

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from seal.bench import transfer  # noqa: E402
 from seal.bench.stats import percent  # noqa: E402
@@ -132,8 +133,8 @@ def plot_forgetting(results: dict, plots: Path) -> None:
     if not rows:
         return
     fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.4), squeeze=False)
-    for ax, r in zip(axes[0], rows):
-        image = ax.imshow(r["R"], vmin=0, vmax=1, cmap="viridis")
+    for ax, r in zip(axes[0], rows):  # cells a sparse run did not measure are left blank
+        image = ax.imshow(_nan(r["R"]), vmin=0, vmax=1, cmap="viridis")
         ax.set(title=r["strategy"], xlabel="passage", ylabel="step")
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="accuracy")
     fig.savefig(plots / "heatmaps.png", dpi=100)
@@ -141,9 +142,9 @@ def plot_forgetting(results: dict, plots: Path) -> None:
     fig, (left, right, probe) = plt.subplots(1, 3, figsize=(15, 4))
     for r in rows:
         steps = range(len(r["R"]))
-        left.plot(steps, r["first_column"], "o-", label=r["strategy"])
-        learned = [None] + [sum(row[:i]) / i for i, row in enumerate(r["R"]) if i > 0]
-        right.plot(steps, learned, "o-", label=r["strategy"])
+        left.plot(steps, _nan(r["first_column"]), "o-", label=r["strategy"])
+        learned = [None] + [None if None in row[:i] else sum(row[:i]) / i for i, row in enumerate(r["R"]) if i > 0]
+        right.plot(steps, _nan(learned), "o-", label=r["strategy"])
         probe.plot(steps, r["probe_curve"], "o-", label=r["strategy"])
     left.set(xlabel="step", ylabel="accuracy on the first passage", ylim=(0, 1), title="retention of the first passage")
     right.set(xlabel="step", ylabel="mean accuracy on passages learned so far", ylim=(0, 1), title="what is kept")
@@ -152,6 +153,11 @@ def plot_forgetting(results: dict, plots: Path) -> None:
     fig.tight_layout()
     fig.savefig(plots / "curves.png", dpi=100)
     plt.close(fig)
+
+
+def _nan(values: list) -> np.ndarray:
+    """Floats for matplotlib, NaN (not drawn) where a sparse run measured nothing."""
+    return np.array(values, dtype=float)
 
 
 def answers_page(steps: list[dict], t: int) -> str:

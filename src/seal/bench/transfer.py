@@ -2,7 +2,8 @@
 
 R has T + 1 rows and T columns: R[0][j] is the untouched model's accuracy on document j, and R[i][j]
 its accuracy on document j after learning documents 0..i-1 in order. So R[j + 1][j] is document j
-right after its own update, R[j][j] the same document just before it, R[T][j] at the end.
+right after its own update, R[j][j] the same document just before it, R[T][j] at the end. These cells, R[0] and R[T] are all the
+measures read: the others may be None (a run that measures whole rows only every few steps).
 """
 
 from __future__ import annotations
