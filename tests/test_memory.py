@@ -281,6 +281,25 @@ def test_an_answer_is_decoded_once_per_weights_and_adapter(scrambled_model_dir, 
         decoded.clear()
 
 
+def test_the_quiz_answers_logprob_is_recorded_through_the_routed_adapter(scrambled_model_dir, tmp_path):
+    from seal.domains.knowledge.prompts import answer_prompt
+    from seal.generation import chat_prompt, loglik
+
+    mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, strategy="router"))
+    result = mem.learn(GLACIER)
+    assert result.quiz_logprob_before < result.quiz_logprob_after < 0  # trained on it: likelier
+    assert mem.learn_records()[-1]["quiz_logprob_after"] == result.quiz_logprob_after
+    # what peft gives with the document's adapter loaded, per token of the answer
+    adapter = tmp_path / "m" / "adapters" / version_file(tmp_path / "m", "v0001")["routed"][0]["adapter"]
+    model, tokenizer = models.load(str(scrambled_model_dir))
+    question, answer = GLACIER.questions[0].question, GLACIER.questions[0].answer
+    pair = (chat_prompt(tokenizer, answer_prompt("Vattna Glacier", question)), answer)
+    tokens = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    assert result.quiz_logprob_before == pytest.approx(loglik(model, tokenizer, [pair])[0] / tokens, rel=1e-3)
+    assert result.quiz_logprob_after == pytest.approx(loglik(load_adapter(model, adapter), tokenizer, [pair])[0] / tokens,
+                                                      rel=1e-3)
+
+
 def test_a_question_about_a_folded_in_document_is_asked_under_its_title(scrambled_model_dir, tmp_path):
     mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, strategy="merge"))
     mem.learn(CANAL)

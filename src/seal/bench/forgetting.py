@@ -123,7 +123,7 @@ def _learn_summary(learn: dict | None) -> dict | None:
         return None
     keep = ("accepted", "reason", "version", "quiz", "quiz_before", "quiz_after", "probe_after", "self_edit",
             "self_edit_usable", "sequences", "seconds", "check_before", "check_after", "consolidation", "scale",
-            "scales_tried")
+            "scales_tried", "quiz_logprob_before", "quiz_logprob_after")
     return {k: learn.get(k) for k in keep}
 
 

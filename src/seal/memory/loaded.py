@@ -13,7 +13,7 @@ from seal.generation import chat_prompt
 from seal.memory import probe as probes
 from seal.memory.config import MemoryConfig
 from seal.memory.strategies import DocumentIndex, State
-from seal.memory.weights import fold_in, read_adapter, routed_generate, routed_stream
+from seal.memory.weights import fold_in, read_adapter, routed_generate, routed_loglik, routed_stream
 
 ANSWERS_KEPT = 4096  # answers remembered (see LoadedVersion.answer); beyond it they are forgotten all at once
 
@@ -103,6 +103,15 @@ class LoadedVersion:
                 self._answers.clear()
             self._answers.update(zip(new, texts))
         return [known[k] for k in keys]
+
+    def answer_logprob(self, items: list[dict], answers: list[str]) -> list[float]:
+        """Mean log-probability per token of each answer after its item's closed-book prompt, through the adapter
+        the item routes to: how much likelier an update made an answer, where accuracy only says whether it became
+        the greedy one (a 0 -> 0 quiz tie hides an update that taught something)."""
+        routed = [self.routed_prompt(i, None) for i in items]
+        sums = routed_loglik(self.model, self.tokenizer, self.cfg.inner, [w for _, w in self.routed],
+                             [(p, a) for (p, _), a in zip(routed, answers)], [r for _, r in routed])
+        return [total / len(self.tokenizer(a, add_special_tokens=False)["input_ids"]) for total, a in zip(sums, answers)]
 
     def answer_stream(self, item: dict, context: list[tuple[str, str]] | None = None) -> Iterator[str]:
         """`answer` of one item, in pieces as they are generated."""

@@ -76,7 +76,11 @@ class LearnResult:
     check_before: float | None = None  # accuracy on `check_questions` (scored, never gated on)
     check_after: float | None = None
     scale: float = 1.0  # the scale the update was judged (and, if accepted, kept) at; see MemoryConfig.fold_scales
-    scales_tried: list[dict] = field(default_factory=list)  # {scale, quiz_after, probe_after, reason} per scale
+    scales_tried: list[dict] = field(default_factory=list)  # {scale, quiz_after, quiz_logprob_after, probe_after, reason}
+    # mean log-probability per token of the quiz's answers, before and after (recorded, not gated on): a finer
+    # reading of what the update taught than the quiz's accuracy
+    quiz_logprob_before: float | None = None
+    quiz_logprob_after: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -213,6 +217,7 @@ class Memory:
         quiz = self._quiz(doc, passage, seed)
         quiz_passage = Passage(doc.title, text, tuple(quiz))
         before = self._quiz_score(quiz_passage)
+        logprob_before = self._quiz_logprob(quiz_passage)
         check = Passage(doc.title, text, tuple(check_questions))
         check_before = self._quiz_score(check).value if check_questions else None
         probe_before = self._probe_of(parent)
@@ -224,7 +229,7 @@ class Memory:
                                          "quiz": [_quiz_dict(q) for q in quiz],
                                          "sequences": [[e.prompt, e.completion] for e in plan.examples]}
         placed = self.strategy.place(state, adapter, document)
-        attempts = []  # one per scale tried: (scale, candidate, after, check_after, probe_after, accepted, reason)
+        attempts: list[_Attempt] = []
         for scale in self.cfg.fold_scales if adapter in placed.merged and self.cfg.gate else [1.0]:
             progress("evaluate", 0, 1)
             candidate = placed.scaled(adapter, scale) if scale != 1.0 else placed
@@ -233,24 +238,27 @@ class Memory:
             check_after = self._quiz_score(check).value if check_questions else None
             probe_after = self._probe_score()
             accepted, reason = self._gate(before and before.value, after and after.value, probe_before, probe_after)
-            attempts.append((scale, candidate, after, check_after, probe_after, accepted,
-                             reason + (f" (at scale {scale:g})" if scale != 1.0 else "")))
+            attempts.append(_Attempt(scale, candidate, after, check_after, self._quiz_logprob(quiz_passage),
+                                     probe_after, accepted, reason + (f" (at scale {scale:g})" if scale != 1.0 else "")))
             taught = before is not None and after is not None and after.value > before.value
             if accepted or not taught:
                 break  # a smaller scale can only help an update that taught the quiz but cost the probe
         # the accepted attempt, or the update as trained (full scale) when every scale was rejected
-        scale, candidate, after, check_after, probe_after, accepted, reason = attempts[-1 if attempts[-1][5] else 0]
-        tried = [{"scale": a[0], "quiz_after": a[2] and a[2].value, "probe_after": a[4], "reason": a[6]} for a in attempts]
-        result = LearnResult(accepted, reason, None, parent, doc.title, [_quiz_dict(q) for q in quiz],
-                             before and before.value, after and after.value, probe_before, probe_after,
+        kept = attempts[-1 if attempts[-1].accepted else 0]
+        after, accepted = kept.after, kept.accepted
+        tried = [{"scale": a.scale, "quiz_after": a.after and a.after.value, "quiz_logprob_after": a.logprob_after,
+                  "probe_after": a.probe_after, "reason": a.reason} for a in attempts]
+        result = LearnResult(accepted, kept.reason, None, parent, doc.title, [_quiz_dict(q) for q in quiz],
+                             before and before.value, after and after.value, probe_before, kept.probe_after,
                              self_edit, usable, len(train_plan.examples), 0.0, before and before.details,
-                             after and after.details, check_before=check_before, check_after=check_after,
-                             scale=scale, scales_tried=tried)
+                             after and after.details, check_before=check_before, check_after=kept.check_after,
+                             scale=kept.scale, scales_tried=tried, quiz_logprob_before=logprob_before,
+                             quiz_logprob_after=kept.logprob_after)
         if accepted:
-            scores = {"quiz_before": result.quiz_before, "quiz_after": result.quiz_after, "probe": probe_after}
-            result.version = self._commit(parent, candidate, [adapter], scores, progress)
-            if isinstance(self.strategy, Consolidate) and self.strategy.consolidation_due(candidate):
-                result.consolidation = self._consolidate(result.version, candidate, seed, progress)
+            scores = {"quiz_before": result.quiz_before, "quiz_after": result.quiz_after, "probe": kept.probe_after}
+            result.version = self._commit(parent, kept.state, [adapter], scores, progress)
+            if isinstance(self.strategy, Consolidate) and self.strategy.consolidation_due(kept.state):
+                result.consolidation = self._consolidate(result.version, kept.state, seed, progress)
         else:
             self._materialize(parent)
         self._pending.clear()
@@ -280,6 +288,14 @@ class Memory:
             return None
         items = [{"title": passage.title, "question": q.question, "support": None} for q in passage.questions]
         return self.domain.score(passage, self._loaded.answer(items))
+
+    def _quiz_logprob(self, passage: Passage) -> float | None:
+        """Mean over the passage's questions of the loaded version's log-probability per token of their answers."""
+        if not passage.questions:
+            return None
+        items = [{"title": passage.title, "question": q.question, "support": None} for q in passage.questions]
+        values = self._loaded.answer_logprob(items, [q.answer for q in passage.questions])
+        return sum(values) / len(values)
 
     def _train(self, plan: UpdatePlan, progress: Progress) -> str:
         """Train a fresh adapter on top of the loaded (folded-in) weights; returns its staged id."""
@@ -387,6 +403,20 @@ class Memory:
     def routed_documents(self) -> list[dict]:
         """The documents the held version keeps apart ({title, text}), in `route`'s index order."""
         return [d for d, _ in self._loaded.routed]
+
+
+@dataclass
+class _Attempt:
+    """One scale an update was judged at (see MemoryConfig.fold_scales)."""
+
+    scale: float
+    state: State
+    after: Score | None
+    check_after: float | None
+    logprob_after: float | None
+    probe_after: dict
+    accepted: bool
+    reason: str
 
 
 def _quiz_dict(q: Question) -> dict:

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from seal.config import InnerConfig
-from seal.generation import generate, stream
+from seal.generation import generate, loglik, stream
 from seal.inner.batched import installed_adapters, target_names
 
 Pairs = list[tuple[torch.Tensor, torch.Tensor]]  # (lora_A.weight [r, in], lora_B.weight [out, r]) per target
@@ -61,6 +61,21 @@ def routed_generate(model, tokenizer, cfg: InnerConfig, adapters: list[Pairs], p
     rows of different adapters share each forward pass (seal.inner.batched's mixed-adapter layers)."""
     if not any(r is not None for r in route):
         return [o[0] for o in generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)]
+    return _routed(model, cfg, adapters, prompts, route, lambda multi, per_slot: multi.generate(
+        tokenizer, per_slot, max_new_tokens=max_new_tokens, batch_size=batch_size))
+
+
+def routed_loglik(model, tokenizer, cfg: InnerConfig, adapters: list[Pairs], pairs: list[tuple[str, str]],
+                  route: list[int | None]) -> list[float]:
+    """log p(answer | prompt) summed over the answer's tokens, pair i through adapters[route[i]] (None: none)."""
+    if not any(r is not None for r in route):
+        return loglik(model, tokenizer, pairs)
+    return _routed(model, cfg, adapters, pairs, route, lambda multi, per_slot: multi.gold_loglik(tokenizer, per_slot))
+
+
+def _routed(model, cfg: InnerConfig, adapters: list[Pairs], rows: list, route: list[int | None], run) -> list:
+    """run(multi, rows per slot) with the adapters `route` uses installed (and a zero one for the rows routed to
+    none), each row through its adapter; the results in the rows' order."""
     used = sorted({r for r in route if r is not None})  # only the adapters this batch needs are installed
     slot = {r: k for k, r in enumerate(used)}
     weights = [adapters[r] for r in used] + [zero_adapter(adapters[used[0]])]
@@ -68,13 +83,12 @@ def routed_generate(model, tokenizer, cfg: InnerConfig, adapters: list[Pairs], p
     for i, r in enumerate(route):
         per_slot[len(used) if r is None else slot[r]].append(i)
     with installed_adapters(model, [cfg] * len(weights), weights) as multi:
-        outs = multi.generate(tokenizer, [[prompts[i] for i in rows] for rows in per_slot],
-                              max_new_tokens=max_new_tokens, batch_size=batch_size)
-    answers = [""] * len(prompts)
-    for rows, texts in zip(per_slot, outs):
-        for i, text in zip(rows, texts):
-            answers[i] = text
-    return answers
+        outs = run(multi, [[rows[i] for i in slot_rows] for slot_rows in per_slot])
+    results = [None] * len(rows)
+    for slot_rows, values in zip(per_slot, outs):
+        for i, value in zip(slot_rows, values):
+            results[i] = value
+    return results
 
 
 def routed_stream(model, tokenizer, cfg: InnerConfig, adapter: Pairs | None, prompt: str, *,
