@@ -93,6 +93,17 @@ def test_gate_rejects_an_update_that_does_not_help_and_keeps_no_version(tiny_mod
     assert record["accepted"] is False and record["title"] == "Orrin Canal"
 
 
+def test_a_quiz_tie_is_kept_when_ties_are_kept(tiny_model_dir, tmp_path):
+    from seal.config import from_dict
+
+    mem = Memory.open(tmp_path / "m", config(tiny_model_dir, gate=True, strategy="router", quiz_ties="keep"))
+    result = mem.learn(CANAL)  # 0 % -> 0 %, as in the test above
+    assert result.quiz_before == result.quiz_after == 0.0
+    assert result.accepted and result.reason.startswith("quiz accuracy 0% -> 0% (a tie, kept)") and mem.active == "v0001"
+    with pytest.raises(ConfigError, match="quiz_ties"):
+        from_dict(MemoryConfig, {"quiz_ties": "sometimes"})
+
+
 def test_without_questions_the_gate_uses_a_held_out_self_quiz(tiny_model_dir, tmp_path):
     mem = Memory.open(tmp_path / "m", config(tiny_model_dir))
     result = mem.learn(Document(CANAL.title, CANAL.text))

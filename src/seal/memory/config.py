@@ -76,6 +76,10 @@ class MemoryConfig:
     # 100 %), the others lost their quiz gain at half scale (docs/results.md, the forgetting benchmark).
     fold_scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25])
     gate: bool = True  # False: every trained update becomes a version (the reference's merge-always)
+    # An update after which the quiz's accuracy neither rose nor fell: "reject" (nothing shown learned) or "keep"
+    # (nothing shown lost; the probe must still hold). A self-quiz is a few cloze questions, so ties are common:
+    # in router runs the passage's own questions rose after many of the 0 -> 0 ties (benchmarks/gate_rules.py).
+    quiz_ties: Literal["reject", "keep"] = "reject"
     seed: int = 0
 
     def __post_init__(self):

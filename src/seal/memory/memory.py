@@ -240,9 +240,8 @@ class Memory:
             accepted, reason = self._gate(before and before.value, after and after.value, probe_before, probe_after)
             attempts.append(_Attempt(scale, candidate, after, check_after, self._quiz_logprob(quiz_passage),
                                      probe_after, accepted, reason + (f" (at scale {scale:g})" if scale != 1.0 else "")))
-            taught = before is not None and after is not None and after.value > before.value
-            if accepted or not taught:
-                break  # a smaller scale can only help an update that taught the quiz but cost the probe
+            if accepted or not self._quiz_passes(before and before.value, after and after.value):
+                break  # a smaller scale can only help an update that passed the quiz but cost the probe
         # the accepted attempt, or the update as trained (full scale) when every scale was rejected
         kept = attempts[-1 if attempts[-1].accepted else 0]
         after, accepted = kept.after, kept.accepted
@@ -310,11 +309,18 @@ class Memory:
             return True, "gate off: every update is kept" + (f" ({why})" if why else "")
         if before is None or after is None:
             return False, "no quiz: neither the user, the model nor a cloze of the document gave a question"
-        if after <= before:
+        if not self._quiz_passes(before, after):
             return False, f"quiz accuracy did not improve ({before:.0%} -> {after:.0%})"
         if not held:
             return False, why
-        return True, f"quiz accuracy {before:.0%} -> {after:.0%}; general probe held"
+        return True, f"quiz accuracy {before:.0%} -> {after:.0%}{' (a tie, kept)' if after == before else ''}; " \
+                     "general probe held"
+
+    def _quiz_passes(self, before: float | None, after: float | None) -> bool:
+        """Whether the quiz shows the update worth keeping: it rose, or it tied and ties are kept (cfg.quiz_ties)."""
+        if before is None or after is None:
+            return False
+        return after > before or (after == before and self.cfg.quiz_ties == "keep")
 
     def _commit(self, parent: str, state: State, new_adapters: list[str], scores: dict, progress: Progress) -> str:
         """Move the new pieces into place, write the version, then move the pointer (the commit point)."""
