@@ -42,7 +42,7 @@ class ForgettingBenchConfig:
     self_quiz: bool = True
     # every how many steps the whole row R[i] is measured (the first and last steps always are); between them a
     # step asks only the passage just learned and the next one, the cells ACC, BWT, FWT and retention read:
-    # at T = 50, 5 asks 2 passages' questions a step instead of 50 (about 6x less answering over the run)
+    # at T = 50, 10 answers 388 passages' questions over the run instead of 2,550
     full_row_every: int = 1
     memory: MemoryConfig = field(
         default_factory=lambda: MemoryConfig(probe=ProbeConfig(data=data_file("squad/squad_val.json"))))
