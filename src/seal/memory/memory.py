@@ -285,15 +285,13 @@ class Memory:
         """The domain's score of the loaded version on the passage's questions; None when it has none."""
         if not passage.questions:
             return None
-        items = [{"title": passage.title, "question": q.question, "support": None} for q in passage.questions]
-        return self.domain.score(passage, self._loaded.answer(items))
+        return self.domain.score(passage, self._loaded.answer(_closed_book(passage)))
 
     def _quiz_logprob(self, passage: Passage) -> float | None:
         """Mean over the passage's questions of the loaded version's log-probability per token of their answers."""
         if not passage.questions:
             return None
-        items = [{"title": passage.title, "question": q.question, "support": None} for q in passage.questions]
-        values = self._loaded.answer_logprob(items, [q.answer for q in passage.questions])
+        values = self._loaded.answer_logprob(_closed_book(passage), [q.answer for q in passage.questions])
         return sum(values) / len(values)
 
     def _train(self, plan: UpdatePlan, progress: Progress) -> str:
@@ -423,6 +421,11 @@ class _Attempt:
     probe_after: dict
     accepted: bool
     reason: str
+
+
+def _closed_book(passage: Passage) -> list[dict]:
+    """The passage's questions as closed-book items under its title (LoadedVersion.answer's input)."""
+    return [{"title": passage.title, "question": q.question, "support": None} for q in passage.questions]
 
 
 def _quiz_dict(q: Question) -> dict:
