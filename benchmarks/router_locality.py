@@ -2,7 +2,9 @@
 are "learned" T at a time (indexed as the router indexes them, with the probe's passages as background);
 each question of a learned passage should reach its own passage's adapter, each question of a passage
 never learned should reach none. Prints both rates per `router.min_coverage`, for the sequences that
-`seal bench forgetting` uses (same data, seed, T and S).
+`seal bench forgetting` uses (same data, seed, T and S), and how many of the never-learned passages' questions
+that reached an adapter reached one of another paragraph of their own article (SQuAD splits an article into
+paragraphs; the more are learned, the more a never-learned one has a learned sibling).
 
     python benchmarks/router_locality.py --documents 8 --sequences 4
     python benchmarks/router_locality.py --documents 50 --sequences 1
@@ -36,10 +38,11 @@ def main() -> None:
     background = [f"{t} {x}" for t, x in probe_passages(items)]
     table = Table(title=f"router retrieval: {args.sequences} sequence(s) of {args.documents} SQuAD passages, "
                   f"{len(background)} background passages, {len(unlearned)} passages never learned")
-    for column in ("min_coverage", "right adapter (learned)", "no adapter (never learned)", "questions"):
+    for column in ("min_coverage", "right adapter (learned)", "no adapter (never learned)",
+                   "of the rest: same article", "questions"):
         table.add_column(column)
     for min_coverage in args.min_coverage:
-        right = none = n_learned = n_other = 0
+        right = none = sibling = n_learned = n_other = 0
         for passages in seqs:
             index = DocumentIndex([f"{p.title} {p.context}" for p in passages], background, min_coverage)
             for j, p in enumerate(passages):
@@ -48,9 +51,13 @@ def main() -> None:
                     n_learned += 1
             for p in unlearned:
                 for q in p.questions:
-                    none += index.route(f"{p.title} {q.question}") is None
+                    target = index.route(f"{p.title} {q.question}")
+                    none += target is None
+                    sibling += target is not None and passages[target].title == p.title
                     n_other += 1
-        table.add_row(f"{min_coverage:g}", f"{right / n_learned:.1%}", f"{none / n_other:.1%}", f"{n_learned} / {n_other}")
+        routed = n_other - none
+        table.add_row(f"{min_coverage:g}", f"{right / n_learned:.1%}", f"{none / n_other:.1%}",
+                      f"{sibling} of {routed}", f"{n_learned} / {n_other}")
     console.print(table)
 
 
