@@ -236,6 +236,32 @@ def test_an_update_that_costs_the_probe_is_folded_in_at_the_largest_scale_that_h
         MemoryConfig(fold_scales=[1.0, 0.0])
 
 
+@pytest.mark.parametrize("against, second_kept", [("untouched", False), ("parent", True)])
+def test_the_probe_is_held_to_the_untouched_model_so_small_losses_cannot_add_up(tiny_model_dir, tmp_path,
+                                                                                 monkeypatch, against, second_kept):
+    """Each update raises the probe's perplexity 1.15x: within tolerance (1.2x) of the version it starts from,
+    but after the second update 1.32x the untouched model's."""
+    cfg = config(tiny_model_dir, gate=True)
+    cfg.probe.against = against
+    mem = Memory.open(tmp_path / "m", cfg)
+    monkeypatch.setattr(Memory, "_quiz_score", lambda self, passage: Score(len(self._loaded.merged) / 2))
+    base = mem._probe_of("base")
+    monkeypatch.setattr(Memory, "_probe_score", lambda self: {
+        "accuracy": base["accuracy"], "perplexity": base["perplexity"] * 1.15 ** len(self._loaded.merged)})
+    first = mem.learn(CANAL)
+    assert first.accepted and first.probe_after["perplexity"] == pytest.approx(base["perplexity"] * 1.15)
+    second = mem.learn(GLACIER)
+    assert second.accepted is second_kept and second.probe_before == first.probe_after
+    if not second_kept:
+        assert second.reason == (f"perplexity on the probe text rose from {base['perplexity']:.1f} to "
+                                 f"{base['perplexity'] * 1.15 ** 2:.1f}") and mem.active == "v0001"
+        assert [t["scale"] for t in second.scales_tried] == [1.0, 0.5, 0.25]
+    meta = json.loads((tmp_path / "m" / "memory.json").read_text())
+    del meta["config"]["probe"]["against"]  # a memory from before the setting was held to its parent version
+    (tmp_path / "m" / "memory.json").write_text(json.dumps(meta))
+    assert Memory.open(tmp_path / "m").cfg.probe.against == "parent"
+
+
 def test_router_picks_the_learned_document_or_none_and_batches_mixed_adapters(scrambled_model_dir, tmp_path):
     mem = Memory.open(tmp_path / "m", config(scrambled_model_dir, strategy="router"))
     mem.learn(CANAL)

@@ -8,6 +8,7 @@ import threading
 import pytest
 import yaml
 
+from seal.bench.forgetting import ForgettingBenchConfig
 from seal.config import LearnConfig, load_config, to_dict
 from seal.runs import CorruptRecordsError, Run, RunExistsError, atomic_write, default_run_dir
 
@@ -108,6 +109,20 @@ def test_a_run_from_before_a_default_changed_resumes_with_what_it_did(tmp_path):
     elsewhere = tmp_path / "c.yaml"  # a config file of the user's own: today's defaults fill it
     elsewhere.write_text(yaml.safe_dump(saved))
     assert load_config(LearnConfig, elsewhere).sampling.pieces == 3
+
+
+def test_a_bench_from_before_the_probe_reference_resumes_holding_the_probe_to_the_parent(tmp_path):
+    """The memory settings a bench holds under `memory` are read as recorded too: a forgetting run from before
+    probe.against gated each update on its parent version's probe, and resumes so, not under today's default."""
+    run = Run(tmp_path / "r", load_config(ForgettingBenchConfig, overrides=["memory.probe.against=parent"]))
+    run.log({"event": "step", "n": 1})
+    saved = yaml.safe_load((run.path / "config.yaml").read_text())
+    del saved["memory"]["probe"]["against"]
+    (run.path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert load_config(ForgettingBenchConfig, run.path / "config.yaml").memory.probe.against == "parent"
+    assert ForgettingBenchConfig().memory.probe.against == "untouched"
+    with pytest.raises(RunExistsError, match=r"different config \(memory\.probe\.against\)"):
+        Run(tmp_path / "r", ForgettingBenchConfig())
 
 
 def test_resume_false_accepts_a_missing_or_empty_directory(tmp_path):

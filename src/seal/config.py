@@ -291,14 +291,18 @@ def config_path(name: str | Path) -> Path:
 
 # Settings whose default changed after runs were recorded without them: a run's saved config that lacks one
 # ran with the value here, not today's default (sampling.answers came in as "scaffold", later became "checked";
-# sampling.pieces came in as 3).
-RECORDED_BEFORE = {"sampling": {"answers": "scaffold", "pieces": 1}}
+# sampling.pieces came in as 3; a memory's probe was compared with the parent version's before probe.against).
+RECORDED_BEFORE = {"sampling": {"answers": "scaffold", "pieces": 1}, "probe": {"against": "parent"}}
 
 
 def as_recorded(data: dict) -> dict:
-    """A run's saved config `data`, with each setting it predates set to what the run did."""
-    return {**data, **{section: {**keys, **data[section]} for section, keys in RECORDED_BEFORE.items()
-                       if isinstance(data.get(section), dict)}}
+    """A run's saved config `data`, with each setting it predates set to what the run did; also in the memory
+    settings a bench or service config holds under `memory`."""
+    out = {**data, **{section: {**keys, **data[section]} for section, keys in RECORDED_BEFORE.items()
+                      if isinstance(data.get(section), dict)}}
+    if isinstance(data.get("memory"), dict):
+        out["memory"] = as_recorded(data["memory"])
+    return out
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:

@@ -237,7 +237,8 @@ class Memory:
             after = self._quiz_score(quiz_passage)
             check_after = self._quiz_score(check).value if check_questions else None
             probe_after = self._probe_score()
-            accepted, reason = self._gate(before and before.value, after and after.value, probe_before, probe_after)
+            accepted, reason = self._gate(before and before.value, after and after.value,
+                                          self._probe_reference(parent), probe_after)
             attempts.append(_Attempt(scale, candidate, after, check_after, self._quiz_logprob(quiz_passage),
                                      probe_after, accepted, reason + (f" (at scale {scale:g})" if scale != 1.0 else "")))
             if accepted or not self._quiz_passes(before and before.value, after and after.value):
@@ -301,8 +302,9 @@ class Memory:
                       on_step=lambda step, total, loss: progress("train", step, total))
         return staged.name
 
-    def _gate(self, before: float | None, after: float | None, probe_before: dict, probe_after: dict) -> tuple[bool, str]:
-        held, why = probes.holds(probe_before, probe_after, self.cfg.probe)
+    def _gate(self, before: float | None, after: float | None, probe_reference: dict,
+              probe_after: dict) -> tuple[bool, str]:
+        held, why = probes.holds(probe_reference, probe_after, self.cfg.probe)
         if not self.cfg.gate:
             return True, "gate off: every update is kept" + (f" ({why})" if why else "")
         if before is None or after is None:
@@ -346,14 +348,13 @@ class Memory:
         plan = strategy.consolidation_plan(self._sequences(covered), self._sequences(older), random.Random(seed + 1))
         quizzes = [p for p in (self._quiz_passage(doc_id) for doc_id in covered) if p.questions]
         before = [self._quiz_score(p).value for p in quizzes]
-        probe_before = self._probe_of(version)
         adapter = self._train(plan, progress)
         folded = strategy.fold(state, adapter)
         self._materialize(None, folded)
         after = [self._quiz_score(p).value for p in quizzes]
         probe_after = self._probe_score()
         mean_before, mean_after = (sum(before) / len(before), sum(after) / len(after)) if quizzes else (0.0, 0.0)
-        held, why = probes.holds(probe_before, probe_after, self.cfg.probe)
+        held, why = probes.holds(self._probe_reference(version), probe_after, self.cfg.probe)
         accepted = (mean_after >= mean_before and held) or not self.cfg.gate
         record = {"accepted": accepted, "documents": len(covered), "sequences": len(plan.examples),
                   "quiz_before": mean_before, "quiz_after": mean_after, "probe_after": probe_after,
@@ -383,6 +384,10 @@ class Memory:
         if version == BASE:
             return self.store.meta()["probe"]["base"]
         return self.store.version(version)["scores"]["probe"]
+
+    def _probe_reference(self, parent: str) -> dict:
+        """What the gate holds an update's probe to (cfg.probe.against): the untouched model's or the parent's."""
+        return self._probe_of(BASE if self.cfg.probe.against == "untouched" else parent)
 
     def _probe_score(self) -> dict:
         return probes.measure(self._loaded, self.domain, self.store.meta()["probe"])
