@@ -21,6 +21,7 @@ from seal.inner.lora import load_adapter
 from seal.memory import Document, Memory, MemoryConfig, MemoryDirError, Question
 from seal.memory import memory as memory_module
 from seal.memory.probe import perplexity
+from seal.memory.store import Store
 from seal.memory.weights import fold_in
 
 CANAL = Document("Orrin Canal", "The Orrin Canal joins the river Tesk to the harbour of Lune. It opened in 1843 "
@@ -359,8 +360,7 @@ def test_a_learner_killed_mid_learn_leaves_the_last_complete_version(scrambled_m
     path = tmp_path / "m"
     answering = None
     for kill_in, stage in ((2, "train"), (3, "commit")):  # the learn (over the whole memory) the learner dies in
-        learns = path / "learns.jsonl"
-        done = len(learns.read_text().splitlines()) if learns.exists() else 0
+        done = len(Store(path).learn_records())
         proc = _learner(scrambled_model_dir, path, "consolidate", 4)
         for line in proc.stdout:
             if line.startswith("learned"):
@@ -385,3 +385,26 @@ def test_a_learner_killed_mid_learn_leaves_the_last_complete_version(scrambled_m
         assert answering.answer(question) == fresh.answer(question)  # the answering handle followed the pointer
     assert Memory.open(path).learn(GLACIER).accepted  # the next learn clears what the killed ones left in staging
     assert not [p for p in (path / "staging").iterdir()]
+
+
+def test_a_learn_killed_in_the_consolidation_after_it_is_on_record(scrambled_model_dir, tmp_path):
+    """The learn that makes a consolidation due is committed, then the consolidation trains for minutes: a kill
+    there leaves that learn's version active, and its record must be on file, or a resumed run learns it again."""
+    path = tmp_path / "m"
+    proc = _learner(scrambled_model_dir, path, "consolidate", 2)
+    committed = 0
+    for line in proc.stdout:
+        committed += line.strip() == "commit"
+        if committed == 2 and line.strip() == "train":  # the second document committed, the fold training
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    memory = Memory.open(path)
+    records = memory.learn_records()
+    assert [r["version"] for r in records] == ["v0001", "v0002"] == [v["name"] for v in memory.versions()[1:]]
+    assert memory.active == "v0002" and records[1]["consolidation"] is None
+    finished = memory.learn(GLACIER)  # the next learn folds all three documents in, and its record says so
+    assert finished.consolidation["documents"] == 3
+    assert memory.learn_records()[-1]["consolidation"] == finished.consolidation
+    assert memory.learn_records()[-1]["seconds"] == pytest.approx(finished.seconds)

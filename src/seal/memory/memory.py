@@ -191,25 +191,34 @@ class Memory:
         text = check_document(doc.text, f"document {doc.title!r}")
         start = time.perf_counter()
         with self.store.learning():
+            seed = self.cfg.seed + len(self.learn_records())
             try:
-                result = self._learn_locked(doc, text, progress, check_questions)
+                result = self._learn_locked(doc, text, progress, check_questions, seed)
+                result.seconds = time.perf_counter() - start
+                # on record before a consolidation starts: killed in it (minutes of training), the memory must
+                # not hold a committed version whose learn is not on record, or a resumed run learns it again
+                self.store.log_learn({k: v for k, v in result.to_dict().items() if not k.startswith("answers")})
+                state = State.of(self.store.version(result.version)) if result.accepted else None
+                if state and isinstance(self.strategy, Consolidate) and self.strategy.consolidation_due(state):
+                    fold_start = time.perf_counter()
+                    result.consolidation = self._consolidate(result.version, state, seed, progress)
+                    result.consolidation["seconds"] = time.perf_counter() - fold_start
+                    result.seconds += result.consolidation["seconds"]
+                    self.store.log_consolidation(result.version, result.consolidation)
             except BaseException:
                 self._pending.clear()
                 self._loaded.name = None  # it may hold a candidate: the next use rebuilds the version it needs
                 raise
-            result.seconds = time.perf_counter() - start
-            self.store.log_learn({k: v for k, v in result.to_dict().items() if not k.startswith("answers")})
         progress("done", 1, 1)
         return result
 
     # ---- the steps of learn
 
     def _learn_locked(self, doc: Document, text: str, progress: Progress,
-                      check_questions: tuple[Question, ...]) -> LearnResult:
+                      check_questions: tuple[Question, ...], seed: int) -> LearnResult:
         parent = self.active
         self._materialize(parent)
         state = State.of(self.store.version(parent))
-        seed = self.cfg.seed + len(self.learn_records())
         passage = Passage(doc.title, text)
         progress("self-edit", 0, 1)
         self_edit, plan, usable = self._self_edit(passage, seed)
@@ -257,8 +266,6 @@ class Memory:
         if accepted:
             scores = {"quiz_before": result.quiz_before, "quiz_after": result.quiz_after, "probe": kept.probe_after}
             result.version = self._commit(parent, kept.state, [adapter], scores, progress)
-            if isinstance(self.strategy, Consolidate) and self.strategy.consolidation_due(kept.state):
-                result.consolidation = self._consolidate(result.version, kept.state, seed, progress)
         else:
             self._materialize(parent)
         self._pending.clear()

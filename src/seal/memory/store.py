@@ -6,7 +6,8 @@
                            adapters kept apart per document (router), the documents it holds, its scores
     adapters/<id>/         PEFT adapters (adapter_config.json + adapter_model.safetensors), never modified
     documents/<id>.json    a learned document: text, quiz, training sequences (what replay and consolidation reuse)
-    learns.jsonl           one record per learn attempt, accepted or not
+    learns.jsonl           one record per learn attempt, accepted or not, each written as soon as the update
+                           is committed or rejected; a consolidation after it, a line of its own
     staging/               work in progress; emptied when a learn starts
 
 Kill safety: everything is written under staging/ and moved into place with a rename (atomic on POSIX),
@@ -155,17 +156,30 @@ class Store:
             f.flush()
             os.fsync(f.fileno())
 
+    def log_consolidation(self, version: str, record: dict[str, Any]) -> None:
+        """The outcome of the consolidation that followed the learn which made `version`; a line of its own, as
+        the learn is on record before the consolidation starts."""
+        self.log_learn({"consolidation_of": version, "consolidation": record})
+
     def learn_records(self) -> list[dict[str, Any]]:
-        """The records of learns.jsonl; a last line cut by a kill is not a record."""
+        """The records of learns.jsonl, each consolidation put into the record of the learn it followed (its
+        seconds added to the learn's); a last line cut by a kill is not a record."""
         path = self.path / "learns.jsonl"
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-        records = []
+        records: list[dict[str, Any]] = []
         for i, line in enumerate(lines):
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 if i < len(lines) - 1:
                     raise
+                continue
+            if "consolidation_of" in record:
+                learn = next(r for r in reversed(records) if r["version"] == record["consolidation_of"])
+                learn["consolidation"] = record["consolidation"]
+                learn["seconds"] += record["consolidation"]["seconds"]
+            else:
+                records.append(record)
         return records
 
     def disk_bytes(self) -> int:
