@@ -408,3 +408,37 @@ def test_a_learn_killed_in_the_consolidation_after_it_is_on_record(scrambled_mod
     assert finished.consolidation["documents"] == 3
     assert memory.learn_records()[-1]["consolidation"] == finished.consolidation
     assert memory.learn_records()[-1]["seconds"] == pytest.approx(finished.seconds)
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL at one exact instant, which a signal from another process cannot hit."""
+
+
+def test_a_kill_between_the_record_and_the_pointer_is_finished_on_reopening(scrambled_model_dir, tmp_path,
+                                                                            monkeypatch):
+    """The learn's journal line is the commit point: killed after it and before the pointer moved, the memory
+    reopens on the recorded version; a rollback is journalled too, so reopening does not undo it; a journal from
+    before the lines named a version to activate is left as it is."""
+    path = tmp_path / "m"
+    memory = Memory.open(path, config(scrambled_model_dir))
+
+    def killed(self, name):
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Store, "set_active", killed)
+        with pytest.raises(_Killed):
+            memory.learn(CANAL)
+    assert (path / "ACTIVE").read_text().strip() == "base"  # as the kill left it
+    reopened = Memory.open(path)
+    assert reopened.active == "v0001" and [r["version"] for r in reopened.learn_records()] == ["v0001"]
+    assert reopened.learn(GLACIER).version == "v0002"
+
+    reopened.activate("v0001")  # a rollback, on the journal
+    assert Memory.open(path).active == "v0001" and len(Memory.open(path).learn_records()) == 2
+    journal = path / "learns.jsonl"
+    old = [json.loads(line) for line in journal.read_text().splitlines()]
+    journal.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "activate"}) + "\n"
+                               for r in old if "accepted" in r))  # as written before the commit point moved
+    (path / "ACTIVE").write_text("base\n")  # rolled back, unjournalled
+    assert Memory.open(path).active == "base"

@@ -112,6 +112,7 @@ class Memory:
         the settings it was created with."""
         store = Store(path)
         if store.exists():
+            store.settle()
             meta = store.meta()
             if cfg is None:  # as it was created; one from before fold_scales folded in at full scale only
                 cfg = from_dict(MemoryConfig, {"fold_scales": [1.0], **as_recorded(meta["config"])})
@@ -148,7 +149,7 @@ class Memory:
 
     def activate(self, version: str) -> None:
         """Make `version` the active one (rollback or roll forward); an unknown name raises MemoryDirError."""
-        self.store.set_active(version)
+        self.store.activate(version)
 
     def answer(self, question: str, context: list[tuple[str, str]] | None = None, version: str | None = None,
                topic: str | None = None) -> str:
@@ -195,9 +196,12 @@ class Memory:
             try:
                 result = self._learn_locked(doc, text, progress, check_questions, seed)
                 result.seconds = time.perf_counter() - start
-                # on record before a consolidation starts: killed in it (minutes of training), the memory must
-                # not hold a committed version whose learn is not on record, or a resumed run learns it again
-                self.store.log_learn({k: v for k, v in result.to_dict().items() if not k.startswith("answers")})
+                # the record is the commit point (seal.memory.store): on record before the pointer moves, and before
+                # a consolidation starts, so that no kill leaves a version active without its learn on record
+                self.store.log({k: v for k, v in result.to_dict().items() if not k.startswith("answers")}
+                                     | ({"activate": result.version} if result.accepted else {}))
+                if result.accepted:
+                    self.store.set_active(result.version)
                 state = State.of(self.store.version(result.version)) if result.accepted else None
                 if state and isinstance(self.strategy, Consolidate) and self.strategy.consolidation_due(state):
                     fold_start = time.perf_counter()
@@ -205,6 +209,8 @@ class Memory:
                     result.consolidation["seconds"] = time.perf_counter() - fold_start
                     result.seconds += result.consolidation["seconds"]
                     self.store.log_consolidation(result.version, result.consolidation)
+                    if result.consolidation["accepted"]:
+                        self.store.set_active(result.consolidation["version"])
             except BaseException:
                 self._pending.clear()
                 self._loaded.name = None  # it may hold a candidate: the next use rebuilds the version it needs
@@ -330,7 +336,7 @@ class Memory:
         return after > before or (after == before and self.cfg.quiz_ties == "keep")
 
     def _commit(self, parent: str, state: State, new_adapters: list[str], scores: dict, progress: Progress) -> str:
-        """Move the new pieces into place, write the version, then move the pointer (the commit point)."""
+        """Move the new pieces into place and write the version; `learn` puts it on record, then moves the pointer."""
         progress("commit", 0, 1)
         for adapter in new_adapters:
             self.store.commit_adapter(self.store.staging / adapter)
@@ -341,7 +347,6 @@ class Memory:
         self.store.write_version({"name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                   "parent": parent, "strategy": self.cfg.strategy, **state.to_dict(),
                                   "scores": scores})
-        self.store.set_active(name)
         self._loaded.name = name
         return name
 

@@ -6,14 +6,19 @@
                            adapters kept apart per document (router), the documents it holds, its scores
     adapters/<id>/         PEFT adapters (adapter_config.json + adapter_model.safetensors), never modified
     documents/<id>.json    a learned document: text, quiz, training sequences (what replay and consolidation reuse)
-    learns.jsonl           one record per learn attempt, accepted or not, each written as soon as the update
-                           is committed or rejected; a consolidation after it, a line of its own
+    learns.jsonl           the journal: one record per learn attempt, accepted or not, written as soon as the
+                           update is committed or rejected; a consolidation after it, a line of its own; a
+                           rollback or roll forward, a line of its own
     staging/               work in progress; emptied when a learn starts
 
 Kill safety: everything is written under staging/ and moved into place with a rename (atomic on POSIX),
 files and directories fsynced first; the pointer is written to a temporary file and os.replace'd. A
-version file is written only after its adapters and documents are in place, and the pointer only after
-the version file, so a kill at any point leaves the previous active version intact and complete.
+version file is written only after its adapters and documents are in place, its journal line (naming the
+version to activate) only after the version file, and the pointer only after the journal line: the line is
+the commit point. A kill before it leaves the previous active version intact and complete (the new version's
+file, unnamed by the journal, is never activated); a kill between the line and the pointer's move is finished
+by whoever next takes the learner's lock or opens the memory (`recover`), so a version is never active without
+its learn on record, nor on record without becoming active.
 Learning takes an exclusive lock (fcntl) on `learn.lock`, so two learners never interleave; answering
 takes no lock and reads whatever the pointer names.
 """
@@ -96,8 +101,22 @@ class Store:
         return (self.path / "ACTIVE").read_text(encoding="utf-8").strip()
 
     def set_active(self, name: str) -> None:
+        """Move the pointer to a version whose journal line is already written (see the module docstring)."""
         self.version(name)  # unknown names are refused before the pointer moves
         write_durably(self.path / "ACTIVE", name + "\n")
+
+    def activate(self, name: str) -> None:
+        """A rollback or roll forward: on the journal first, so that `recover` finishes it rather than undoing it."""
+        self.version(name)
+        self.log({"activate": name})
+        self.set_active(name)
+
+    def recover(self) -> None:
+        """Finish the pointer move that a kill cut short: the last journal line naming a version to activate is
+        the truth, the pointer its copy. Journals from before the lines named one hold none, and are left as they are."""
+        named = [r["activate"] for r in self._journal() if "activate" in r]
+        if named and named[-1] != self.active():
+            self.set_active(named[-1])
 
     def version(self, name: str) -> dict[str, Any]:
         """A version's record; the implicit `base` holds nothing."""
@@ -148,7 +167,8 @@ class Store:
     def document(self, doc_id: str) -> dict[str, Any]:
         return json.loads((self.documents_dir / f"{doc_id}.json").read_text(encoding="utf-8"))
 
-    def log_learn(self, record: dict[str, Any]) -> None:
+    def log(self, record: dict[str, Any]) -> None:
+        """Append a line to the journal, durably (a line a kill cut short is ended first)."""
         path = self.path / "learns.jsonl"
         cut = path.exists() and path.stat().st_size and path.read_bytes()[-1:] != b"\n"
         with path.open("a", encoding="utf-8") as f:
@@ -158,28 +178,35 @@ class Store:
 
     def log_consolidation(self, version: str, record: dict[str, Any]) -> None:
         """The outcome of the consolidation that followed the learn which made `version`; a line of its own, as
-        the learn is on record before the consolidation starts."""
-        self.log_learn({"consolidation_of": version, "consolidation": record})
+        the learn is on record before the consolidation starts. A kept one names its version to activate."""
+        self.log({"consolidation_of": version, "consolidation": record}
+                       | ({"activate": record["version"]} if record["accepted"] else {}))
 
     def learn_records(self) -> list[dict[str, Any]]:
-        """The records of learns.jsonl, each consolidation put into the record of the learn it followed (its
-        seconds added to the learn's); a last line cut by a kill is not a record."""
-        path = self.path / "learns.jsonl"
-        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        """The learns on the journal, each consolidation put into the record of the learn it followed (its
+        seconds added to the learn's); rollbacks are not learns."""
         records: list[dict[str, Any]] = []
-        for i, line in enumerate(lines):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                if i < len(lines) - 1:
-                    raise
-                continue
+        for record in self._journal():
+            record.pop("activate", None)
             if "consolidation_of" in record:
                 learn = next(r for r in reversed(records) if r["version"] == record["consolidation_of"])
                 learn["consolidation"] = record["consolidation"]
                 learn["seconds"] += record["consolidation"]["seconds"]
-            else:
+            elif "accepted" in record:
                 records.append(record)
+        return records
+
+    def _journal(self) -> list[dict[str, Any]]:
+        """The lines of learns.jsonl; a last line cut by a kill is not one."""
+        path = self.path / "learns.jsonl"
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:
+                    raise
         return records
 
     def disk_bytes(self) -> int:
@@ -189,19 +216,25 @@ class Store:
 
     @contextlib.contextmanager
     def learning(self, wait: bool = True) -> Iterator[None]:
-        """Exclusive right to add versions; staging/ is emptied on entry (leftovers of a killed learner) and on
-        exit (a rejected update's adapter)."""
+        """Exclusive right to add versions; on entry a killed learner's pointer move is finished and its staging/
+        emptied; on exit staging/ is emptied again (a rejected update's adapter)."""
         with (self.path / "learn.lock").open("a") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 raise MemoryDirError(f"another process is learning into {self.path}") from None
             try:
+                self.recover()
                 self._empty_staging()
                 yield
                 self._empty_staging()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def settle(self) -> None:
+        """What a learner does on taking the lock (see `learning`), unless one holds it: it did so on taking it."""
+        with contextlib.suppress(MemoryDirError), self.learning(wait=False):
+            pass
 
     def _empty_staging(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
