@@ -37,9 +37,10 @@ def recover(store: Store, data: Path, memory: Versions) -> list[str]:
     one: the `consolidate` strategy may add a second), so it is neither lost nor learned twice; every other
     unfinished document is simply still pending. Only the worker adds versions, under the memory's own lock.
 
-    The memory writes a version file only once its adapters and documents are in place, then moves the
-    pointer; a kill between the two leaves a complete version that is not active, and a document recorded
-    under it would be in neither the weights nor retrieval. Recovery finishes that commit: no one else can
+    The memory writes a version file only once its adapters and documents are in place, then its learn record
+    (the memory's own commit point, which it finishes on opening), then moves the pointer; a kill before the
+    record leaves a complete version that is not active, and a document recorded under it would be in neither
+    the weights nor retrieval. Recovery finishes that commit here too: no one else can
     have moved the pointer while the job ran (activation is refused then), so the job's newest version is
     the one it was about to activate.
     """
