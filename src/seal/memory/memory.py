@@ -198,10 +198,8 @@ class Memory:
                 result.seconds = time.perf_counter() - start
                 # the record is the commit point (seal.memory.store): on record before the pointer moves, and before
                 # a consolidation starts, so that no kill leaves a version active without its learn on record
-                self.store.log({k: v for k, v in result.to_dict().items() if not k.startswith("answers")}
-                                     | ({"activate": result.version} if result.accepted else {}))
-                if result.accepted:
-                    self.store.set_active(result.version)
+                self.store.log({k: v for k, v in result.to_dict().items() if not k.startswith("answers")},
+                               activate=result.version)  # None when rejected
                 state = State.of(self.store.version(result.version)) if result.accepted else None
                 if state and isinstance(self.strategy, Consolidate) and self.strategy.consolidation_due(state):
                     fold_start = time.perf_counter()
@@ -209,8 +207,6 @@ class Memory:
                     result.consolidation["seconds"] = time.perf_counter() - fold_start
                     result.seconds += result.consolidation["seconds"]
                     self.store.log_consolidation(result.version, result.consolidation)
-                    if result.consolidation["accepted"]:
-                        self.store.set_active(result.consolidation["version"])
             except BaseException:
                 self._pending.clear()
                 self._loaded.name = None  # it may hold a candidate: the next use rebuilds the version it needs

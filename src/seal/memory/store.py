@@ -107,9 +107,7 @@ class Store:
 
     def activate(self, name: str) -> None:
         """A rollback or roll forward: on the journal first, so that `recover` finishes it rather than undoing it."""
-        self.version(name)
-        self.log({"activate": name})
-        self.set_active(name)
+        self.log({}, activate=name)
 
     def recover(self) -> None:
         """Finish the pointer move that a kill cut short: the last journal line naming a version to activate is
@@ -167,20 +165,25 @@ class Store:
     def document(self, doc_id: str) -> dict[str, Any]:
         return json.loads((self.documents_dir / f"{doc_id}.json").read_text(encoding="utf-8"))
 
-    def log(self, record: dict[str, Any]) -> None:
-        """Append a line to the journal, durably (a line a kill cut short is ended first)."""
+    def log(self, record: dict[str, Any], activate: str | None = None) -> None:
+        """Append a line to the journal, durably (a line a kill cut short is ended first). With `activate`, the
+        line names that version and the pointer then moves to it: the line is the commit point (module docstring)."""
+        if activate is not None:
+            self.version(activate)  # unknown names are refused before anything is written
+            record = {**record, "activate": activate}
         path = self.path / "learns.jsonl"
         cut = path.exists() and path.stat().st_size and path.read_bytes()[-1:] != b"\n"
         with path.open("a", encoding="utf-8") as f:
             f.write(("\n" if cut else "") + json.dumps({"time": round(time.time(), 3), **record}) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if activate is not None:
+            self.set_active(activate)
 
     def log_consolidation(self, version: str, record: dict[str, Any]) -> None:
         """The outcome of the consolidation that followed the learn which made `version`; a line of its own, as
-        the learn is on record before the consolidation starts. A kept one names its version to activate."""
-        self.log({"consolidation_of": version, "consolidation": record}
-                       | ({"activate": record["version"]} if record["accepted"] else {}))
+        the learn is on record before the consolidation starts. A kept one activates its version (None: rejected)."""
+        self.log({"consolidation_of": version, "consolidation": record}, activate=record["version"])
 
     def learn_records(self) -> list[dict[str, Any]]:
         """The learns on the journal, each consolidation put into the record of the learn it followed (its
